@@ -1,0 +1,125 @@
+"""Flax Linen layers that keep the parameter books and call :mod:`dlfunc.nn` for the maths.
+
+Parameter and collection names follow Flax (``kernel``, ``bias``, ``scale``,
+``batch_stats/{mean,var}``), so checkpoints and weight loaders map one to one.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as linen
+import jax.numpy as jnp
+
+from dlfunc import nn
+
+Initializer = Callable[..., Any]
+
+
+class Dense(linen.Module):
+  """Linen wrapper of :func:`dlfunc.nn.dense`. Kernel init defaults to Glorot uniform (Keras)."""
+  features: int
+  use_bias: bool = True
+  kernel_init: Initializer = nn.glorot_uniform
+  bias_init: Initializer = nn.zeros
+  dtype: Any = jnp.float32
+
+  @linen.compact
+  def __call__(self, x):
+    p = {"kernel": self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.dtype)}
+    if self.use_bias:
+      p["bias"] = self.param("bias", self.bias_init, (self.features,), self.dtype)
+    return nn.dense(p, x)
+
+
+class Conv(linen.Module):
+  """Linen wrapper of :func:`dlfunc.nn.conv` (channels last; 1-D, 2-D or 3-D by ``len(kernel_size)``)."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Any = 1
+  padding: Any = "VALID"
+  dilation: Any = 1
+  groups: int = 1
+  use_bias: bool = True
+  kernel_init: Initializer = nn.glorot_uniform
+  bias_init: Initializer = nn.zeros
+  dtype: Any = jnp.float32
+
+  @linen.compact
+  def __call__(self, x):
+    ks = tuple(self.kernel_size)
+    if x.ndim != len(ks) + 2:
+      raise ValueError(f"Conv with a {len(ks)}-D kernel expects input (batch, {len(ks)} spatial axes, channels), "
+                       f"got shape {tuple(x.shape)}.")
+    shape = (*ks, x.shape[-1] // self.groups, self.features)
+    p = {"kernel": self.param("kernel", self.kernel_init, shape, self.dtype)}
+    if self.use_bias:
+      p["bias"] = self.param("bias", self.bias_init, (self.features,), self.dtype)
+    return nn.conv(p, x, strides=self.strides, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+
+class BatchNorm(linen.Module):
+  """Linen wrapper of :func:`dlfunc.nn.batch_norm`; running statistics live in ``batch_stats``.
+
+  ``train=True`` needs ``mutable=["batch_stats"]`` in ``apply``. Statistics are not
+  updated during ``init``. ``momentum`` follows Keras/Flax (PyTorch 0.1 == 0.9 here).
+  """
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  use_scale: bool = True
+  use_bias: bool = True
+
+  @linen.compact
+  def __call__(self, x, train: bool = False):
+    c = x.shape[-1]
+    mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    p = {}
+    if self.use_scale:
+      p["scale"] = self.param("scale", nn.ones, (c,))
+    if self.use_bias:
+      p["bias"] = self.param("bias", nn.zeros, (c,))
+    y, new = nn.batch_norm(p, {"mean": mean.value, "var": var.value}, x, train=train,
+                           momentum=self.momentum, eps=self.epsilon)
+    if train and not self.is_initializing():
+      mean.value, var.value = new["mean"], new["var"]
+    return y
+
+
+class LayerNorm(linen.Module):
+  """Linen wrapper of :func:`dlfunc.nn.layer_norm` over the last axis."""
+  epsilon: float = 1e-5
+  use_scale: bool = True
+  use_bias: bool = True
+
+  @linen.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    p = {}
+    if self.use_scale:
+      p["scale"] = self.param("scale", nn.ones, (d,))
+    if self.use_bias:
+      p["bias"] = self.param("bias", nn.zeros, (d,))
+    return nn.layer_norm(p, x, eps=self.epsilon)
+
+
+class Dropout(linen.Module):
+  """Linen wrapper of :func:`dlfunc.nn.dropout`; draws its key from the ``dropout`` rng stream."""
+  rate: float
+
+  @linen.compact
+  def __call__(self, x, train: bool = False):
+    if not train or self.rate == 0.0:
+      return x
+    return nn.dropout(x, self.rate, key=self.make_rng("dropout"), train=True)
+
+
+class Embed(linen.Module):
+  """Linen wrapper of :func:`dlfunc.nn.embedding`."""
+  num_embeddings: int
+  features: int
+  embedding_init: Initializer = nn.glorot_uniform
+
+  @linen.compact
+  def __call__(self, ids):
+    table = self.param("embedding", self.embedding_init, (self.num_embeddings, self.features))
+    return nn.embedding({"embedding": table}, ids)

@@ -1,0 +1,15 @@
+"""dlfunc.nn: pure functions. Arrays in, arrays out; no hidden state."""
+from dlfunc.nn._activations import elu, gelu, leaky_relu, log_softmax, logsumexp, relu, sigmoid, softmax, tanh
+from dlfunc.nn._initializers import (glorot_normal, glorot_uniform, he_normal, he_uniform, kaiming_normal,
+                                     kaiming_uniform, lecun_normal, lecun_uniform, ones, xavier_normal,
+                                     xavier_uniform, zeros)
+from dlfunc.nn._layers import (avg_pool, batch_norm, conv, conv2d, dense, dropout, embedding, flatten, layer_norm,
+                               max_pool)
+
+__all__ = [
+    "relu", "sigmoid", "tanh", "softmax", "log_softmax", "logsumexp", "gelu", "leaky_relu", "elu",
+    "glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+    "kaiming_uniform", "kaiming_normal", "lecun_uniform", "lecun_normal", "zeros", "ones",
+    "dense", "conv", "conv2d", "max_pool", "avg_pool", "flatten", "dropout", "batch_norm", "layer_norm",
+    "embedding",
+]
