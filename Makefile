@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 export KERAS_BACKEND := jax
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-fast bench venv venv-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+venv-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/dlfunc train
