@@ -5,6 +5,10 @@ from dlfunc.nn._initializers import (glorot_normal, glorot_uniform, he_normal, h
                                      xavier_uniform, zeros)
 from dlfunc.nn._layers import (avg_pool, batch_norm, conv, conv2d, dense, dropout, embedding, flatten, layer_norm,
                                max_pool)
+from dlfunc.nn._conv1d import avg_pool1d, conv1d, max_pool1d
+from dlfunc.nn._recurrent import (CELLS, bidirectional, gru_cell, init_cell, initial_carry, initial_carry_like,
+                                  lstm_cell, orthogonal, rnn_cell, stacked, unroll)
+from dlfunc.nn._recurrent_convert import from_keras, from_torch, from_torch_stack, to_keras
 
 __all__ = [
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "logsumexp", "gelu", "leaky_relu", "elu",
@@ -12,4 +16,7 @@ __all__ = [
     "kaiming_uniform", "kaiming_normal", "lecun_uniform", "lecun_normal", "zeros", "ones",
     "dense", "conv", "conv2d", "max_pool", "avg_pool", "flatten", "dropout", "batch_norm", "layer_norm",
     "embedding",
+    "conv1d", "max_pool1d", "avg_pool1d",
+    "rnn_cell", "lstm_cell", "gru_cell", "unroll", "bidirectional", "stacked", "init_cell", "initial_carry",
+    "initial_carry_like", "orthogonal", "CELLS", "from_keras", "to_keras", "from_torch", "from_torch_stack",
 ]
