@@ -15,18 +15,39 @@ Array = jax.Array
 
 def _same_shape(name: str, a: Array, b: Array, an: str, bn: str) -> None:
   if a.shape != b.shape:
-    raise ValueError(f"{name}: {an} has shape {tuple(a.shape)} but {bn} has shape {tuple(b.shape)}; they must match.")
+    raise ValueError(f"{name}: {an} has shape {tuple(a.shape)} but {bn} has shape {tuple(b.shape)}; they must match "
+                     f"(no silent broadcasting: reshape one of them, e.g. targets.reshape({an}.shape)).")
+
+
+def _penalty_sum(params, fn) -> Array:
+  leaves = [jnp.asarray(w) for w in jax.tree_util.tree_leaves(params)]
+  if not leaves:
+    return jnp.zeros(())
+  return sum((jnp.sum(fn(w)) for w in leaves[1:]), jnp.sum(fn(leaves[0])))
 
 
 def mse(predictions: Array, targets: Array) -> Array:
-  r"""Mean squared error, :math:`\frac1n\sum (\hat y - y)^2` over every element."""
+  r"""Mean squared error, :math:`\frac1n\sum (\hat y - y)^2` over every element.
+
+  Equals ``mean(optax.squared_error(...))`` (``optax.l2_loss`` carries a factor 1/2)
+  and Keras' ``MeanSquaredError``.
+
+  Example:
+    >>> float(mse(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0])))
+    2.0
+  """
   predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
   _same_shape("mse", predictions, targets, "predictions", "targets")
   return jnp.mean(jnp.square(predictions - targets))
 
 
 def mae(predictions: Array, targets: Array) -> Array:
-  r"""Mean absolute error, :math:`\frac1n\sum |\hat y - y|`."""
+  r"""Mean absolute error, :math:`\frac1n\sum |\hat y - y|`.
+
+  Example:
+    >>> float(mae(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0])))
+    1.0
+  """
   predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
   _same_shape("mae", predictions, targets, "predictions", "targets")
   return jnp.mean(jnp.abs(predictions - targets))
@@ -38,6 +59,22 @@ def softmax_cross_entropy(logits: Array, probs: Array, *, label_smoothing: float
   :math:`-\frac1N \sum_n \sum_k p_{nk} \log \mathrm{softmax}(z_n)_k`. With
   ``label_smoothing = a`` the targets become :math:`(1-a)p + a/K` (as
   ``optax.smooth_labels`` and Keras' ``label_smoothing``).
+
+  Args:
+    logits: ``(..., K)`` unnormalised scores (not probabilities).
+    probs: ``(..., K)`` target distributions (e.g. one-hot).
+    label_smoothing: ``a`` in ``[0, 1)``.
+
+  Returns:
+    The mean over the batch (every axis but the last).
+
+  Warning:
+    Keras' ``categorical_crossentropy`` defaults to ``from_logits=False`` and
+    expects probabilities; pass it ``from_logits=True`` to compare.
+
+  Example:
+    >>> float(softmax_cross_entropy(jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]])))  # log 2
+    0.6931471824645996
   """
   logits, probs = jnp.asarray(logits), jnp.asarray(probs)
   _same_shape("softmax_cross_entropy", logits, probs, "logits", "probs")
@@ -51,8 +88,21 @@ def softmax_cross_entropy(logits: Array, probs: Array, *, label_smoothing: float
 def sparse_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
   r"""Cross-entropy with integer class labels: :math:`-\frac1N\sum_n \log \mathrm{softmax}(z_n)_{y_n}`.
 
-  Equivalent to Keras' ``SparseCategoricalCrossentropy(from_logits=True)`` and
-  PyTorch's ``F.cross_entropy``.
+  Equivalent to Keras' ``SparseCategoricalCrossentropy(from_logits=True)``,
+  PyTorch's ``F.cross_entropy`` and the mean of
+  ``optax.softmax_cross_entropy_with_integer_labels``.
+
+  Args:
+    logits: ``(..., K)``.
+    labels: integers in ``[0, K)``, shaped like ``logits`` without its last axis.
+
+  Returns:
+    The mean over the batch. A label outside ``[0, K)`` is an error for a
+    concrete array; under ``jit`` it gives NaN (never a wrapped or clamped label).
+
+  Example:
+    >>> float(sparse_softmax_cross_entropy(jnp.array([[0.0, 1e4]]), jnp.array([0])))
+    10000.0
   """
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -60,15 +110,30 @@ def sparse_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
   if labels.shape != logits.shape[:-1]:
     raise ValueError(f"sparse_softmax_cross_entropy: labels shape {tuple(labels.shape)} must equal logits shape "
                      f"without its class axis, {tuple(logits.shape[:-1])}.")
+  k = logits.shape[-1]
+  if not isinstance(labels, jax.core.Tracer) and labels.size:
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= k:
+      raise ValueError(f"sparse_softmax_cross_entropy: labels must be in [0, {k}) for {k} classes "
+                       f"(logits shape {tuple(logits.shape)}), got labels from {lo} to {hi}.")
   logp = log_softmax(logits, axis=-1)
-  return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
+  picked = jnp.take_along_axis(logp, labels[..., None], axis=-1, mode="fill", wrap_negative_indices=False)
+  return -jnp.mean(picked)
 
 
 def binary_cross_entropy(probs: Array, targets: Array, *, eps: float = 1e-7) -> Array:
   r"""Binary cross-entropy on probabilities, clipped to ``[eps, 1 - eps]`` as Keras does.
 
+  :math:`-\frac1n\sum y\log p + (1-y)\log(1-p)` with :math:`p` clipped. Matches
+  Keras' ``binary_crossentropy`` (``from_logits=False``); PyTorch's
+  ``F.binary_cross_entropy`` clamps the log at -100 instead.
+
   Prefer :func:`binary_cross_entropy_with_logits` when you have logits: it is exact
   where this one clips.
+
+  Example:
+    >>> round(float(binary_cross_entropy(jnp.array([0.0]), jnp.array([1.0]))), 4)  # -log(1e-7)
+    16.1181
   """
   probs, targets = jnp.asarray(probs), jnp.asarray(targets)
   _same_shape("binary_cross_entropy", probs, targets, "probs", "targets")
@@ -81,6 +146,10 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array) -> Array:
 
   Finite for any logit; matches ``optax.sigmoid_binary_cross_entropy`` (mean)
   and PyTorch's ``F.binary_cross_entropy_with_logits``.
+
+  Example:
+    >>> float(binary_cross_entropy_with_logits(jnp.array([-1e4]), jnp.array([1.0])))
+    10000.0
   """
   logits, targets = jnp.asarray(logits), jnp.asarray(targets)
   _same_shape("binary_cross_entropy_with_logits", logits, targets, "logits", "targets")
@@ -88,15 +157,27 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array) -> Array:
 
 
 def l1_penalty(params, scale: float = 1.0) -> Array:
-  r""":math:`\lambda \sum |w|` over every leaf of a parameter pytree."""
-  leaves = jax.tree_util.tree_leaves(params)
-  return scale * sum((jnp.sum(jnp.abs(w)) for w in leaves), jnp.zeros(()))
+  r""":math:`\lambda \sum |w|` over every leaf of a parameter pytree (Keras' ``L1(l1=scale)``).
+
+  Example:
+    >>> float(l1_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array([3.0])}, scale=0.1))
+    0.6000000238418579
+  """
+  return scale * _penalty_sum(params, jnp.abs)
 
 
 def l2_penalty(params, scale: float = 1.0) -> Array:
-  r""":math:`\lambda \sum w^2` over every leaf (no factor 1/2, as Keras' ``L2``)."""
-  leaves = jax.tree_util.tree_leaves(params)
-  return scale * sum((jnp.sum(jnp.square(w)) for w in leaves), jnp.zeros(()))
+  r""":math:`\lambda \sum w^2` over every leaf (no factor 1/2, as Keras' ``L2(l2=scale)``).
+
+  Warning:
+    Adding this to the loss of an Adam model is *not* AdamW's decoupled weight
+    decay; and PyTorch's ``weight_decay=wd`` in SGD equals ``l2_penalty(scale=wd / 2)``.
+
+  Example:
+    >>> float(l2_penalty({"w": jnp.array([1.0, -2.0])}, scale=0.5))
+    2.5
+  """
+  return scale * _penalty_sum(params, jnp.square)
 
 
 __all__ = ["mse", "mae", "softmax_cross_entropy", "sparse_softmax_cross_entropy", "binary_cross_entropy",

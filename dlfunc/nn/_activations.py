@@ -17,32 +17,48 @@ def relu(x: Array) -> Array:
   r"""Rectified linear unit, :math:`\max(x, 0)`.
 
   The gradient at exactly 0 is 0 (as in ``jax.nn.relu``, PyTorch and Keras).
+  ``jnp.maximum(x, 0)`` would give 0.5 there: JAX splits the gradient of a tie.
 
   Example:
     >>> import jax.numpy as jnp
     >>> relu(jnp.array([-2.0, 0.0, 3.0]))
     Array([0., 0., 3.], dtype=float32)
+    >>> float(jax.grad(relu)(0.0))
+    0.0
   """
   x = jnp.asarray(x)
-  return jnp.maximum(x, jnp.zeros((), x.dtype))
+  return jnp.where(x > 0, x, jnp.zeros((), x.dtype))
 
 
 def sigmoid(x: Array) -> Array:
   r"""Logistic sigmoid, :math:`\sigma(x) = 1 / (1 + e^{-x})`.
 
-  Computed as :math:`\tfrac12(1 + \tanh(x/2))`, which never overflows: the naive
-  formula gives ``inf`` in ``exp(-x)`` for ``x = -1e4``.
+  Computed from :math:`e = e^{-|x|} \in (0, 1]`: :math:`1/(1+e)` for
+  :math:`x \ge 0` and :math:`e/(1+e)` for :math:`x < 0`. Nothing overflows
+  (the naive formula computes ``exp(1e4) = inf`` at ``x = -1e4``), and small
+  results keep full relative precision (``sigmoid(-20)`` is about 2e-9, not
+  the 0 that :math:`\tfrac12(1 + \tanh(x/2))` rounds to in float32).
 
   Example:
     >>> sigmoid(jnp.array([0.0]))
     Array([0.5], dtype=float32)
+    >>> bool(sigmoid(jnp.array(-20.0)) > 0)
+    True
   """
   x = jnp.asarray(x)
-  return 0.5 * (jnp.tanh(0.5 * x) + 1.0)
+  if not jnp.issubdtype(x.dtype, jnp.inexact):
+    x = x.astype(jnp.result_type(float))
+  e = jnp.exp(-jnp.abs(x))
+  return jnp.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
 def tanh(x: Array) -> Array:
-  r"""Hyperbolic tangent, :math:`(e^x - e^{-x}) / (e^x + e^{-x})`, in (-1, 1)."""
+  r"""Hyperbolic tangent, :math:`(e^x - e^{-x}) / (e^x + e^{-x})`, in (-1, 1).
+
+  Example:
+    >>> tanh(jnp.array([-1e4, 0.0, 1e4]))
+    Array([-1.,  0.,  1.], dtype=float32)
+  """
   return jnp.tanh(jnp.asarray(x))
 
 
@@ -63,15 +79,33 @@ def softmax(x: Array, axis: int = -1) -> Array:
 
 
 def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
-  r""":math:`\log \sum_j e^{x_j}`, computed as :math:`m + \log\sum_j e^{x_j - m}`."""
+  r""":math:`\log \sum_j e^{x_j}`, computed as :math:`m + \log\sum_j e^{x_j - m}`, :math:`m = \max_j x_j`.
+
+  The shift by the maximum keeps ``exp`` from overflowing; it is held constant
+  for differentiation (the result does not depend on it), and a row that is
+  all ``-inf`` gives ``-inf`` rather than NaN.
+
+  Example:
+    >>> float(logsumexp(jnp.array([1e4, 1e4])))  # 1e4 + log 2
+    10000.693359375
+  """
   x = jnp.asarray(x)
   m = jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+  m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), m.dtype))
   out = m + jnp.log(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True))
   return out if keepdims else jnp.squeeze(out, axis=axis)
 
 
 def log_softmax(x: Array, axis: int = -1) -> Array:
-  r""":math:`x_i - \log\sum_j e^{x_j}`: the log of :func:`softmax`, without its underflow."""
+  r""":math:`x_i - \log\sum_j e^{x_j}`: the log of :func:`softmax`, without its underflow.
+
+  ``jnp.log(softmax(x))`` gives ``-inf`` (and NaN gradients) once a probability
+  underflows to 0, e.g. for logits ``[0, 1e4]``; this stays finite.
+
+  Example:
+    >>> log_softmax(jnp.array([0.0, 1e4]))
+    Array([-10000.,      0.], dtype=float32)
+  """
   x = jnp.asarray(x)
   return x - logsumexp(x, axis=axis, keepdims=True)
 
@@ -88,6 +122,10 @@ def gelu(x: Array, approximate: bool = False) -> Array:
   Warning:
     ``jax.nn.gelu`` defaults to ``approximate=True``; dlfunc defaults to the
     exact form, like PyTorch and Keras.
+
+  Example:
+    >>> gelu(jnp.array([-1e4, 0.0, 1.0]))
+    Array([-0.       ,  0.       ,  0.8413447], dtype=float32)
   """
   x = jnp.asarray(x)
   if approximate:
@@ -102,6 +140,10 @@ def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
   Warning:
     PyTorch's default slope is 0.01 (as here and in ``jax.nn``); Keras'
     ``LeakyReLU`` defaults to 0.3 (``negative_slope`` in Keras 3).
+
+  Example:
+    >>> leaky_relu(jnp.array([-2.0, 3.0]))
+    Array([-0.02,  3.  ], dtype=float32)
   """
   x = jnp.asarray(x)
   return jnp.where(x >= 0, x, negative_slope * x)
@@ -112,7 +154,12 @@ def elu(x: Array, alpha: float = 1.0) -> Array:
 
   ``expm1`` is evaluated on :math:`\min(x, 0)` so that the unused branch cannot
   overflow (which would poison the gradient with NaN at large positive x).
+  The gradient at 0 is ``alpha`` (the left branch), as in ``jax.nn.elu``.
+
+  Example:
+    >>> elu(jnp.array([-1e4, 0.0, 2.0]))
+    Array([-1.,  0.,  2.], dtype=float32)
   """
   x = jnp.asarray(x)
-  safe = jnp.minimum(x, 0.0)
+  safe = jnp.where(x > 0, jnp.zeros((), x.dtype), x)
   return jnp.where(x > 0, x, alpha * jnp.expm1(safe))

@@ -1,8 +1,18 @@
-"""Weight initializers: ``init(key, shape, dtype=float32) -> array``.
+r"""Weight initializers: ``init(key, shape, dtype=float32) -> array``.
 
 Fans follow the Keras/Flax convention: for a dense kernel ``(in, out)``,
 fan_in = in and fan_out = out; for a convolution kernel ``(*spatial, in, out)``
-(HWIO), each is multiplied by the receptive-field size.
+(HWIO), each is multiplied by the receptive-field size. A 1-D shape ``(n,)``
+has fan_in = fan_out = n (as Keras).
+
+The ``*_normal`` initializers draw from a normal truncated at two standard
+deviations and rescaled so that the truncated distribution has the stated
+standard deviation, as Keras and ``jax.nn.initializers`` do.
+
+Warning:
+  PyTorch's ``kaiming_normal_`` / ``xavier_normal_`` are *not* truncated, and its
+  ``nn.Linear`` / ``nn.Conv2d`` default is :math:`U(-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}})`
+  (``kaiming_uniform_(a=sqrt(5))``), not He uniform.
 """
 from __future__ import annotations
 
@@ -18,21 +28,27 @@ Array = jax.Array
 def _fans(shape: Sequence[int]) -> tuple[float, float]:
   if len(shape) < 1:
     raise ValueError("initializers need a shape with at least one axis; got a scalar shape ().")
+  shape = tuple(int(d) for d in shape)
   if len(shape) == 1:
-    return float(shape[0]), float(shape[0])
-  receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
-  return float(shape[-2] * receptive), float(shape[-1] * receptive)
+    fan_in = fan_out = shape[0]
+  else:
+    receptive = math.prod(shape[:-2])
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+  if fan_in <= 0 or fan_out <= 0:
+    raise ValueError(f"initializers need positive fans; shape {shape} gives fan_in={fan_in}, fan_out={fan_out}.")
+  return float(fan_in), float(fan_out)
 
 
 def _uniform(key, shape, dtype, limit):
-  return jax.random.uniform(key, tuple(shape), dtype, -limit, limit)
+  # U(-1, 1) scaled by ``limit``: the same draws as ``jax.nn.initializers`` for the same key.
+  return jax.random.uniform(key, tuple(shape), dtype, -1.0, 1.0) * jnp.asarray(limit, dtype)
 
 
 def _truncated_normal(key, shape, dtype, std):
   # Keras/Flax truncate at two standard deviations and rescale so the
   # standard deviation after truncation is ``std``.
   stddev = std / 0.87962566103423978
-  return stddev * jax.random.truncated_normal(key, -2.0, 2.0, tuple(shape), dtype)
+  return jax.random.truncated_normal(key, -2.0, 2.0, tuple(shape), dtype) * jnp.asarray(stddev, dtype)
 
 
 def glorot_uniform(key, shape, dtype=jnp.float32) -> Array:
@@ -56,13 +72,25 @@ def glorot_normal(key, shape, dtype=jnp.float32) -> Array:
 
 
 def he_uniform(key, shape, dtype=jnp.float32) -> Array:
-  r"""He/Kaiming uniform: :math:`U(-l, l)`, :math:`l = \sqrt{6 / \text{fan\_in}}` (for ReLU nets)."""
+  r"""He/Kaiming uniform: :math:`U(-l, l)`, :math:`l = \sqrt{6 / \text{fan\_in}}` (for ReLU nets).
+
+  Example:
+    >>> w = he_uniform(jax.random.key(0), (3, 3, 16, 32))  # HWIO: fan_in = 3 * 3 * 16
+    >>> bool(abs(w).max() <= (6 / 144) ** 0.5)
+    True
+  """
   fan_in, _ = _fans(shape)
   return _uniform(key, shape, dtype, math.sqrt(6.0 / fan_in))
 
 
 def he_normal(key, shape, dtype=jnp.float32) -> Array:
-  r"""He/Kaiming normal, truncated at 2 sd: std :math:`\sqrt{2 / \text{fan\_in}}`."""
+  r"""He/Kaiming normal, truncated at 2 sd: std :math:`\sqrt{2 / \text{fan\_in}}`.
+
+  Example:
+    >>> w = he_normal(jax.random.key(0), (512, 256))
+    >>> round(float(w.std()) / (2 / 512) ** 0.5, 1)
+    1.0
+  """
   fan_in, _ = _fans(shape)
   return _truncated_normal(key, shape, dtype, math.sqrt(2.0 / fan_in))
 

@@ -65,12 +65,14 @@ def dense(params: Mapping[str, Array], x: Array) -> Array:
     >>> dense(p, jnp.ones((4, 3))).shape
     (4, 2)
   """
-  kernel = params["kernel"]
+  kernel = jnp.asarray(params["kernel"])
   x = jnp.asarray(x)
-  if x.shape[-1] != kernel.shape[0]:
+  if kernel.ndim != 2:
+    raise ValueError(f"dense: the kernel must be (in, out), got shape {tuple(kernel.shape)}.")
+  if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
     raise ValueError(
-        f"dense: input has {x.shape[-1]} features (shape {tuple(x.shape)}) but the kernel "
-        f"expects {kernel.shape[0]} (kernel shape {tuple(kernel.shape)})."
+        f"dense: expected input (..., {kernel.shape[0]}) for kernel shape {tuple(kernel.shape)}, "
+        f"got input shape {tuple(x.shape)}; flatten or reshape the input, or build the layer for this size."
     )
   y = jnp.matmul(x, kernel)
   bias = params.get("bias")
@@ -84,8 +86,11 @@ def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding =
   Cross-correlation, as in every deep-learning library. ``kernel`` is
   ``(*window, in // groups, out)``. See :func:`conv2d`.
   """
-  kernel = params["kernel"]
+  kernel = jnp.asarray(params["kernel"])
   n = kernel.ndim - 2
+  if not 1 <= n <= 3:
+    raise ValueError(f"conv: the kernel must be (*window, in, out) with 1 to 3 window axes, "
+                     f"got shape {tuple(kernel.shape)}.")
   x = jnp.asarray(x)
   _check_rank(f"conv{n}d", x, n + 2, "(batch, *spatial, channels)")
   if x.shape[-1] != kernel.shape[-2] * groups:
@@ -93,7 +98,11 @@ def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding =
         f"conv{n}d: input has {x.shape[-1]} channels (shape {tuple(x.shape)}) but the kernel "
         f"{tuple(kernel.shape)} expects {kernel.shape[-2] * groups}."
     )
-  spatial = "".join("DHW"[3 - n:]) if n <= 3 else None
+  if not jnp.issubdtype(x.dtype, jnp.inexact):  # e.g. uint8 images
+    x = x.astype(kernel.dtype)
+  dtype = jnp.result_type(x, kernel)
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  spatial = "DHW"[3 - n:]
   dn = jax.lax.conv_dimension_numbers(
       x.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
   y = jax.lax.conv_general_dilated(
@@ -124,6 +133,13 @@ def conv2d(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding
     even size pads (0, 1) and gives different numbers. Port torch layers with
     explicit pairs, e.g. ``padding=((1, 1), (1, 1))``. Torch weights are OIHW:
     ``w.transpose(2, 3, 1, 0)`` gives HWIO.
+
+  Example:
+    >>> p = {"kernel": jnp.ones((3, 3, 1, 8)), "bias": jnp.zeros(8)}
+    >>> conv2d(p, jnp.ones((2, 28, 28, 1))).shape
+    (2, 26, 26, 8)
+    >>> conv2d(p, jnp.ones((2, 28, 28, 1)), strides=2, padding="SAME").shape
+    (2, 14, 14, 8)
   """
   if params["kernel"].ndim != 4:
     raise ValueError(f"conv2d: the kernel must be (kh, kw, in, out), got shape {tuple(params['kernel'].shape)}.")
@@ -144,12 +160,21 @@ def max_pool(x: Array, window=2, strides=None, padding: Padding = "VALID") -> Ar
 
   ``strides`` defaults to ``window`` (as in Keras and PyTorch). Padded cells
   count as ``-inf``, so they never win.
+
+  Example:
+    >>> max_pool(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
+    Array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
   """
   x = jnp.asarray(x)
   n = x.ndim - 2
   if n < 1:
     raise ValueError(f"max_pool: expected (batch, *spatial, channels), got shape {tuple(x.shape)}.")
-  return _pool(x, -jnp.inf, jax.lax.max, window, strides, padding, n)
+  if jnp.issubdtype(x.dtype, jnp.inexact):
+    init = jnp.array(-jnp.inf, x.dtype)
+  else:
+    init = jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
+  return _pool(x, init, jax.lax.max, window, strides, padding, n)
 
 
 def avg_pool(x: Array, window=2, strides=None, padding: Padding = "VALID",
@@ -159,16 +184,23 @@ def avg_pool(x: Array, window=2, strides=None, padding: Padding = "VALID",
   Args:
     count_include_pad: with padding, whether the padded zeros count in the
       denominator. ``False`` (default) matches Keras ``AveragePooling2D``;
-      PyTorch's ``AvgPool2d`` defaults to ``True``.
+      PyTorch's ``AvgPool2d`` and ``flax.linen.avg_pool`` default to ``True``.
+
+  Example:
+    >>> avg_pool(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
+    Array([[ 2.5,  4.5],
+           [10.5, 12.5]], dtype=float32)
   """
   x = jnp.asarray(x)
   n = x.ndim - 2
   if n < 1:
     raise ValueError(f"avg_pool: expected (batch, *spatial, channels), got shape {tuple(x.shape)}.")
-  sums = _pool(x, 0.0, jax.lax.add, window, strides, padding, n)
+  if not jnp.issubdtype(x.dtype, jnp.inexact):
+    x = x.astype(jnp.result_type(float))
+  sums = _pool(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
   if count_include_pad or (isinstance(padding, str) and padding.upper() == "VALID"):
     return sums / float(math.prod(_tuple(window, n, "window")))
-  counts = _pool(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0.0, jax.lax.add, window, strides, padding, n)
+  counts = _pool(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), jnp.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
   return sums / counts
 
 
@@ -178,8 +210,14 @@ def flatten(x: Array) -> Array:
   Warning:
     PyTorch flattens NCHW tensors, so the order of features differs from a
     torch model's; permute the next dense kernel when porting weights.
+
+  Example:
+    >>> flatten(jnp.ones((2, 5, 5, 3))).shape
+    (2, 75)
   """
   x = jnp.asarray(x)
+  if x.ndim < 1:
+    raise ValueError("flatten: expected (batch, ...), got a scalar; there is no batch axis to keep.")
   return x.reshape((x.shape[0], -1))
 
 
@@ -193,6 +231,16 @@ def dropout(x: Array, rate: float, *, key: jax.Array | None = None, train: bool 
     key: a ``jax.random`` key; required when training with ``rate > 0``.
     train: when ``False`` this is the identity, so the expected activation is
       the same in training and inference.
+
+  Warning:
+    ``jax.example_libraries.stax.Dropout(rate)`` takes the *keep* probability.
+
+  Example:
+    >>> y = dropout(jnp.ones(10_000), 0.25, key=jax.random.key(0))
+    >>> round(float((y == 0).mean()), 2), float(y.max())  # ~25% dropped, the rest scaled by 1/0.75
+    (0.25, 1.3333333730697632)
+    >>> dropout(jnp.ones(3), 0.25, train=False)
+    Array([1., 1., 1.], dtype=float32)
   """
   if not 0.0 <= rate < 1.0:
     raise ValueError(f"dropout: rate is the drop probability and must be in [0, 1), got {rate}.")
@@ -229,9 +277,24 @@ def batch_norm(params: Mapping[str, Array], stats: Mapping[str, Array], x: Array
     PyTorch's ``momentum=0.1`` is the weight of the *new* value (== 0.9 here),
     and PyTorch keeps the unbiased variance in ``running_var``. Keras'
     ``BatchNormalization`` defaults to ``epsilon=1e-3``.
+
+  Example:
+    >>> params = {"scale": jnp.ones(2), "bias": jnp.zeros(2)}
+    >>> stats = {"mean": jnp.zeros(2), "var": jnp.ones(2)}
+    >>> x = jnp.array([[0.0, 10.0], [2.0, 30.0]])
+    >>> y, new = batch_norm(params, stats, x, train=True, momentum=0.9)
+    >>> new["mean"]  # 0.9 * 0 + 0.1 * batch mean
+    Array([0.1, 2. ], dtype=float32)
+    >>> y, same = batch_norm(params, new, x, train=False)  # eval: running statistics, unchanged
   """
   x = jnp.asarray(x)
   axis = axis % x.ndim
+  c = x.shape[axis]
+  for what, tree in (("params", params), ("stats", stats)):
+    for name, v in tree.items():
+      if tuple(jnp.shape(v)) != (c,):
+        raise ValueError(f"batch_norm: expected {what}[{name!r}] of shape ({c},) for input {tuple(x.shape)} "
+                         f"with features on axis {axis}, got {tuple(jnp.shape(v))}.")
   reduce = tuple(i for i in range(x.ndim) if i != axis)
   shape = [1] * x.ndim
   shape[axis] = x.shape[axis]
@@ -254,30 +317,70 @@ def batch_norm(params: Mapping[str, Array], stats: Mapping[str, Array], x: Array
 
 
 def layer_norm(params: Mapping[str, Array], x: Array, *, eps: float = 1e-5, axis: int = -1) -> Array:
-  r"""Layer normalization over the last axis: :math:`\gamma (x - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta`.
+  r"""Layer normalization over one axis (the last by default), per example:
+  :math:`\gamma (x - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta`, with :math:`\mu, \sigma^2`
+  the mean and (biased) variance over ``axis``.
 
   Args:
-    params: ``{"scale": (D,), "bias": (D,)}`` (either may be absent).
-    eps: PyTorch's default is 1e-5 (used here), Keras' 1e-3, Flax's 1e-6, BERT's 1e-12.
+    params: ``{"scale": (D,), "bias": (D,)}`` (either may be absent), ``D = x.shape[axis]``.
+    x: input; no batch statistics are involved, so train and eval are the same.
+    eps: added to the variance. PyTorch's default is 1e-5 (used here), Keras' 1e-3,
+      Flax's 1e-6, BERT's 1e-12: pass the one of the model you port.
+    axis: the axis normalised over.
+
+  Example:
+    >>> y = layer_norm({}, jnp.array([[1.0, 2.0, 3.0]]))
+    >>> [round(float(v), 4) for v in y[0]]
+    [-1.2247, 0.0, 1.2247]
   """
   x = jnp.asarray(x)
+  axis = axis % x.ndim if x.ndim else 0
+  d = x.shape[axis] if x.ndim else 0
+  shape = [1] * x.ndim
+  if x.ndim:
+    shape[axis] = d
+  for name, v in params.items():
+    if tuple(jnp.shape(v)) != (d,):
+      raise ValueError(f"layer_norm: expected params[{name!r}] of shape ({d},) for input {tuple(x.shape)} "
+                       f"normalised over axis {axis}, got {tuple(jnp.shape(v))}.")
   mean = jnp.mean(x, axis=axis, keepdims=True)
   var = jnp.mean(jnp.square(x - mean), axis=axis, keepdims=True)
   y = (x - mean) * jax.lax.rsqrt(var + eps)
   if "scale" in params:
-    y = y * params["scale"]
+    y = y * jnp.reshape(params["scale"], shape)
   if "bias" in params:
-    y = y + params["bias"]
+    y = y + jnp.reshape(params["bias"], shape)
   return y
 
 
 def embedding(params: Mapping[str, Array], ids: Array) -> Array:
   """Look up rows of ``params["embedding"]`` (``(vocab, dim)``) for integer ``ids``.
 
-  Returns ``ids.shape + (dim,)``. Out-of-range ids are clamped by XLA under jit;
-  check them beforehand if they can occur.
+  Returns ``ids.shape + (dim,)``. An id outside ``[0, vocab)`` is an error when
+  ``ids`` is a concrete array; under ``jit`` it cannot be checked and gives a row
+  of NaN (never a silent wrap-around or clamp), so a training loop sees a NaN loss.
+
+  Warning:
+    Keras and Flax (``jnp.take``) wrap negative ids to the end of the table;
+    PyTorch raises. dlfunc never wraps.
+
+  Example:
+    >>> table = {"embedding": jnp.arange(6.0).reshape(3, 2)}
+    >>> embedding(table, jnp.array([[2, 0]]))
+    Array([[[4., 5.],
+            [0., 1.]]], dtype=float32)
   """
   ids = jnp.asarray(ids)
+  table = jnp.asarray(params["embedding"])
   if not jnp.issubdtype(ids.dtype, jnp.integer):
     raise TypeError(f"embedding: ids must be integers, got dtype {ids.dtype}; cast with ids.astype(jnp.int32).")
-  return jnp.take(params["embedding"], ids, axis=0)
+  if table.ndim != 2:
+    raise ValueError(f"embedding: the table must be (vocab, dim), got shape {tuple(table.shape)}.")
+  vocab = table.shape[0]
+  if not isinstance(ids, jax.core.Tracer) and ids.size:
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+      raise ValueError(f"embedding: ids must be in [0, {vocab}) for a table of shape {tuple(table.shape)}, "
+                       f"got ids from {lo} to {hi}.")
+  ids = jnp.where(ids < 0, vocab, ids)  # out of range: filled with NaN, never wrapped
+  return jnp.take(table, ids, axis=0, mode="fill")
