@@ -1,0 +1,23 @@
+"""autograder: isolated, pytest-compatible grading of dlfunc assignments.
+
+Authoring guide: autograder/AUTHORING.md. Public surface:
+``points``, ``hidden`` (test decorators), ``checks`` (feedback-giving
+comparisons), ``SubmissionError`` (what a failed call into a submission raises),
+``load_assignment``, ``list_assignments``, ``grade_submission``.
+"""
+from autograder._errors import CheckFailed, SubmissionError
+from autograder._registry import hidden, list_assignments, load_assignment, points
+
+__all__ = ["points", "hidden", "CheckFailed", "SubmissionError", "load_assignment", "list_assignments",
+           "grade_submission"]
+
+
+def __getattr__(name):
+  # Lazy: importing the runner pulls in the sandbox machinery.
+  if name == "grade_submission":
+    from autograder._runner import grade_submission
+    return grade_submission
+  if name == "checks":
+    import importlib
+    return importlib.import_module("autograder.checks")
+  raise AttributeError(f"module 'autograder' has no attribute {name!r}")
