@@ -89,6 +89,15 @@ def _dtype_name(a) -> str:
   return str(getattr(a, "dtype", type(a).__name__))
 
 
+def _fmt(v) -> str:
+  v = np.asarray(v)
+  if v.dtype.kind == "f":
+    return f"{float(v):.8g}"
+  if v.dtype.kind == "c":
+    return f"{complex(v):.6g}"
+  return str(v.item()) if v.ndim == 0 else str(v)
+
+
 def shape_dtype(got, shape, dtype, what: str):
   """``got`` is an array of exactly ``shape`` and ``dtype``."""
   if not _is_array(got):
@@ -165,7 +174,7 @@ def _tree_allclose(got, expected, what, rtol, atol, check_dtype):
     gv, ev = g[idx] if g.ndim else g, e[idx] if e.ndim else e
     extra = " (NaN/Inf never pass: look for exp overflow or 0/0)" if not np.isfinite(gv) else ""
     where = f"at index {idx}" if idx else "for the scalar result"
-    fail(f"{what}: {n_bad} of {e.size} values differ; first {where}: expected {ev!r:.12}, got {gv!r:.12}{extra} "
+    fail(f"{what}: {n_bad} of {e.size} values differ; first {where}: expected {_fmt(ev)}, got {_fmt(gv)}{extra} "
          f"(shape {e.shape}, dtype {e.dtype}, rtol {rtol:g}, atol {atol:g}).")
 
 
@@ -195,18 +204,16 @@ def _to_numpy(tree):
 
 def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, check_dtype=True, **kwargs):
   """Call the student's ``name(*args, **kwargs)``, compare with ``reference``; return the student's output."""
-  x64 = _any_float64(args, kwargs)
-  expected = _ref(reference, args, kwargs, x64)
-  got = sub.call(name, *args, **kwargs)
+  got = sub.call(name, *args, **kwargs)     # the student first: a failing call skips the reference
+  expected = _ref(reference, args, kwargs, _any_float64(args, kwargs))
   allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype)
   return got
 
 
 def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), rtol=None, atol=None, **kwargs):
   """``jax.jit`` of the student's function traces and gives the reference's values."""
-  x64 = _any_float64(args, kwargs)
-  expected = _ref(reference, args, kwargs, x64)
   got = sub.jit(name, *args, static_argnums=static_argnums, **kwargs)
+  expected = _ref(reference, args, kwargs, _any_float64(args, kwargs))
   allclose(got, expected, "jax.jit(" + _call_text(name, args, kwargs) + ")", rtol, atol)
   return got
 
@@ -214,10 +221,9 @@ def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), r
 def vmap_matches(sub, name: str, reference: Callable, *args, in_axes=0, rtol=None, atol=None, **kwargs):
   """``jax.vmap(student, in_axes)`` equals the reference applied per example (``jax.vmap`` of it)."""
   import jax
-  x64 = _any_float64(args, kwargs)
-  with jax.enable_x64(x64):
-    expected = _to_numpy(jax.vmap(lambda *a: reference(*a, **kwargs), in_axes=in_axes)(*args))
   got = sub.vmap(name, *args, in_axes=in_axes, **kwargs)
+  with jax.enable_x64(_any_float64(args, kwargs)):
+    expected = _to_numpy(jax.vmap(lambda *a: reference(*a, **kwargs), in_axes=in_axes)(*args))
   allclose(got, expected, f"jax.vmap({name}, in_axes={in_axes})" + _call_text("", args, kwargs), rtol, atol)
   return got
 
@@ -229,16 +235,21 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
   """
   import jax
   args = tuple(_to64(a) for a in args)
+  nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
   with jax.enable_x64(True):
-    out, vjp_fn = jax.vjp(lambda *a: reference(*a, **kwargs), *args)
-    rng = np.random.default_rng(seed)
-    cot = jax.tree_util.tree_map(lambda o: rng.standard_normal(np.shape(o)).astype(np.float64), _to_numpy(out))
-    grads = vjp_fn(jax.tree_util.tree_map(np.asarray, cot))
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    expected = _to_numpy(tuple(grads[i] for i in nums))
-  if isinstance(argnums, int):
-    expected = expected[0]
+    shapes = jax.eval_shape(lambda *a: reference(*a, **kwargs), *args)
+  rng = np.random.default_rng(seed)
+  cot = jax.tree_util.tree_map(lambda o: rng.standard_normal(o.shape).astype(np.float64), shapes)
   got_out, got_grads = sub.vjp(name, args, cot, argnums=argnums, **kwargs)
+  with jax.enable_x64(True):
+    def ref_part(*p):
+      full = list(args)
+      for i, v in zip(nums, p):
+        full[i] = v
+      return reference(*full, **kwargs)
+    out, vjp_fn = jax.vjp(ref_part, *[args[i] for i in nums])
+    grads = _to_numpy(tuple(vjp_fn(cot)))
+  expected = grads[0] if isinstance(argnums, int) else grads
   call = _call_text(name, args, kwargs)
   allclose(got_out, _to_numpy(out), f"{call} in float64", rtol, atol)
   try:

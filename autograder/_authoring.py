@@ -1,0 +1,152 @@
+"""From ``assignments/<ID>/assignment.py`` (jupytext percent) to notebooks and .py files.
+
+- instructor notebook: the source as a notebook (solutions and hidden tests in
+  place, nbgrader schema-3 metadata) — what nbgrader's ``source/`` holds;
+- student notebook: solution regions replaced by stubs, hidden-test regions removed;
+- solution / stub ``.py``: the code cells a student writes in, as a module
+  (no test cells, no ``skip-grading`` cells).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+import re
+
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+NBGRADER_STUB = 'raise NotImplementedError("Replace this line with your solution (see the Hint above).")'
+_HINT = re.compile(r"^\s*#\s*Hint:\s*(.*)$")
+
+
+def instructor_notebook(source: pathlib.Path):
+  """The assignment as an nbformat notebook (solutions, hidden tests and metadata in place)."""
+  import jupytext
+  nb = jupytext.reads(pathlib.Path(source).read_text(encoding="utf-8"), fmt="py:percent")
+  nb.metadata.pop("jupytext", None)
+  nb.metadata.setdefault("kernelspec", {"display_name": "Python 3", "language": "python", "name": "python3"})
+  nb.metadata.setdefault("language_info", {"name": "python"})
+  for cell in nb.cells:
+    nbg = cell.metadata.get("nbgrader")
+    if nbg is not None:
+      nbg.setdefault("schema_version", 3)
+      if nbg.get("grade") and not nbg.get("solution"):
+        nbg["locked"] = True
+    if cell.cell_type == "code":
+      cell.outputs, cell.execution_count = [], None
+  return nb
+
+
+def stub_source(src: str, function: str | None = None) -> str:
+  """Replace each solution region by ``raise NotImplementedError("<function>: <hint>")``."""
+  out, lines, skipping = [], src.split("\n"), False
+  for i, line in enumerate(lines):
+    if BEGIN_SOLUTION in line:
+      if skipping:
+        raise ValueError(f"nested {BEGIN_SOLUTION} in:\n{src}")
+      skipping = True
+      indent = line[:len(line) - len(line.lstrip())]
+      hint = ""
+      if i and _HINT.match(lines[i - 1]):
+        hint = _HINT.match(lines[i - 1]).group(1).strip()
+      text = f"{function}: {hint}" if function and hint else (hint or "not implemented yet")
+      out.append(f"{indent}raise NotImplementedError({json.dumps(text)})")
+    elif END_SOLUTION in line:
+      if not skipping:
+        raise ValueError(f"{END_SOLUTION} without {BEGIN_SOLUTION} in:\n{src}")
+      skipping = False
+    elif not skipping:
+      out.append(line)
+  if skipping:
+    raise ValueError(f"{BEGIN_SOLUTION} without {END_SOLUTION} in:\n{src}")
+  return "\n".join(out)
+
+
+def solution_source(src: str) -> str:
+  return "\n".join(l for l in src.split("\n") if BEGIN_SOLUTION not in l and END_SOLUTION not in l)
+
+
+def strip_hidden(src: str) -> str:
+  out, skipping = [], False
+  for line in src.split("\n"):
+    if BEGIN_HIDDEN in line:
+      skipping = True
+    elif END_HIDDEN in line:
+      skipping = False
+    elif not skipping:
+      out.append(line)
+  return "\n".join(out)
+
+
+def _is_test_cell(cell) -> bool:
+  nbg = cell.metadata.get("nbgrader", {})
+  return bool(nbg.get("grade")) and not nbg.get("solution")
+
+
+def _function_of(cell) -> str | None:
+  return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def student_notebook(source: pathlib.Path):
+  """The released notebook: stubs instead of solutions, no hidden tests, nbgrader metadata kept."""
+  nb = instructor_notebook(source)
+  for cell in nb.cells:
+    if cell.cell_type != "code":
+      continue
+    if cell.metadata.get("nbgrader", {}).get("solution"):
+      cell.source = stub_source(cell.source, _function_of(cell))
+    if _is_test_cell(cell):
+      cell.source = strip_hidden(cell.source)
+  return nb
+
+
+def module_source(source: pathlib.Path, solved: bool, assignment_id: str = "") -> str:
+  """A .py module with the code cells students write in: the solution, or the stub."""
+  nb = instructor_notebook(source)
+  title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"), "")
+  parts = [f'"""{title}\n\n{"Reference solution" if solved else "Fill in every function that raises NotImplementedError"}'
+           f'; check your work with `autograder check {assignment_id} <this file>`.\n"""']
+  for cell in nb.cells:
+    if cell.cell_type != "code" or _is_test_cell(cell) or "skip-grading" in cell.metadata.get("tags", []):
+      continue
+    src = cell.source
+    if cell.metadata.get("nbgrader", {}).get("solution"):
+      src = solution_source(src) if solved else stub_source(src, _function_of(cell))
+    parts.append(src.strip("\n"))
+  return "\n\n\n".join(parts) + "\n"
+
+
+def write_notebook(nb, path: pathlib.Path):
+  import nbformat
+  path.parent.mkdir(parents=True, exist_ok=True)
+  nbformat.write(nb, str(path))
+
+
+def lint(assignment) -> list[str]:
+  """Consistency problems between assignment.py and tests.py (empty list = fine)."""
+  problems = []
+  nb = instructor_notebook(assignment.source)
+  solutions = {_function_of(c) for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")}
+  cells = {_function_of(c): c for c in nb.cells if _is_test_cell(c)}
+  for f in assignment.functions:
+    if f not in solutions:
+      problems.append(f"{f}: no solution cell with grade_id '{f}' in assignment.py.")
+    cell = cells.get(f"test_{f}")
+    want = assignment.points_for(f)
+    if cell is None:
+      problems.append(f"{f}: no test cell with grade_id 'test_{f}' in assignment.py.")
+      continue
+    got = cell.metadata["nbgrader"].get("points")
+    if got is None or abs(float(got) - want) > 1e-9:
+      problems.append(f"{f}: test cell 'test_{f}' has points {got}, tests.py gives {want:g}.")
+    if f'grade("{assignment.id}", "{f}", globals())' not in cell.source:
+      problems.append(f"{f}: test cell must call grade(\"{assignment.id}\", \"{f}\", globals()).")
+    if assignment.tests_for(f, hidden=True) and BEGIN_HIDDEN not in cell.source:
+      problems.append(f"{f}: has hidden tests but its test cell has no hidden-test region.")
+  for c in nb.cells:
+    if c.metadata.get("nbgrader", {}).get("solution"):
+      try:
+        stub_source(c.source)
+      except ValueError as e:
+        problems.append(str(e).splitlines()[0])
+  return problems

@@ -1,0 +1,203 @@
+"""Operations on a student's function, run where the student's code lives.
+
+Shared by the isolated worker and the in-kernel (nbgrader) path so that both
+grade the same way. Each op returns a pytree of NumPy arrays or raises
+:class:`SubmissionError` with a message written for the student.
+"""
+from __future__ import annotations
+
+import linecache
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autograder._errors import SubmissionError
+
+# Captured before any submission code runs, so monkeypatching jax/numpy in a
+# submission cannot change what the grader's operations do.
+_jit, _vmap, _vjp, _x64 = jax.jit, jax.vmap, jax.vjp, jax.enable_x64
+_tree_map, _tree_leaves, _tree_structure = jax.tree_util.tree_map, jax.tree_util.tree_leaves, jax.tree_util.tree_structure
+_asarray = np.asarray
+_key_data = jax.random.key_data
+
+_TRACE_ERRORS = {
+    "TracerBoolConversionError": "Python `if`/`while`/`bool()` on a traced value",
+    "ConcretizationTypeError": "a traced value used where a concrete Python value is needed",
+    "TracerIntegerConversionError": "`int()` or indexing with a traced value",
+    "TracerArrayConversionError": "NumPy (`np.*` or `np.asarray`) called on a traced value — use jax.numpy",
+    "UnexpectedTracerError": "a traced value leaked out of the function (saved in a global?)",
+}
+
+
+class RefusedError(Exception):
+  """Raised when a submission calls an implementation it may not use (dlfunc)."""
+
+
+def student_frame(tb, is_student):
+  """(line number, source line, file label) of the innermost frame in student code."""
+  found = None
+  for frame, lineno in traceback.walk_tb(tb):
+    fname = frame.f_code.co_filename
+    if is_student(fname):
+      found = (lineno, linecache.getline(fname, lineno).strip(), fname)
+  return found
+
+
+def _where(tb, is_student, label):
+  loc = student_frame(tb, is_student)
+  if not loc:
+    return ""
+  lineno, line, fname = loc
+  return f" at {label(fname, lineno)}" + (f": `{line[:120]}`" if line else "")
+
+
+def classify(e: BaseException, fn_name: str, is_student, label, under: str | None = None) -> SubmissionError:
+  """Turn an exception from student code into a SubmissionError a student can act on."""
+  where = _where(e.__traceback__, is_student, label)
+  tname = type(e).__name__
+  msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+  if isinstance(e, RefusedError):
+    return SubmissionError("refused", f"{fn_name}: {msg}")
+  if isinstance(e, NotImplementedError):
+    loc = student_frame(e.__traceback__, is_student)
+    at = f" at {label(loc[2], loc[0])}" if loc else ""
+    return SubmissionError("not_implemented", f"{fn_name}: not implemented yet (it raises NotImplementedError{at}).")
+  if under == "jit" and tname in _TRACE_ERRORS:
+    return SubmissionError("jit", f"{fn_name} works eagerly but not under jax.jit: {_TRACE_ERRORS[tname]}{where}.")
+  if tname in _TRACE_ERRORS:
+    return SubmissionError("jit", f"{fn_name} fails under jax.{under or 'transformations'}: "
+                           f"{_TRACE_ERRORS[tname]}{where}.")
+  if isinstance(e, MemoryError):
+    return SubmissionError("exception", f"{fn_name} ran out of memory{where}.")
+  if isinstance(e, SystemExit):
+    return SubmissionError("exception", f"{fn_name} called sys.exit({e.code!r}){where}; functions must return.")
+  if isinstance(e, KeyboardInterrupt):
+    return SubmissionError("exception", f"{fn_name} raised KeyboardInterrupt{where}.")
+  if isinstance(e, RecursionError):
+    return SubmissionError("exception", f"{fn_name} recursed too deeply{where}.")
+  ctx = f" under jax.{under}" if under else ""
+  return SubmissionError("exception", f"{fn_name} raised {tname}{ctx}{where}: {msg}" if msg else
+                         f"{fn_name} raised {tname}{ctx}{where}.")
+
+
+def to_numpy(tree, fn_name: str):
+  """Student output -> pytree of NumPy arrays (typed keys -> key data); refuse anything else."""
+  def leaf(x):
+    if isinstance(x, (bool, int, float, complex, np.ndarray, np.generic)):
+      return _asarray(x) if not isinstance(x, np.ndarray) else x
+    if isinstance(x, jax.Array):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return _asarray(_key_data(x))
+      return _asarray(x)
+    if isinstance(x, (str, bytes)):
+      return x
+    raise SubmissionError("bad_output", f"{fn_name} returned a {type(x).__name__} inside its result; "
+                          "expected arrays (or dicts/lists/tuples of arrays).")
+  try:
+    return _tree_map(leaf, tree)
+  except SubmissionError:
+    raise
+  except Exception as e:  # noqa: BLE001
+    raise SubmissionError("bad_output", f"{fn_name} returned something that is not arrays "
+                          f"({type(e).__name__}).") from None
+
+
+def run(op: str, fn, fn_name: str, args: tuple, kwargs: dict, opts: dict, is_student, label):
+  """Run one operation. ``opts`` are op-specific (static_argnums, in_axes, argnums, cotangent...)."""
+  under = {"jit": "jit", "vmap": "vmap", "vjp": "vjp", "check_grads": "grad", "trace_count": "jit",
+           "iterate": "jit" if opts.get("jit", True) else None}.get(op)
+  try:
+    return _run(op, fn, fn_name, args, kwargs, opts)
+  except SubmissionError:
+    raise
+  except BaseException as e:  # noqa: BLE001  (KeyboardInterrupt and SystemExit from student code too)
+    raise classify(e, fn_name, is_student, label, under) from None
+
+
+def _static(opts):
+  s = opts.get("static_argnums", ())
+  return tuple(s) if isinstance(s, (list, tuple)) else (int(s),)
+
+
+def _run(op, fn, fn_name, args, kwargs, opts):
+  if op == "call":
+    return to_numpy(fn(*args, **kwargs), fn_name)
+  if op == "jit":
+    return to_numpy(_jit(fn, static_argnums=_static(opts))(*args, **kwargs), fn_name)
+  if op == "vmap":
+    in_axes = opts.get("in_axes", 0)
+    in_axes = tuple(in_axes) if isinstance(in_axes, list) else in_axes
+    return to_numpy(_vmap(lambda *a: fn(*a, **kwargs), in_axes=in_axes)(*args), fn_name)
+  if op == "vjp":
+    return _vjp_op(fn, fn_name, args, kwargs, opts)
+  if op == "check_grads":
+    return _check_grads_op(fn, args, kwargs, opts)
+  if op == "trace_count":
+    count = [0]
+
+    def counted(*a, **k):
+      count[0] += 1
+      return fn(*a, **k)
+    jf = _jit(counted, static_argnums=_static(opts))
+    outs = [to_numpy(jf(*a), fn_name) for a in opts["arg_lists"]]
+    return (outs, count[0])
+  if op == "iterate":
+    step = _jit(fn) if opts.get("jit", True) else fn
+    state = args[0]
+    batches, extra = args[1], args[2:]
+    for b in batches:
+      state = step(state, b, *extra, **kwargs)
+    return to_numpy(state, fn_name)
+  raise SubmissionError("exception", f"unknown operation {op!r}")
+
+
+def _split(args, argnums):
+  nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+  return nums, [args[i] for i in nums]
+
+
+def _vjp_op(fn, fn_name, args, kwargs, opts):
+  argnums = opts.get("argnums", 0)
+  argnums = tuple(argnums) if isinstance(argnums, list) else argnums
+  nums, primals = _split(args, argnums)
+  with _x64(True):
+    args64 = _tree_map(lambda a: jnp.asarray(a), args)
+
+    def f(*p):
+      full = list(args64)
+      for i, v in zip(nums, p):
+        full[i] = v
+      return fn(*full, **kwargs)
+    out, pullback = _vjp(f, *[args64[i] for i in nums])
+    cot = opts["cotangent"]
+    try:
+      if _tree_structure(cot) != _tree_structure(out):
+        raise ValueError
+      cot = _tree_map(lambda c, o: jnp.asarray(c, dtype=jnp.result_type(o)), cot, out)
+    except Exception:  # noqa: BLE001
+      raise SubmissionError("bad_output", f"{fn_name} returned a result whose structure/shape differs from "
+                            "the expected one, so its gradient cannot be checked.") from None
+    grads = pullback(cot)
+    grads = grads[0] if isinstance(argnums, int) else tuple(grads)
+    return (to_numpy(out, fn_name), to_numpy(grads, fn_name))
+
+
+def _check_grads_op(fn, args, kwargs, opts):
+  from jax.test_util import check_grads
+  argnums = opts.get("argnums", 0)
+  nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+  with _x64(True):
+    args64 = [_tree_map(jnp.asarray, a) for a in args]
+
+    def f(*p):
+      full = list(args64)
+      for i, v in zip(nums, p):
+        full[i] = v
+      return fn(*full, **kwargs)
+    try:
+      check_grads(f, tuple(args64[i] for i in nums), order=1, modes=("rev",), eps=1e-6, atol=1e-5, rtol=1e-5)
+    except AssertionError as e:
+      return str(e).strip().splitlines()[0][:300] if str(e).strip() else "gradient mismatch"
+  return None

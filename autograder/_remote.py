@@ -1,0 +1,198 @@
+"""``sub`` objects: the student's functions, as the tests see them.
+
+:class:`RemoteSubmission` calls them in an isolated worker (standalone
+grading); :class:`LocalSubmission` calls them in this process (nbgrader kernel,
+pytest plugin on trusted code). Both return NumPy values and raise
+:class:`SubmissionError`, so a test cannot tell them apart.
+"""
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+
+from autograder import _ops, _sandbox
+from autograder._errors import SubmissionError
+
+_KINDS = {"exception", "not_implemented", "missing", "timeout", "crash", "refused", "jit", "bad_output", "tampered"}
+MSG_CAP = 600
+
+
+class _Ops:
+  """The operations every ``sub`` offers; subclasses implement ``_op``."""
+
+  def _op(self, op, name, args, kwargs, opts):
+    raise NotImplementedError
+
+  def call(self, name, *args, **kwargs):
+    return self._op("call", name, args, kwargs, {})
+
+  def jit(self, name, *args, static_argnums=(), **kwargs):
+    return self._op("jit", name, args, kwargs, {"static_argnums": list(_tup(static_argnums))})
+
+  def vmap(self, name, *args, in_axes=0, **kwargs):
+    return self._op("vmap", name, args, kwargs, {"in_axes": in_axes})
+
+  def vjp(self, name, args, cotangent, argnums=0, **kwargs):
+    return self._op("vjp", name, tuple(args), kwargs, {"argnums": argnums, "cotangent": cotangent})
+
+  def check_grads(self, name, args, argnums=0, **kwargs):
+    return self._op("check_grads", name, tuple(args), kwargs, {"argnums": argnums})
+
+  def trace_count(self, name, arg_lists, static_argnums=()):
+    return self._op("trace_count", name, (), {}, {"arg_lists": [tuple(a) for a in arg_lists],
+                                                   "static_argnums": list(_tup(static_argnums))})
+
+  def iterate(self, name, state, batches, *args, jit=True, **kwargs):
+    return self._op("iterate", name, (state, list(batches)) + tuple(args), kwargs, {"jit": bool(jit)})
+
+  def __getattr__(self, name):
+    if name.startswith("_"):
+      raise AttributeError(name)
+    return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+
+
+def _tup(x):
+  return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+
+class LocalSubmission(_Ops):
+  """The student's functions living in ``namespace`` (a notebook's ``globals()``)."""
+
+  def __init__(self, namespace: dict, refused: dict[str, str] | None = None):
+    self._ns = namespace
+    self._refused = refused or {}
+    self.output = []
+
+  def _op(self, op, name, args, kwargs, opts):
+    if name in self._refused:
+      raise SubmissionError("refused", f"{name}: uses {self._refused[name]}, which submissions may not use.")
+    fn = self._ns.get(name)
+    if not callable(fn):
+      raise SubmissionError("missing", f"{name} is not defined (or not a function) in the notebook.")
+    return _ops.run(op, fn, name, args, kwargs, opts, _is_notebook_code, _label)
+
+  def take_output(self) -> str:
+    return ""
+
+
+def _is_notebook_code(fname: str) -> bool:
+  return fname.startswith("<ipython-input") or "/ipykernel_" in fname or fname.startswith("<cell")
+
+
+def _label(fname, lineno):
+  return f"line {lineno} of its cell"
+
+
+class RemoteSubmission(_Ops):
+  """The student's functions in an isolated worker; restarted after a crash or timeout.
+
+  After a function times out or kills its worker, its remaining tests fail at
+  once with the same message (so a hang costs seconds, not minutes).
+  """
+
+  def __init__(self, cells, entry_copy: pathlib.Path, functions, *, scratch: pathlib.Path, denied: list[str],
+               timeout: float, memory_mb: int, cpu_s: int, refused: dict[str, str] | None = None,
+               use_bwrap: bool | None = None):
+    self._cells = cells
+    self._entry = str(entry_copy)
+    self._functions = list(functions)
+    self._scratch = str(scratch)
+    self._denied = denied
+    self.timeout = timeout
+    self._memory_mb, self._cpu_s = memory_mb, cpu_s
+    self._refused = refused or {}
+    self._use_bwrap = _sandbox.bwrap_usable() if use_bwrap is None else use_bwrap
+    self._worker: _sandbox.Worker | None = None
+    self._broken: SubmissionError | None = None
+    self._dead: dict[str, SubmissionError] = {}
+    self.load_problems: list[str] | None = None
+    self.defined: dict[str, bool] = {}
+    self.workers_started = 0
+    self._output: list[str] = []
+
+  # -- lifecycle
+
+  def start(self):
+    """Start the worker now (it imports JAX while the grader does the same)."""
+    if self._worker is None and self._broken is None:
+      self._worker = _sandbox.Worker(self._scratch, self._denied, self._memory_mb, self._cpu_s, self._use_bwrap)
+      self.workers_started += 1
+
+  def _ensure(self):
+    if self._broken:
+      raise self._broken
+    if self._worker is not None and self._worker.alive() and getattr(self, "_loaded", False):
+      return self._worker
+    if self._worker is not None and not self._worker.alive():
+      self._worker.kill()
+      self._worker = None
+    self.start()
+    self._loaded = False
+    try:
+      resp = self._worker.request({"op": "load", "cells": self._cells, "path": self._entry,
+                                   "functions": self._functions}, max(self.timeout, 30.0),
+                                  "loading the submission")
+    except SubmissionError as e:
+      self._worker = None
+      self._broken = SubmissionError(e.kind, e.message + " Top-level code runs when the submission is loaded: "
+                                     "keep experiments out of it (or under `if __name__ == '__main__':`).")
+      raise self._broken from None
+    if self.load_problems is None:
+      probs = resp.get("problems") if isinstance(resp.get("problems"), list) else []
+      self.load_problems = [str(p)[:MSG_CAP] for p in probs[:20]]
+      defined = resp.get("defined") if isinstance(resp.get("defined"), dict) else {}
+      self.defined = {f: bool(defined.get(f)) for f in self._functions}
+      out = resp.get("output")
+      if isinstance(out, str) and out:
+        self._output.append(out[:4000])
+    self._loaded = True
+    return self._worker
+
+  def close(self):
+    if self._worker is not None:
+      self._worker.kill()
+      self._worker = None
+    _sandbox.kill_leftovers(self._scratch, -1)
+
+  # -- operations
+
+  def _op(self, op, name, args, kwargs, opts):
+    if name in self._refused:
+      raise SubmissionError("refused", f"{name}: uses {self._refused[name]}, which submissions may not use "
+                            "(dlfunc's implementation of a graded function, or a library function named in "
+                            "the assignment). Write it yourself with jax.numpy.")
+    if name in self._dead:
+      e = self._dead[name]
+      raise SubmissionError(e.kind, e.message + " (from an earlier test; not run again)")
+    worker = self._ensure()
+    what = f"{name}" if op == "call" else f"{name} (under {op})"
+    try:
+      resp = worker.request({"op": op, "fn": name, "args": list(args), "kwargs": dict(kwargs), "opts": opts},
+                            self.timeout, what)
+    except SubmissionError as e:
+      if e.kind in ("timeout", "crash", "bad_output"):
+        self._dead[name] = e
+        self._worker = None
+      raise
+    out = resp.get("output")
+    if isinstance(out, str) and out:
+      self._output.append(out[:4000])
+    if not resp["ok"]:
+      kind = resp.get("kind") if resp.get("kind") in _KINDS else "exception"
+      msg = resp.get("message") if isinstance(resp.get("message"), str) else "failed"
+      raise SubmissionError(kind, msg[:MSG_CAP])
+    return resp.get("result")
+
+  def take_output(self) -> str:
+    text = "".join(self._output)
+    self._output = []
+    return text
+
+
+def make_scratch() -> pathlib.Path:
+  return pathlib.Path(tempfile.mkdtemp(prefix="autograder-")).resolve()
+
+
+def remove_scratch(path: pathlib.Path):
+  shutil.rmtree(path, ignore_errors=True)

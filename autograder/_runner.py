@@ -1,0 +1,172 @@
+"""Grading one submission: static checks, the isolated worker, the tests, the report record."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+import traceback
+
+from autograder import _registry, _remote, _sandbox, _submission
+from autograder._checks import Credit
+from autograder._errors import CheckFailed, SubmissionError
+
+OUTPUT_CAP = 2000   # characters of feedback + student output kept per test
+
+
+@dataclasses.dataclass
+class TestResult:
+  name: str
+  function: str
+  score: float
+  max_score: float
+  hidden: bool
+  status: str          # passed | partial | failed | error
+  output: str
+  seconds: float
+
+  def as_dict(self):
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Report:
+  assignment: str
+  submission: str
+  score: float
+  max_score: float
+  tests: list[TestResult]
+  notes: list[str]
+  isolation: str
+  seconds: float
+
+  def as_dict(self):
+    d = dataclasses.asdict(self)
+    d["tests"] = [t.as_dict() for t in self.tests]
+    return d
+
+  def by_function(self) -> dict[str, tuple[float, float]]:
+    out: dict[str, list[float]] = {}
+    for t in self.tests:
+      s = out.setdefault(t.function, [0.0, 0.0])
+      s[0] += t.score
+      s[1] += t.max_score
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _cap(text: str, cap: int = OUTPUT_CAP) -> str:
+  if len(text) <= cap:
+    return text
+  return text[:cap] + f"\n... ({len(text) - cap} more characters cut)"
+
+
+def run_test(test, sub) -> tuple[float, str, str]:
+  """Run one test against ``sub``; return (fraction, status, feedback). Never raises."""
+  try:
+    result = test.fn(sub)
+  except CheckFailed as e:
+    return 0.0, "failed", str(e)
+  except SubmissionError as e:
+    return 0.0, "failed", e.message
+  except Exception as e:  # noqa: BLE001  (a bug in the test itself, or bad data from the worker)
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" ({pathlib.Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return 0.0, "error", f"the test could not judge the result: {type(e).__name__}: {str(e)[:300]}{where}"
+  if isinstance(result, Credit):
+    frac = min(max(float(result.fraction), 0.0), 1.0)
+    msg = "\n".join(result.messages)
+    return frac, ("passed" if frac == 1.0 else "partial" if frac > 0 else "failed"), msg
+  if isinstance(result, (int, float)) and not isinstance(result, bool):
+    frac = min(max(float(result), 0.0), 1.0)
+    return frac, ("passed" if frac == 1.0 else "partial" if frac > 0 else "failed"), ""
+  return 1.0, "passed", ""
+
+
+def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: float | None = None,
+                     total_timeout: float | None = None, memory_mb: int | None = None,
+                     denied_extra: list[str] | None = None, functions: list[str] | None = None) -> Report:
+  """Grade ``path`` (a .py, .ipynb or folder) for ``assignment_id`` in an isolated worker.
+
+  ``hidden=False`` runs the public tests only (the student's self-check).
+  """
+  t0 = time.monotonic()
+  a = _registry.load_assignment(assignment_id)
+  tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
+  path = pathlib.Path(path).resolve()
+  notes: list[str] = []
+  try:
+    sub_info = _submission.read_submission(path)
+  except _submission.SubmissionUnreadable as e:
+    return _all_failed(a, tests, path.stem, str(e), t0)
+  notes.extend(sub_info.notes)
+  refused = _submission.forbidden_uses(sub_info.cells, a.functions, a.forbidden)
+  for fn, what in refused.items():
+    notes.append(f"{fn} uses {what}: refused, its tests score 0.")
+  scratch = _remote.make_scratch()
+  denied = [str(a.path.parent), _dlfunc_dir(), str(path.parent if path.is_file() else path.parent)]
+  denied = _safe_denied([d for d in denied + list(denied_extra or []) if d])
+  sub = None
+  try:
+    entry_copy = _submission.copy_into(sub_info, scratch)
+    per_call = timeout or a.timeout
+    budget = total_timeout or a.total_timeout
+    sub = _remote.RemoteSubmission(
+        sub_info.cells, entry_copy, a.functions, scratch=scratch, denied=denied, timeout=per_call,
+        memory_mb=memory_mb or a.memory_mb, cpu_s=int(budget) + 30, refused=refused)
+    sub.start()
+    results = []
+    for t in tests:
+      if time.monotonic() - t0 > budget:
+        results.append(TestResult(t.name, t.function, 0.0, t.points, t.hidden, "failed",
+                                  f"not run: the submission used up its {budget:g} s.", 0.0))
+        continue
+      ts = time.monotonic()
+      sub.timeout = t.timeout or per_call
+      frac, status, msg = run_test(t, sub)
+      out = sub.take_output()
+      text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")
+      results.append(TestResult(t.name, t.function, round(frac * t.points, 6), t.points, t.hidden, status,
+                                _cap(text), round(time.monotonic() - ts, 3)))
+    if sub.load_problems:
+      notes.extend(sub.load_problems)
+    missing = [f for f, ok in sub.defined.items() if not ok and f not in refused]
+    if missing:
+      notes.append("not defined in the submission: " + ", ".join(missing) + ".")
+    if sub.workers_started > 1:
+      notes.append(f"the worker process was restarted {sub.workers_started - 1} time(s) after a crash or timeout.")
+  finally:
+    if sub is not None:
+      sub.close()
+    _remote.remove_scratch(scratch)
+  score = round(sum(r.score for r in results), 6)
+  return Report(assignment_id, sub_info.name, score, sum(t.points for t in tests), results, notes,
+                _sandbox.isolation_summary(), round(time.monotonic() - t0, 2))
+
+
+def _all_failed(a, tests, name, message, t0) -> Report:
+  results = [TestResult(t.name, t.function, 0.0, t.points, t.hidden, "failed", message, 0.0) for t in tests]
+  return Report(a.id, name, 0.0, sum(t.points for t in tests), results, [message], _sandbox.isolation_summary(),
+                round(time.monotonic() - t0, 2))
+
+
+def _safe_denied(dirs: list[str]) -> list[str]:
+  """Drop folders the worker needs (the interpreter, the autograder, JAX) from the deny list."""
+  import sys
+  import jax
+  needed = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(__file__),
+                                          os.path.dirname(jax.__file__))]
+  out = []
+  for d in dirs:
+    d = os.path.realpath(d)
+    if d in ("/", "") or any(n == d or n.startswith(d + os.sep) for n in needed):
+      continue
+    out.append(d)
+  return sorted(set(out))
+
+
+def _dlfunc_dir() -> str:
+  import importlib.util
+  spec = importlib.util.find_spec("dlfunc")
+  if spec and spec.submodule_search_locations:
+    return os.path.realpath(list(spec.submodule_search_locations)[0])
+  return ""

@@ -1,0 +1,266 @@
+"""Starting, talking to and killing the untrusted worker process.
+
+Layers (each independent; see GRADER.md): bubblewrap when installed (read-only
+root, private /tmp, denied folders covered, no network, own PID namespace, no
+capabilities); rlimits on address space, CPU time, processes, file size and
+open files; a new session; a scratch working directory; the worker's audit
+hook; wall-clock timeouts per call; bounded output; and a sweep that kills any
+process left behind (same session, or working directory in the scratch dir).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import pathlib
+import resource
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from autograder import _wire
+from autograder._errors import SubmissionError
+
+DRAIN_CAP = 64 * 1024
+
+
+def bwrap_path() -> str | None:
+  if os.environ.get("AUTOGRADER_NO_BWRAP"):
+    return None
+  return shutil.which("bwrap")
+
+
+_BWRAP_OK: dict[str, bool] = {}
+
+
+def bwrap_usable() -> bool:
+  """bwrap exists and can create namespaces here (some containers forbid it)."""
+  path = bwrap_path()
+  if not path:
+    return False
+  if path not in _BWRAP_OK:
+    try:
+      r = subprocess.run([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
+                          "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "true"],
+                         capture_output=True, timeout=10)
+      _BWRAP_OK[path] = r.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+      _BWRAP_OK[path] = False
+  return _BWRAP_OK[path]
+
+
+def isolation_summary() -> str:
+  if bwrap_usable():
+    return "bubblewrap sandbox (read-only filesystem, no network, own PID namespace) + rlimits + audit hook"
+  return ("no bubblewrap: rlimits + new session + audit hook only (install the 'bubblewrap' package for a "
+          "read-only filesystem and no network)")
+
+
+def _count_my_tasks() -> int:
+  uid, n = os.getuid(), 0
+  for p in os.listdir("/proc"):
+    if p.isdigit():
+      try:
+        if os.stat(f"/proc/{p}").st_uid == uid:
+          n += len(os.listdir(f"/proc/{p}/task"))
+      except OSError:
+        pass
+  return n
+
+
+def _limits_fn(memory_mb: int, cpu_s: int, nproc: int):
+  libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+  def apply():  # runs in the child between fork and exec: keep it to system calls
+    def lim(what, value):
+      try:
+        resource.setrlimit(what, (value, value))
+      except (ValueError, OSError):
+        pass
+    lim(resource.RLIMIT_AS, memory_mb * 2**20)
+    lim(resource.RLIMIT_CPU, cpu_s)
+    lim(resource.RLIMIT_NPROC, nproc)
+    lim(resource.RLIMIT_FSIZE, 64 * 2**20)
+    lim(resource.RLIMIT_NOFILE, 512)
+    lim(resource.RLIMIT_CORE, 0)
+    if libc is not None:
+      libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the grader
+  return apply
+
+
+def _describe_exit(rc: int, via_bwrap: bool) -> str:
+  sig = -rc if rc < 0 else (rc - 128 if via_bwrap and rc > 128 else 0)
+  if sig:
+    names = {signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
+             signal.SIGKILL: "was killed (SIGKILL — out of memory, or it killed itself)",
+             signal.SIGXCPU: "used up its CPU-time limit (SIGXCPU)",
+             signal.SIGABRT: "aborted (SIGABRT — often XLA running out of memory)",
+             signal.SIGBUS: "crashed (SIGBUS)", signal.SIGFPE: "crashed (SIGFPE)",
+             signal.SIGXFSZ: "wrote a file larger than the limit (SIGXFSZ)"}
+    return names.get(sig, f"was killed by signal {sig}")
+  return f"exited with status {rc} (os._exit or a crash)"
+
+
+class Worker:
+  """One worker process; ``request`` sends a frame and waits (bounded) for the answer."""
+
+  def __init__(self, scratch: str, denied: list[str], memory_mb: int, cpu_s: int, use_bwrap: bool):
+    self.scratch = scratch
+    self.via_bwrap = use_bwrap
+    req_r, self._req_w = os.pipe()
+    self._resp_r, resp_w = os.pipe()
+    out_r, out_w = os.pipe()
+    py = [sys.executable, "-I", "-m", "autograder._worker", str(req_r), str(resp_w), scratch]
+    cmd = self._bwrap(py, scratch, denied) if use_bwrap else py
+    env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "AUTOGRADER_DENIED": os.pathsep.join(denied), "PYTHONDONTWRITEBYTECODE": "1",
+           "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
+    nproc = 64 if os.getuid() != 0 else 4096  # not enforced for root anyway; bwrap's PID namespace is
+    if os.getuid() != 0:
+      nproc += _count_my_tasks()
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
+                                 start_new_session=True, env=env, cwd=scratch,
+                                 preexec_fn=_limits_fn(memory_mb, cpu_s, nproc))
+    for fd in (req_r, resp_w, out_w):
+      os.close(fd)
+    self.noise = bytearray()
+    self._out_r = out_r
+    self._drainer = threading.Thread(target=self._drain, daemon=True)
+    self._drainer.start()
+
+  @staticmethod
+  def _bwrap(py, scratch, denied):
+    essentials = [pathlib.Path(p).resolve() for p in (sys.prefix, sys.base_prefix, os.path.dirname(__file__))]
+    args = [bwrap_path(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for e in essentials:   # bring back what lives under /tmp (e.g. a venv made in a temp dir)
+      if str(e).startswith("/tmp/"):
+        args += ["--ro-bind", str(e), str(e)]
+    for d in denied:
+      dp = pathlib.Path(d).resolve()
+      if not dp.is_dir() or any(e == dp or dp in e.parents for e in essentials):
+        continue
+      args += ["--tmpfs", str(dp)]
+    args += ["--bind", scratch, scratch, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--chdir", scratch, "--"]
+    return args + py
+
+  def _drain(self):
+    while True:
+      try:
+        chunk = os.read(self._out_r, 65536)
+      except OSError:
+        break
+      if not chunk:
+        break
+      if len(self.noise) < DRAIN_CAP:
+        self.noise += chunk[:DRAIN_CAP - len(self.noise)]
+    try:
+      os.close(self._out_r)
+    except OSError:
+      pass
+
+  def alive(self) -> bool:
+    return self.proc.poll() is None
+
+  def request(self, obj, timeout: float, what: str):
+    """Send ``obj``; return the decoded answer; raise SubmissionError on timeout/crash/garbage."""
+    deadline = time.monotonic() + timeout
+    try:
+      _wire.write_frame(self._req_w, obj)
+      head = self._read(8, deadline)
+      (n,) = struct.unpack("<Q", head)
+      if n > _wire.MAX_FRAME:
+        raise _wire.WireError(f"answer of {n} bytes is over the limit")
+      resp = _wire.decode_body(self._read(n, deadline))
+    except TimeoutError:
+      self.kill()
+      raise SubmissionError("timeout", f"{what} did not finish within {timeout:g} s (an endless loop, or far "
+                            "too slow) and was stopped.") from None
+    except (EOFError, BrokenPipeError, OSError):
+      rc = self._wait_exit()
+      raise SubmissionError("crash", f"{what} ended the worker process: it {_describe_exit(rc, self.via_bwrap)}."
+                            ) from None
+    except _wire.WireError as e:
+      self.kill()
+      raise SubmissionError("bad_output", f"{what} sent back something unreadable ({e}).") from None
+    if not isinstance(resp, dict) or not isinstance(resp.get("ok"), bool):
+      self.kill()
+      raise SubmissionError("bad_output", f"{what} sent back a malformed answer.")
+    return resp
+
+  def _read(self, n: int, deadline: float) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+      left = deadline - time.monotonic()
+      if left <= 0:
+        raise TimeoutError
+      r, _, _ = select.select([self._resp_r], [], [], left)
+      if not r:
+        raise TimeoutError
+      chunk = os.read(self._resp_r, min(n - len(buf), 1 << 20))
+      if not chunk:
+        raise EOFError
+      buf += chunk
+    return bytes(buf)
+
+  def _wait_exit(self) -> int:
+    try:
+      return self.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+      self.kill()
+      return self.proc.returncode if self.proc.returncode is not None else -9
+
+  def kill(self):
+    """Kill the worker, its process group and anything else it left behind."""
+    try:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      pass
+    try:
+      self.proc.kill()
+    except ProcessLookupError:
+      pass
+    try:
+      self.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+      pass
+    kill_leftovers(self.scratch, self.proc.pid)
+    for fd in (self._req_w, self._resp_r):
+      try:
+        os.close(fd)
+      except OSError:
+        pass
+    self._req_w = self._resp_r = -1
+
+  def close(self):
+    self.kill()
+
+
+def kill_leftovers(scratch: str, sid: int) -> int:
+  """Kill processes in session ``sid`` or whose working directory is inside ``scratch``."""
+  killed = 0
+  scratch = os.path.realpath(scratch)
+  me = os.getpid()
+  for p in os.listdir("/proc"):
+    if not p.isdigit() or int(p) == me:
+      continue
+    pid = int(p)
+    try:
+      in_session = os.getsid(pid) == sid
+    except OSError:
+      continue
+    try:
+      cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+      cwd = ""
+    if in_session or cwd == scratch or cwd.startswith(scratch + os.sep):
+      try:
+        os.kill(pid, signal.SIGKILL)
+        killed += 1
+      except OSError:
+        pass
+  return killed

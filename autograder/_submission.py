@@ -1,0 +1,212 @@
+"""Reading a submission (.py, .ipynb or a folder) and inspecting it statically.
+
+Everything here treats the submission as data: it is parsed, never run.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shutil
+
+MAX_BYTES = 20 * 2**20   # a submission folder larger than this is refused
+_MAGIC = re.compile(r"^\s*(%|!)")
+
+
+@dataclasses.dataclass
+class Submission:
+  name: str                      # file name without extension (used for report names)
+  path: pathlib.Path             # the original file or folder (never written)
+  entry: pathlib.Path            # the .py or .ipynb to grade
+  kind: str                      # "py" or "ipynb"
+  cells: list[dict]              # [{"index": int|None, "source": str}]
+  notes: list[str]               # things skipped (magics, shell escapes, test cells)
+
+
+class SubmissionUnreadable(ValueError):
+  pass
+
+
+def find_entry(path: pathlib.Path) -> pathlib.Path:
+  if path.is_file():
+    if path.suffix not in (".py", ".ipynb"):
+      raise SubmissionUnreadable(f"{path.name}: submissions are .py or .ipynb files (or a folder holding one).")
+    return path
+  if path.is_dir():
+    found = sorted(p for p in path.rglob("*") if p.suffix in (".ipynb", ".py") and p.is_file()
+                   and ".ipynb_checkpoints" not in p.parts and not p.name.startswith("."))
+    nbs = [p for p in found if p.suffix == ".ipynb"]
+    pick = nbs or found
+    if not pick:
+      raise SubmissionUnreadable(f"{path.name}/: no .py or .ipynb file inside.")
+    return pick[0]
+  raise SubmissionUnreadable(f"{path}: no such file or folder.")
+
+
+def read_submission(path) -> Submission:
+  path = pathlib.Path(path)
+  entry = find_entry(path)
+  if entry.stat().st_size > MAX_BYTES:
+    raise SubmissionUnreadable(f"{entry.name} is larger than {MAX_BYTES // 2**20} MB.")
+  notes: list[str] = []
+  if entry.suffix == ".py":
+    cells = [{"index": None, "source": entry.read_text(encoding="utf-8", errors="replace")}]
+    kind = "py"
+  else:
+    cells, kind = _notebook_cells(entry, notes), "ipynb"
+  name = path.stem if path.is_file() else path.name
+  return Submission(name=name, path=path, entry=entry, kind=kind, cells=cells, notes=notes)
+
+
+def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
+  try:
+    nb = json.loads(entry.read_text(encoding="utf-8", errors="replace"))
+    raw = nb["cells"]
+    if not isinstance(raw, list):
+      raise TypeError
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise SubmissionUnreadable(f"{entry.name} is not a readable notebook ({type(e).__name__}).") from None
+  cells, code_i = [], 0
+  for cell in raw:
+    if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+      continue
+    code_i += 1
+    src = cell.get("source", "")
+    src = "".join(src) if isinstance(src, list) else str(src)
+    meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+    nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
+    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
+    if nbg.get("grade") and not nbg.get("solution"):
+      continue                     # an autograder test cell: the grader runs the tests itself
+    if "skip-grading" in tags:
+      continue
+    if src.lstrip().startswith("%%"):
+      notes.append(f"cell {code_i}: cell magic skipped ({src.strip().splitlines()[0][:40]})")
+      continue
+    lines = []
+    for ln, line in enumerate(src.splitlines(), 1):
+      if _MAGIC.match(line):
+        notes.append(f"cell {code_i} line {ln}: IPython magic/shell escape skipped ({line.strip()[:40]})")
+        lines.append("")           # keep line numbers
+      else:
+        lines.append(line)
+    cells.append({"index": code_i, "source": "\n".join(lines) + "\n"})
+  return cells
+
+
+def copy_into(sub: Submission, scratch: pathlib.Path) -> pathlib.Path:
+  """Copy the submission into ``scratch``; return the copy's entry path."""
+  if sub.path.is_file():
+    dest = scratch / sub.entry.name
+    shutil.copyfile(sub.entry, dest)
+    return dest
+  total = sum(p.stat().st_size for p in sub.path.rglob("*") if p.is_file() and not p.is_symlink())
+  if total > MAX_BYTES:
+    raise SubmissionUnreadable(f"{sub.path.name}/ holds more than {MAX_BYTES // 2**20} MB.")
+  dest_root = scratch / "submission"
+  shutil.copytree(sub.path, dest_root, symlinks=False, ignore_dangling_symlinks=True,
+                  ignore=lambda d, names: [n for n in names if os.path.islink(os.path.join(d, n))])
+  return dest_root / sub.entry.relative_to(sub.path)
+
+
+# ---------------------------------------------------------------- static inspection
+
+
+def forbidden_uses(cells: list[dict], functions, forbidden: dict[str, tuple]) -> dict[str, str]:
+  """Which graded functions use dlfunc (always refused) or a name in ``forbidden[function]``.
+
+  Resolves import aliases (``from dlfunc.nn import relu as r``), follows calls
+  between top-level functions, and catches ``relu = dlfunc.nn.relu``.
+  Returns {function: "dlfunc.nn.relu"}.
+  """
+  aliases: dict[str, str] = {}
+  bodies: dict[str, list[ast.AST]] = {}
+  for cell in cells:
+    try:
+      tree = ast.parse(cell["source"])
+    except SyntaxError:
+      continue
+    for node in tree.body:
+      if isinstance(node, (ast.Import, ast.ImportFrom)):
+        _record_imports(node, aliases)
+      elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        bodies.setdefault(node.name, []).append(node)
+      elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for t in targets:
+          if isinstance(t, ast.Name) and node.value is not None:
+            bodies.setdefault(t.id, []).append(node.value)
+  direct: dict[str, set[str]] = {}
+  calls: dict[str, set[str]] = {}
+  for name, nodes in bodies.items():
+    used, called = set(), set()
+    local_alias = dict(aliases)
+    for n in nodes:
+      for sub in ast.walk(n):
+        if isinstance(sub, (ast.Import, ast.ImportFrom)):
+          _record_imports(sub, local_alias)
+          if isinstance(sub, ast.ImportFrom) and sub.module:
+            used.add(sub.module)
+          elif isinstance(sub, ast.Import):
+            used.update(a.name for a in sub.names)
+      for sub in [s for n in nodes for s in ast.walk(n)]:
+        dotted = _dotted(sub)
+        if dotted:
+          head, _, rest = dotted.partition(".")
+          if head in local_alias:
+            used.add(local_alias[head] + ("." + rest if rest else ""))
+          else:
+            used.add(dotted)
+          if head in bodies and head != name:
+            called.add(head)
+    direct[name], calls[name] = used, called
+
+  def bad(name_used: str, fn: str) -> str | None:
+    if name_used == "dlfunc" or name_used.startswith("dlfunc."):
+      return name_used
+    for f in forbidden.get(fn, ()):
+      if name_used == f or name_used.startswith(f + "."):
+        return name_used
+    return None
+
+  out: dict[str, str] = {}
+  for fn in functions:
+    seen, stack = set(), [fn]
+    while stack and fn not in out:
+      cur = stack.pop()
+      if cur in seen or cur not in direct:
+        continue
+      seen.add(cur)
+      for u in sorted(direct[cur]):
+        hit = bad(u, fn)
+        if hit:
+          out[fn] = hit
+          break
+      stack.extend(calls[cur])
+  return out
+
+
+def _record_imports(node, aliases):
+  if isinstance(node, ast.Import):
+    for a in node.names:
+      if a.asname:
+        aliases[a.asname] = a.name
+      else:
+        aliases.setdefault(a.name.split(".")[0], a.name.split(".")[0])
+  elif node.module and not node.level:
+    for a in node.names:
+      aliases[a.asname or a.name] = f"{node.module}.{a.name}" if a.name != "*" else node.module
+
+
+def _dotted(node) -> str | None:
+  parts = []
+  while isinstance(node, ast.Attribute):
+    parts.append(node.attr)
+    node = node.value
+  if isinstance(node, ast.Name):
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+  return None

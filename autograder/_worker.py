@@ -1,0 +1,303 @@
+"""The untrusted worker: imports one submission and runs operations on it.
+
+Started by the grader (``python -I -m autograder._worker REQ_FD RESP_FD``) inside
+bubblewrap when available, always under rlimits, in a new session, with a
+scratch directory (holding a copy of the submission) as its working directory.
+It answers one request at a time over two pipes in the format of ``_wire``.
+
+Layers set up here, before any submission code runs:
+- an import hook that hands out stand-ins for ``dlfunc`` whose functions raise
+  "uses dlfunc's implementation" when called (so only that function scores 0);
+- a snapshot of numpy/jax/builtins/autograder module dicts, checked and restored
+  after every request (monkeypatching is reported as such);
+- a Python audit hook (cannot be removed) refusing sockets, new processes,
+  signals, writes outside the scratch directory and reads of denied folders.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib.abc
+import importlib.machinery
+import io
+import linecache
+import os
+import sys
+import types
+
+import jax  # noqa: F401  (imported before the submission: the ops capture its functions)
+import jax.lax  # noqa: F401
+import jax.nn  # noqa: F401
+import jax.numpy  # noqa: F401
+import jax.random  # noqa: F401
+import jax.test_util  # noqa: F401
+import numpy
+
+from autograder import _errors, _ops, _wire
+from autograder._errors import SubmissionError
+
+OUTPUT_CAP = 4000
+
+
+# ---------------------------------------------------------------- dlfunc stand-ins
+
+
+class _Refused:
+  def __init__(self, path):
+    object.__setattr__(self, "_path", path)
+
+  def __getattr__(self, name):
+    if name.startswith("__"):
+      raise AttributeError(name)
+    return _Refused(f"{self._path}.{name}")
+
+  def __call__(self, *a, **k):
+    raise _ops.RefusedError(f"uses dlfunc's implementation ({self._path}), which submissions may not call. "
+                            "Write it yourself with jax.numpy.")
+
+  def __repr__(self):
+    return f"<refused {self._path}>"
+
+
+class _RefusedModule(types.ModuleType):
+  def __getattr__(self, name):
+    if name.startswith("__"):
+      raise AttributeError(name)
+    return _Refused(f"{self.__name__}.{name}")
+
+
+class _DlfuncFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  def find_spec(self, fullname, path=None, target=None):
+    if fullname == "dlfunc" or fullname.startswith("dlfunc."):
+      return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+    return None
+
+  def create_module(self, spec):
+    m = _RefusedModule(spec.name)
+    m.__path__ = []
+    return m
+
+  def exec_module(self, module):
+    pass
+
+
+# ---------------------------------------------------------------- tamper detection
+
+_WATCHED = ["numpy", "jax", "jax.numpy", "jax.random", "jax.lax", "jax.nn", "jax.tree_util", "builtins",
+            "autograder._ops", "autograder._wire", "autograder._errors", "autograder._worker", "json", "os", "io"]
+_SKIP = {"_", "__builtins__", "__warningregistry__"}
+
+
+def _snapshot():
+  snap = {}
+  for name in _WATCHED:
+    m = sys.modules.get(name)
+    if m is not None:
+      snap[name] = (m, {k: v for k, v in vars(m).items() if k not in _SKIP})
+  return snap
+
+
+def _restore(snap) -> list[str]:
+  """Undo changes to watched modules; return what had been changed."""
+  changed = []
+  for name, (m, saved) in snap.items():
+    current = vars(m)
+    for k, v in saved.items():
+      if current.get(k, _MISSING) is not v:
+        changed.append(f"{name}.{k}")
+        try:
+          setattr(m, k, v)
+        except Exception:  # noqa: BLE001
+          pass
+    for k in [k for k in current if k not in saved and k not in _SKIP and not k.startswith("__")]:
+      if isinstance(current[k], types.ModuleType):   # a submodule imported lazily: legitimate
+        saved[k] = current[k]
+      elif name in ("builtins", "numpy", "jax", "jax.numpy"):
+        changed.append(f"{name}.{k}")
+        try:
+          delattr(m, k)
+        except Exception:  # noqa: BLE001
+          pass
+  return changed
+
+
+_MISSING = object()
+
+# ---------------------------------------------------------------- audit hook
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_REFUSED_EVENTS = {
+    "socket.__new__": "open a network socket", "socket.connect": "open a network connection",
+    "socket.bind": "listen on the network", "subprocess.Popen": "start a process", "os.system": "run a shell",
+    "os.fork": "fork", "os.forkpty": "fork", "os.posix_spawn": "start a process", "os.spawn": "start a process",
+    "os.exec": "replace the process", "os.kill": "send signals", "os.killpg": "send signals",
+    "signal.pthread_kill": "send signals", "pty.spawn": "start a process", "webbrowser.open": "open a browser",
+}
+_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
+                "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "os.chdir"}
+
+
+def _install_audit_hook(scratch: str, denied: list[str]):
+  scratch = os.path.realpath(scratch)
+  denied = [os.path.realpath(d) for d in denied if d]
+  realpath, fspath, isinstance_ = os.path.realpath, os.fspath, isinstance
+
+  def inside(p, root):
+    return p == root or p.startswith(root + os.sep)
+
+  def resolve(p):
+    if isinstance_(p, int):
+      return None
+    try:
+      p = fspath(p)
+      if isinstance_(p, bytes):
+        p = p.decode("utf-8", "replace")
+      return realpath(os.path.join(scratch, p))
+    except Exception:  # noqa: BLE001
+      return None
+
+  def hook(event, args):
+    if event in _REFUSED_EVENTS:
+      raise PermissionError(f"submissions may not {_REFUSED_EVENTS[event]} ({event})")
+    if event == "open":
+      path = resolve(args[0])
+      if path is None:
+        return
+      mode, flags = args[1], args[2]
+      writing = (isinstance_(mode, str) and any(c in mode for c in "wax+")) or (
+          isinstance_(flags, int) and flags & _WRITE_FLAGS)
+      if writing and not inside(path, scratch) and path not in ("/dev/null",):
+        raise PermissionError(f"submissions may only write inside their scratch directory, not {path}")
+      if any(inside(path, d) for d in denied):
+        raise PermissionError(f"submissions may not read {path}")
+    elif event in _PATH_EVENTS:
+      for a in args[:2]:
+        path = resolve(a) if isinstance_(a, (str, bytes, os.PathLike)) else None
+        if path is not None and not inside(path, scratch):
+          raise PermissionError(f"submissions may not change files outside their scratch directory ({event})")
+
+  sys.addaudithook(hook)
+
+
+# ---------------------------------------------------------------- loading
+
+
+class Worker:
+  def __init__(self, scratch: str):
+    self.scratch = scratch
+    self.ns: dict = {}
+    self.cells: dict[str, str] = {}
+    self.path = ""
+
+  def is_student(self, fname: str) -> bool:
+    return fname == self.path or fname.startswith("<cell ")
+
+  @staticmethod
+  def label(fname: str, lineno: int) -> str:
+    if fname.startswith("<cell "):
+      return f"line {lineno} of cell {fname[6:-1]}"
+    return f"line {lineno}"
+
+  def load(self, req):
+    module = types.ModuleType("submission")
+    module.__file__ = req["path"]
+    sys.modules["submission"] = module
+    self.ns = module.__dict__
+    self.path = req["path"]
+    problems = []
+    for cell in req["cells"]:
+      idx, src = cell["index"], cell["source"]
+      fname = self.path if idx is None else f"<cell {idx}>"
+      if idx is not None:
+        linecache.cache[fname] = (len(src), None, src.splitlines(True), fname)
+      try:
+        tree = ast.parse(src, fname)
+      except SyntaxError as e:
+        where = self.label(fname, e.lineno or 0)
+        problems.append(f"syntax error at {where}: {e.msg}")
+        continue
+      for node in tree.body:      # statement by statement: one failure does not stop the rest
+        try:
+          exec(compile(ast.Module([node], []), fname, "exec"), self.ns)
+        except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt at top level too)
+          err = _ops.classify(e, "the submission", self.is_student, self.label, None)
+          problems.append(err.message.replace("the submission raised", "top-level code raised", 1))
+          if idx is not None:   # a notebook cell stops at its first error, as in Jupyter
+            break
+    return problems
+
+
+class _Cap(io.TextIOBase):
+  def __init__(self):
+    self.parts, self.n = [], 0
+
+  def write(self, s):
+    s = str(s)
+    if self.n < OUTPUT_CAP:
+      self.parts.append(s[:OUTPUT_CAP - self.n])
+    self.n += len(s)
+    return len(s)
+
+  def text(self):
+    t = "".join(self.parts)
+    return t + (f"\n... ({self.n - OUTPUT_CAP} more characters of output dropped)" if self.n > OUTPUT_CAP else "")
+
+
+def main(argv):
+  req_fd, resp_fd, scratch = int(argv[1]), int(argv[2]), argv[3]
+  denied = [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
+  for name in [m for m in sys.modules if m == "dlfunc" or m.startswith("dlfunc.")]:
+    del sys.modules[name]
+  sys.meta_path.insert(0, _DlfuncFinder())
+  sys.path.append(scratch)
+  os.chdir(scratch)
+  worker = Worker(scratch)
+  snap = _snapshot()
+  _install_audit_hook(scratch, denied)
+  real_out, real_err = sys.stdout, sys.stderr
+  write_frame, read_frame = _wire.write_frame, _wire.read_frame
+  while True:
+    try:
+      req = read_frame(req_fd)
+    except EOFError:
+      return 0
+    cap = _Cap()
+    sys.stdout = sys.stderr = cap
+    resp = {"ok": True}
+    try:
+      if req["op"] == "load":
+        resp["problems"] = worker.load(req)
+        resp["defined"] = {f: callable(worker.ns.get(f)) for f in req["functions"]}
+      else:
+        fn_name = req["fn"]
+        fn = worker.ns.get(fn_name)
+        if not callable(fn):
+          raise SubmissionError("missing", f"{fn_name} is not defined (or not a function) in the submission.")
+        resp["result"] = _ops.run(req["op"], fn, fn_name, tuple(req["args"]), dict(req["kwargs"]),
+                                  dict(req.get("opts") or {}), worker.is_student, worker.label)
+    except SubmissionError as e:
+      resp = {"ok": False, "kind": e.kind, "message": e.message}
+    except BaseException as e:  # noqa: BLE001
+      resp = {"ok": False, "kind": "exception", "message": f"{type(e).__name__}: {e}"[:300]}
+    finally:
+      sys.stdout, sys.stderr = real_out, real_err
+    changed = _restore(snap)
+    if changed:
+      what = ", ".join(sorted(set(changed))[:5])
+      if req["op"] == "load":
+        resp.setdefault("problems", []).append(
+            f"top-level code replaced {what}; the originals were restored (monkeypatching is not allowed).")
+      else:
+        resp = {"ok": False, "kind": "tampered",
+                "message": f"{req['fn']} replaced {what} while running; monkeypatching numpy, jax or the "
+                           "grader is not allowed (the originals were restored)."}
+    resp["output"] = cap.text()
+    try:
+      write_frame(resp_fd, resp)
+    except _wire.WireError:
+      write_frame(resp_fd, {"ok": False, "kind": "bad_output", "message": "the result could not be sent back.",
+                            "output": ""})
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
