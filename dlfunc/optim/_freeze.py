@@ -228,6 +228,18 @@ def freeze(optimizer: GradientTransformation, frozen: Union[str, PyTree, Callabl
       (the params' structure or a prefix of it, e.g. ``{"backbone": True, "head": False}``),
       or a callable ``params -> such a pytree``.
 
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from dlfunc import optim
+    >>> params = {"backbone": {"w": jnp.ones(2)}, "head": {"w": jnp.ones(2)}}
+    >>> tx = optim.freeze(optim.sgd(0.5, momentum=0.9), r"^backbone/")
+    >>> state = tx.init(params)
+    >>> state.inner_states["frozen"]
+    EmptyState()
+    >>> updates, state = tx.update(params, state, params)
+    >>> optim.apply_updates(params, updates)
+    {'backbone': {'w': Array([1., 1.], dtype=float32)}, 'head': {'w': Array([0.5, 0.5], dtype=float32)}}
+
   .. warning::
     Freezing the parameters does not freeze batch-norm *statistics*: run a
     frozen backbone with ``train=False`` (inference mode) so its running
