@@ -72,24 +72,28 @@ def _count_my_tasks() -> int:
   return n
 
 
-def _limits_fn(memory_mb: int, cpu_s: int, nproc: int):
-  libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+def apply_limits(memory_mb: int, cpu_s: int, nproc: int):
+  """Set hard = soft rlimits on this process (the worker calls it before any submission code).
 
-  def apply():  # runs in the child between fork and exec: keep it to system calls
-    def lim(what, value):
-      try:
-        resource.setrlimit(what, (value, value))
-      except (ValueError, OSError):
-        pass
-    lim(resource.RLIMIT_AS, memory_mb * 2**20)
-    lim(resource.RLIMIT_CPU, cpu_s)
-    lim(resource.RLIMIT_NPROC, nproc)
-    lim(resource.RLIMIT_FSIZE, 64 * 2**20)
-    lim(resource.RLIMIT_NOFILE, 512)
-    lim(resource.RLIMIT_CORE, 0)
-    if libc is not None:
-      libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the grader
-  return apply
+  Without CAP_SYS_RESOURCE (bwrap drops it; ordinary users lack it) they cannot be raised again;
+  the worker's audit hook refuses ``resource.setrlimit`` as well.
+  """
+  def lim(what, value):
+    try:
+      resource.setrlimit(what, (value, value))
+    except (ValueError, OSError):
+      pass
+  lim(resource.RLIMIT_AS, memory_mb * 2**20)
+  lim(resource.RLIMIT_CPU, cpu_s)
+  lim(resource.RLIMIT_NPROC, nproc)
+  lim(resource.RLIMIT_FSIZE, 64 * 2**20)
+  lim(resource.RLIMIT_NOFILE, 512)
+  lim(resource.RLIMIT_CORE, 0)
+  if sys.platform.startswith("linux"):
+    try:
+      ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the grader
+    except (OSError, AttributeError):
+      pass
 
 
 def _describe_exit(rc: int, via_bwrap: bool) -> str:
@@ -119,12 +123,10 @@ class Worker:
     env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
            "AUTOGRADER_DENIED": os.pathsep.join(denied), "PYTHONDONTWRITEBYTECODE": "1",
            "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
-    nproc = 64 if os.getuid() != 0 else 4096  # not enforced for root anyway; bwrap's PID namespace is
-    if os.getuid() != 0:
-      nproc += _count_my_tasks()
+    nproc = 64 + (_count_my_tasks() if os.getuid() != 0 else 0)  # root is exempt: bwrap's PID namespace and
+    env["AUTOGRADER_LIMITS"] = f"{memory_mb},{cpu_s},{nproc}"      # the audit hook hold forks instead
     self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
-                                 start_new_session=True, env=env, cwd=scratch,
-                                 preexec_fn=_limits_fn(memory_mb, cpu_s, nproc))
+                                 start_new_session=True, env=env, cwd=scratch)
     for fd in (req_r, resp_w, out_w):
       os.close(fd)
     self.noise = bytearray()

@@ -33,7 +33,7 @@ import jax.random  # noqa: F401
 import jax.test_util  # noqa: F401
 import numpy
 
-from autograder import _errors, _ops, _wire
+from autograder import _ops, _sandbox, _wire
 from autograder._errors import SubmissionError
 
 OUTPUT_CAP = 4000
@@ -132,6 +132,8 @@ _REFUSED_EVENTS = {
     "os.fork": "fork", "os.forkpty": "fork", "os.posix_spawn": "start a process", "os.spawn": "start a process",
     "os.exec": "replace the process", "os.kill": "send signals", "os.killpg": "send signals",
     "signal.pthread_kill": "send signals", "pty.spawn": "start a process", "webbrowser.open": "open a browser",
+    "resource.setrlimit": "change resource limits", "resource.prlimit": "change resource limits",
+    "os.setsid": "leave its session", "os.setpgid": "leave its process group",
 }
 _PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
                 "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "os.chdir"}
@@ -251,6 +253,10 @@ def main(argv):
   sys.meta_path.insert(0, _DlfuncFinder())
   sys.path.append(scratch)
   os.chdir(scratch)
+  limits = os.environ.get("AUTOGRADER_LIMITS")
+  if limits:
+    memory_mb, cpu_s, nproc = (int(v) for v in limits.split(","))
+    _sandbox.apply_limits(memory_mb, cpu_s, nproc)
   worker = Worker(scratch)
   snap = _snapshot()
   _install_audit_hook(scratch, denied)

@@ -1,0 +1,73 @@
+"""Reports: a terminal table for students, JSON, Gradescope ``results.json``, CSV over many submissions."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import textwrap
+
+MARK = {"passed": "PASS", "partial": "PART", "failed": "FAIL", "error": "ERR "}
+
+
+def text_table(report: dict, *, self_check: bool = False) -> str:
+  width = max(60, min(shutil.get_terminal_size((100, 20)).columns, 120))
+  lines = [f"Assignment {report['assignment']} — {report['submission']}", ""]
+  current = None
+  for t in report["tests"]:
+    if t["function"] != current:
+      current = t["function"]
+      got = sum(x["score"] for x in report["tests"] if x["function"] == current)
+      mx = sum(x["max_score"] for x in report["tests"] if x["function"] == current)
+      lines.append(f"{current}  {got:g}/{mx:g}")
+    tag = " (hidden)" if t["hidden"] else ""
+    lines.append(f"  [{MARK.get(t['status'], t['status'])}] {t['name']}{tag}  {t['score']:g}/{t['max_score']:g}")
+    if t["status"] != "passed" and t["output"]:
+      for para in t["output"].splitlines()[:12]:
+        lines.extend(textwrap.wrap(para, width - 9, initial_indent="         ", subsequent_indent="           ")
+                     or [""])
+  lines.append("")
+  pct = 100.0 * report["score"] / report["max_score"] if report["max_score"] else 0.0
+  lines.append(f"Total: {report['score']:g}/{report['max_score']:g} ({pct:.0f}%)   [{report['seconds']:.1f} s]")
+  for n in report.get("notes", []):
+    lines.extend(textwrap.wrap("note: " + n, width, subsequent_indent="      "))
+  if self_check:
+    lines.append("These are the public tests only: hidden tests also count towards your grade.")
+  lines.append(f"isolation: {report.get('isolation', '')}")
+  return "\n".join(lines)
+
+
+def gradescope(report: dict) -> dict:
+  """Gradescope's results.json: score, max_score, tests[name, score, max_score, output, visibility]."""
+  tests = [{"name": t["name"], "score": t["score"], "max_score": t["max_score"],
+            "output": t["output"] or ("passed" if t["status"] == "passed" else ""),
+            "visibility": "after_published" if t["hidden"] else "visible"} for t in report["tests"]]
+  out = {"score": report["score"], "max_score": report["max_score"], "tests": tests,
+         "visibility": "visible", "stdout_visibility": "hidden"}
+  if report.get("notes"):
+    out["output"] = "\n".join(report["notes"])
+  return out
+
+
+def render(report: dict, fmt: str) -> str:
+  if fmt == "text":
+    return text_table(report)
+  if fmt == "json":
+    return json.dumps(report, indent=1)
+  if fmt == "gradescope":
+    return json.dumps(gradescope(report), indent=1)
+  raise ValueError(f"--format must be text, json or gradescope; got {fmt!r}.")
+
+
+def csv_text(reports: list[dict], functions) -> str:
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  w.writerow(["submission", "score", "max_score", "percent", *functions, "notes"])
+  for r in sorted(reports, key=lambda r: r["submission"]):
+    per = {f: 0.0 for f in functions}
+    for t in r["tests"]:
+      per[t["function"]] = per.get(t["function"], 0.0) + t["score"]
+    pct = 100.0 * r["score"] / r["max_score"] if r["max_score"] else 0.0
+    w.writerow([r["submission"], f"{r['score']:g}", f"{r['max_score']:g}", f"{pct:.1f}",
+                *[f"{per[f]:g}" for f in functions], " | ".join(r.get("notes", []))[:500]])
+  return buf.getvalue()

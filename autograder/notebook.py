@@ -1,0 +1,162 @@
+"""Grading inside a notebook kernel (nbgrader's ``autograde``/``validate``, or a student's Jupyter).
+
+A test cell of a generated notebook reads::
+
+    from autograder.notebook import grade
+    score = grade("01", "relu", globals())
+    ### BEGIN HIDDEN TESTS
+    score += grade("01", "relu", globals(), hidden=True)
+    ### END HIDDEN TESTS
+    score
+
+``grade`` runs that function's tests from ``assignments/<ID>/tests.py`` on the
+notebook's own function, prints one short verdict per test on **stdout**, keeps
+**stderr empty** (nbgrader zeroes a cell with any stderr output, so JAX/XLA
+warnings are captured and echoed on stdout) and returns the points earned,
+which nbgrader takes as the cell's partial credit.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import sys
+import tempfile
+import threading
+import warnings
+
+_CRITICAL = [("numpy", ["allclose", "isclose", "asarray", "array_equal", "all", "isfinite", "abs", "argwhere"]),
+             ("jax", ["jit", "vmap", "vjp", "grad", "eval_shape"]),
+             ("jax.numpy", ["asarray"])]
+
+
+def _tampered() -> list[str]:
+  """Names of grader-critical functions that the notebook has replaced."""
+  import importlib
+  bad = []
+  for modname, names in _CRITICAL:
+    m = sys.modules.get(modname)
+    if m is None:
+      continue
+    for n in names:
+      f = getattr(m, n, None)
+      mod = getattr(f, "__module__", None) or ""
+      if not (mod.startswith(("numpy", "jax", "jaxlib")) or mod == "builtins" or
+              type(f).__module__.startswith(("numpy", "jax", "jaxlib"))):
+        bad.append(f"{modname}.{n}")
+  here = os.path.dirname(os.path.abspath(__file__))
+  for modname in ("autograder._checks", "autograder._ops", "autograder._runner", "autograder._registry"):
+    m = importlib.import_module(modname)
+    if not os.path.abspath(getattr(m, "__file__", "")).startswith(here):
+      bad.append(modname)
+      continue
+    for n, f in vars(m).items():
+      code = getattr(f, "__code__", None)
+      if code is not None and getattr(f, "__module__", "") == modname and not os.path.abspath(
+          code.co_filename).startswith(here):
+        bad.append(f"{modname}.{n}")
+  return bad
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+  """Send Python- and C-level stderr (XLA logs) to a buffer; yield a function returning it."""
+  buf = io.StringIO()
+  saved_fd, tmp = None, None
+  try:
+    sys.stderr.flush()
+  except Exception:  # noqa: BLE001
+    pass
+  try:
+    tmp = tempfile.TemporaryFile(mode="w+b")
+    saved_fd = os.dup(2)
+    os.dup2(tmp.fileno(), 2)
+  except OSError:
+    saved_fd = None
+  try:
+    with contextlib.redirect_stderr(buf), warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      yield lambda: buf.getvalue() + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+  finally:
+    if saved_fd is not None:
+      os.dup2(saved_fd, 2)
+      os.close(saved_fd)
+      tmp.seek(0)
+      buf.write(tmp.read().decode("utf-8", "replace"))
+      tmp.close()
+
+
+class _Timeout(Exception):
+  pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+  if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    yield
+    return
+
+  def on_alarm(signum, frame):
+    raise _Timeout()
+  old = signal.signal(signal.SIGALRM, on_alarm)
+  signal.setitimer(signal.ITIMER_REAL, seconds)
+  try:
+    yield
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = False, verbose: bool = True) -> float:
+  """Run the public (or, with ``hidden=True``, the hidden) tests of ``function``; return the points earned."""
+  from autograder import _registry, _runner, _submission
+  from autograder._remote import LocalSubmission
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  a = _registry.load_assignment(assignment_id)
+  tests = a.tests_for(function, hidden=hidden)
+  if not tests:
+    return 0.0
+  label = "hidden" if hidden else "public"
+  tampered = _tampered()
+  if tampered:
+    print(f"{function}: 0/{sum(t.points for t in tests):g} {label} — the notebook replaced "
+          f"{', '.join(tampered[:4])}; the tests cannot trust this kernel. Restart the kernel and do not "
+          "monkeypatch numpy, jax or the autograder.")
+    return 0.0
+  refused = _refused_in_notebook(namespace, a)
+  sub = LocalSubmission(namespace, refused)
+  total, lines = 0.0, []
+  with _quiet_stderr() as captured:
+    for t in tests:
+      try:
+        with _time_limit(t.timeout or a.timeout):
+          frac, status, msg = _runner.run_test(t, sub)
+      except _Timeout:
+        frac, status, msg = 0.0, "failed", f"{function} did not finish within {t.timeout or a.timeout:g} s."
+      pts = round(frac * t.points, 6)
+      total += pts
+      mark = "PASS" if status == "passed" else "PART" if status == "partial" else "FAIL"
+      lines.append(f"  [{mark}] {t.name} ({pts:g}/{t.points:g})")
+      if msg:
+        lines.extend("         " + m for m in msg.splitlines()[:6])
+  noise = captured().strip()
+  if verbose:
+    print(f"{function}: {total:g}/{sum(t.points for t in tests):g} points from {label} tests")
+    print("\n".join(lines))
+    if noise:
+      print("  (captured on stderr, not counted: " + noise.splitlines()[0][:200] + ")")
+    if not hidden:
+      print("  Hidden tests also count towards your grade.")
+  return round(total, 6)
+
+
+def _refused_in_notebook(namespace: dict, a) -> dict[str, str]:
+  """Static check of the notebook's code cells for dlfunc / forbidden names (the kernel keeps them in ``In``)."""
+  from autograder import _submission
+  sources = namespace.get("In")
+  if not isinstance(sources, list):
+    return {}
+  cells = [{"index": i, "source": s} for i, s in enumerate(sources) if isinstance(s, str)
+           and "from autograder.notebook import grade" not in s]
+  return _submission.forbidden_uses(cells, a.functions, a.forbidden)
