@@ -11,6 +11,7 @@ from typing import Mapping, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Padding = Union[str, int, Sequence[tuple[int, int]]]
@@ -170,10 +171,13 @@ def max_pool(x: Array, window=2, strides=None, padding: Padding = "VALID") -> Ar
   n = x.ndim - 2
   if n < 1:
     raise ValueError(f"max_pool: expected (batch, *spatial, channels), got shape {tuple(x.shape)}.")
+  # The init value must be a concrete numpy scalar, not a jnp array: under jit a
+  # jnp constant is traced, and reduce_window then falls back to its generic,
+  # non-differentiable form instead of reduce_window_max.
   if jnp.issubdtype(x.dtype, jnp.inexact):
-    init = jnp.array(-jnp.inf, x.dtype)
+    init = np.array(-np.inf, x.dtype)
   else:
-    init = jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
+    init = np.array(jnp.iinfo(x.dtype).min, x.dtype)
   return _pool(x, init, jax.lax.max, window, strides, padding, n)
 
 
@@ -197,10 +201,10 @@ def avg_pool(x: Array, window=2, strides=None, padding: Padding = "VALID",
     raise ValueError(f"avg_pool: expected (batch, *spatial, channels), got shape {tuple(x.shape)}.")
   if not jnp.issubdtype(x.dtype, jnp.inexact):
     x = x.astype(jnp.result_type(float))
-  sums = _pool(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
+  sums = _pool(x, np.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
   if count_include_pad or (isinstance(padding, str) and padding.upper() == "VALID"):
     return sums / float(math.prod(_tuple(window, n, "window")))
-  counts = _pool(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), jnp.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
+  counts = _pool(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), np.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
   return sums / counts
 
 
