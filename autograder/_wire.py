@@ -54,7 +54,8 @@ def encode(obj) -> bytes:
 
   def add_array(a: np.ndarray, tag: str, extra=None):
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+    # np.ascontiguousarray turns a 0-d array into shape (1,): keep the shape (scalar losses!).
+    np.lib.format.write_array(buf, np.ascontiguousarray(a).reshape(a.shape), allow_pickle=False)
     blobs.append(buf.getvalue())
     node = {tag: len(blobs) - 1}
     if extra:
