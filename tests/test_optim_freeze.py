@@ -80,6 +80,17 @@ def test_frozen_leaves_carry_no_optimizer_state(frozen_run):
   assert sum(leaf.size for leaf in jax.tree.leaves(state)) == 2 * n_trainable + 1  # mu, nu and Adam's count
 
 
+def test_frozen_negative_zero_keeps_its_sign_bit():
+  params = {"frozen": jnp.array([-0.0, 0.0, 1.5]), "train": jnp.ones(2)}
+  tx = optim.freeze(optim.sgd(0.1, momentum=0.9), {"frozen": True, "train": False})
+  step = lambda p, s: (lambda u, s: (optim.apply_updates(p, u), s))(*tx.update(p, s, p))  # noqa: E731
+  for run in (step, jax.jit(step)):  # eagerly, -0.0 + (+0.0) would give +0.0; XLA under jit folds x + 0 away
+    p, s = params, tx.init(params)
+    for _ in range(3):
+      p, s = run(p, s)
+    np.testing.assert_array_equal(_bits(p["frozen"]), _bits(params["frozen"]))
+
+
 # Three more ways to say "freeze the first hidden layer" (built from the params), each equal to r"^Dense_0/".
 FREEZE_SPECS = [
     ("prefix-mask", lambda p: {"Dense_0": True, "Dense_1": False, "Dense_2": False}),
@@ -230,19 +241,23 @@ def test_apply_updates_matches_optax_and_keeps_dtypes():
 
 # (builder, kwargs, error type, text the one-line message must contain)
 BAD_HYPERPARAMETERS = [
-    (optim.sgd, dict(learning_rate=0.0), ValueError, "learning_rate must be a positive finite number, got 0.0"),
+    (optim.sgd, dict(learning_rate=0.0), ValueError, "sgd: learning_rate must be a positive finite number, got 0.0"),
     (optim.sgd, dict(learning_rate=-0.1), ValueError, "learning_rate must be a positive"),
     (optim.adam, dict(learning_rate=float("nan")), ValueError, "learning_rate must be a positive"),
     (optim.adamw, dict(learning_rate=None), ValueError, "learning_rate is required"),
     (optim.adam, dict(learning_rate="fast"), TypeError, "learning_rate must be a positive float"),
-    (optim.adam, dict(learning_rate=1e-3, b1=1.0), ValueError, r"b1 must be in \[0.0, 1.0\), got 1.0"),
+    (optim.adam, dict(learning_rate=1e-3, b1=1.0), ValueError, r"adam: b1 must be in \[0.0, 1.0\), got 1.0"),
     (optim.adam, dict(learning_rate=1e-3, b1=-0.1), ValueError, r"b1 must be in \[0.0, 1.0\)"),
     (optim.adamw, dict(learning_rate=1e-3, b2=1.5), ValueError, r"b2 must be in \[0.0, 1.0\)"),
     (optim.adam, dict(learning_rate=1e-3, eps=-1e-8), ValueError, "eps must be >= 0.0"),
     (optim.adamw, dict(learning_rate=1e-3, weight_decay=-0.1), ValueError, "weight_decay must be >= 0.0"),
     (optim.rmsprop, dict(learning_rate=1e-3, decay=1.0), ValueError, r"decay must be in \[0.0, 1.0\)"),
-    (optim.sgd, dict(learning_rate=0.1, momentum=1.2), ValueError, r"momentum\) must be in \[0.0, 1.0\)"),
+    (optim.sgd, dict(learning_rate=0.1, momentum=1.2), ValueError, r"sgd: momentum must be in \[0.0, 1.0\), got 1.2"),
     (optim.sgd, dict(learning_rate=0.1, nesterov=True), ValueError, "nesterov=True needs a momentum"),
+    (optim.rmsprop, dict(learning_rate=0.1, momentum=-0.5), ValueError, r"rmsprop: momentum must be in \[0.0, 1.0\)"),
+    (optim.scale_by_adam, dict(b2=1.0), ValueError, r"scale_by_adam: b2 must be in \[0.0, 1.0\)"),
+    (optim.trace, dict(decay=2.0), ValueError, r"trace: decay \(the momentum\) must be in \[0.0, 1.0\)"),
+    (optim.scale_by_learning_rate, dict(learning_rate=-1.0), ValueError, "scale_by_learning_rate: learning_rate must"),
 ]
 
 

@@ -21,9 +21,22 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from dlfunc.optim._base import GradientTransformation, ScalarOrSchedule, chain, check_learning_rate
+from dlfunc.optim._base import GradientTransformation, ScalarOrSchedule, chain, check_learning_rate, check_range
 from dlfunc.optim._transforms import (add_decayed_weights, momentum_or_identity, scale_by_adam,
                                       scale_by_learning_rate, scale_by_rms, scale_by_stddev)
+
+
+def _check_momentum(name, momentum, nesterov):
+  check_range(name, "momentum", momentum, 0.0, 1.0, allow_none=True)
+  if nesterov and momentum is None:
+    raise ValueError(f"{name}: nesterov=True needs a momentum; pass e.g. momentum=0.9 (optax silently ignores it).")
+
+
+def _check_adam(name, b1, b2, eps, eps_root):
+  check_range(name, "b1", b1, 0.0, 1.0)
+  check_range(name, "b2", b2, 0.0, 1.0)
+  check_range(name, "eps", eps, 0.0)
+  check_range(name, "eps_root", eps_root, 0.0)
 
 
 def sgd(learning_rate: ScalarOrSchedule, momentum: Optional[Any] = None, nesterov: bool = False,
@@ -70,6 +83,7 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: Optional[Any] = None, nestero
     (:math:`\theta \mathrel{-}= \eta\lambda\theta`, outside the momentum).
   """
   check_learning_rate("sgd", learning_rate)
+  _check_momentum("sgd", momentum, nesterov)
   return chain(momentum_or_identity(momentum, nesterov, accumulator_dtype), scale_by_learning_rate(learning_rate))
 
 
@@ -112,6 +126,10 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: Any = 0.9, eps: Any = 1e-8, 
     learning rate).
   """
   check_learning_rate("rmsprop", learning_rate)
+  check_range("rmsprop", "decay", decay, 0.0, 1.0)
+  check_range("rmsprop", "eps", eps, 0.0)
+  check_range("rmsprop", "initial_scale", initial_scale, 0.0)
+  _check_momentum("rmsprop", momentum, nesterov)
   scale_by = scale_by_stddev if centered else scale_by_rms
   return chain(
       scale_by(decay=decay, eps=eps, initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt,
@@ -153,6 +171,7 @@ def adam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: A
     larger than epsilon). Keras' ``Adam(weight_decay=...)`` is decoupled (= AdamW).
   """
   check_learning_rate("adam", learning_rate)
+  _check_adam("adam", b1, b2, eps, eps_root)
   return chain(scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
                scale_by_learning_rate(learning_rate))
 
@@ -185,6 +204,8 @@ def adamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
     epsilon-hat (see :func:`adam`).
   """
   check_learning_rate("adamw", learning_rate)
+  _check_adam("adamw", b1, b2, eps, eps_root)
+  check_range("adamw", "weight_decay", weight_decay, 0.0)
   return chain(
       scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
       add_decayed_weights(weight_decay, mask),

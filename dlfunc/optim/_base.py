@@ -46,8 +46,10 @@ def identity() -> GradientTransformation:
 def set_to_zero() -> GradientTransformation:
   """The transform that turns every update into zeros and keeps no state.
 
-  Used for frozen parameters: ``params + 0`` leaves them unchanged, and no
-  moment buffers are allocated for them.
+  Used for frozen parameters: no moment buffers are allocated for them, and
+  ``apply_updates`` leaves them bit-identical. The zeros are *negative* zeros:
+  in IEEE arithmetic ``x + (-0.0)`` is ``x`` for every ``x``, while
+  ``-0.0 + 0.0`` would flip a stored ``-0.0`` to ``+0.0``.
   """
 
   def init_fn(params):
@@ -56,7 +58,7 @@ def set_to_zero() -> GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    return jax.tree.map(jnp.zeros_like, updates), state
+    return jax.tree.map(lambda u: jnp.full_like(u, -0.0), updates), state
 
   return GradientTransformation(init_fn, update_fn)
 
