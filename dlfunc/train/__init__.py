@@ -1,0 +1,14 @@
+"""dlfunc.train: the train state, jit-compiled steps, ``fit``, checkpoints, data parallelism.
+
+``train_step(state, (x, y)) -> (state, metrics)`` is one jit-compiled pure function
+with the state's buffers donated; ``fit`` is the Python loop around it.
+"""
+from dlfunc.train._checkpoint import Checkpointer, tree_checksum
+from dlfunc.train._fit import EarlyStopping, TrainingDiverged, fit
+from dlfunc.train._plot import plot_history
+from dlfunc.train._sharding import DataParallel, data_parallel
+from dlfunc.train._state import TrainState, create_train_state, default_loss, eval_step, evaluate, train_step
+
+__all__ = ["TrainState", "create_train_state", "train_step", "eval_step", "evaluate", "default_loss", "fit",
+           "EarlyStopping", "TrainingDiverged", "Checkpointer", "tree_checksum", "plot_history",
+           "DataParallel", "data_parallel"]

@@ -1,0 +1,281 @@
+"""``fit``: the Python loop around ``train_step`` -- batches, progress bar, evaluation,
+early stopping, checkpoints, resume, the training-curve PNG and data parallelism."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import optax
+
+from dlfunc.train._checkpoint import Checkpointer
+from dlfunc.train._sharding import data_parallel
+from dlfunc.train._state import LossFn, TrainState, create_train_state, evaluate, train_step
+
+
+class TrainingDiverged(FloatingPointError):
+  """The loss (or the parameters) became NaN or infinite; training stopped."""
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+  """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+  Args:
+    patience: epochs without improvement before stopping.
+    monitor: a history key; default ``val_loss`` with ``eval_data``, else ``loss``.
+    min_delta: smallest change that counts as an improvement.
+    mode: ``"min"`` or ``"max"``; default ``"max"`` for keys containing "accuracy".
+    restore_best: return the state of the best epoch (kept in host memory), as
+      Keras' ``restore_best_weights=True``.
+  """
+  patience: int = 5
+  monitor: str | None = None
+  min_delta: float = 0.0
+  mode: str | None = None
+  restore_best: bool = False
+
+
+def _positive_int(name: str, value, flag: str) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}; pass e.g. {flag}.")
+  return int(value)
+
+
+def _as_arrays(data, what: str) -> tuple[np.ndarray, np.ndarray]:
+  try:
+    x, y = data
+  except (TypeError, ValueError):
+    raise TypeError(f"{what} must be a pair (x, y) of arrays or a dlfunc.data.Split, got {type(data).__name__}.") from None
+  x, y = np.asarray(x), np.asarray(y)
+  if len(x) != len(y):
+    raise ValueError(f"{what}: x has {len(x)} examples but y has {len(y)}; they must match.")
+  if len(x) == 0:
+    raise ValueError(f"{what} is empty.")
+  return x, y
+
+
+def _check_labels(state: TrainState, x: np.ndarray, y: np.ndarray, what: str) -> None:
+  """For the default loss: integer labels inside the model's output range."""
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"{what}: the default loss (sparse softmax cross-entropy) needs integer class labels, got "
+                     f"{y.dtype}; for regression or autoencoders pass loss_fn=, e.g. dlfunc.losses.mse.")
+  out = jax.eval_shape(lambda v, xb: state.apply_fn(v, xb, train=False), state.variables,
+                       jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+  k = out.shape[-1]
+  lo, hi = int(y.min()), int(y.max())
+  if lo < 0 or hi >= k:
+    raise ValueError(f"{what}: labels must lie in [0, {k - 1}] for a model with {k} outputs, got labels in "
+                     f"[{lo}, {hi}]; set the model's num_classes to {hi + 1} or fix the labels.")
+
+
+def _all_finite(host_tree) -> bool:
+  return all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(host_tree)
+             if np.issubdtype(np.asarray(a).dtype, np.inexact))
+
+
+class _Monitor:
+  """Early-stopping bookkeeping; its state is saved in checkpoints so resume is exact."""
+
+  def __init__(self, cfg: EarlyStopping | None, has_eval: bool, saved: dict | None):
+    self.cfg = cfg
+    if cfg is None:
+      return
+    self.key = cfg.monitor or ("val_loss" if has_eval else "loss")
+    mode = cfg.mode or ("max" if "accuracy" in self.key else "min")
+    self.sign = 1.0 if mode == "min" else -1.0
+    saved = saved or {}
+    self.best = saved.get("best", math.inf)
+    self.best_epoch = saved.get("best_epoch", 0)
+    self.wait = saved.get("wait", 0)
+    self.best_state = None
+
+  def update(self, record: dict, state) -> bool:
+    """Returns True when training should stop."""
+    if self.cfg is None:
+      return False
+    if self.key not in record:
+      raise ValueError(f"early stopping monitors {self.key!r}, which the history lacks; "
+                       f"available: {', '.join(sorted(record))}.")
+    value = self.sign * record[self.key]
+    if value < self.best - self.cfg.min_delta:
+      self.best, self.best_epoch, self.wait = value, record["epoch"], 0
+      if self.cfg.restore_best:
+        self.best_state = jax.device_get(state)
+    else:
+      self.wait += 1
+    return self.wait >= self.cfg.patience
+
+  def saved(self) -> dict | None:
+    if self.cfg is None:
+      return None
+    return {"best": float(self.best), "best_epoch": int(self.best_epoch), "wait": int(self.wait)}
+
+
+def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation | None = None,
+        epochs: int = 10, batch_size: int = 32, seed: int = 0, workdir: str | os.PathLike | None = None,
+        resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
+        early_stopping: EarlyStopping | int | None = None, eval_batch_size: int = 256,
+        log: Callable[[str], Any] | None = None) -> tuple[TrainState, list[dict]]:
+  """Trains ``model`` on ``data`` with mini-batch gradient descent.
+
+  Each epoch visits the examples in the order ``dlfunc.data.epoch_permutation(n,
+  seed=seed, epoch=e)`` in batches of exactly ``batch_size`` (the last
+  ``n % batch_size`` are dropped -- a different set each epoch), so
+  ``train_step`` compiles once. The run is a pure function of its arguments:
+  the same seed gives the same parameters, and a resumed run ends where an
+  uninterrupted one would.
+
+  Args:
+    model: a Flax Linen module called as ``apply(variables, x, train=...)``
+      (with or without ``batch_stats`` and dropout).
+    data: ``(x, y)`` arrays or a :class:`dlfunc.data.Split`.
+    eval_data: optional ``(x, y)`` evaluated after every epoch (``val_*`` keys).
+    optimizer: an optax ``GradientTransformation``; default ``dlfunc.optim.adam(1e-3)``.
+    epochs, batch_size: positive integers.
+    seed: seeds initialisation, shuffling and dropout.
+    workdir: if given, an Orbax checkpoint per epoch in ``workdir/checkpoints``
+      and ``workdir/training_curve.png``.
+    resume: continue from the newest valid checkpoint in ``workdir``.
+    progress: draw a tqdm bar (stderr) with loss, accuracy and examples/s.
+    loss_fn: ``loss_fn(outputs, y) -> scalar`` (batch mean); default sparse
+      softmax cross-entropy. Accuracy is reported when ``y`` holds integer labels
+      and the outputs have one more axis.
+    early_stopping: an :class:`EarlyStopping`, or an int patience on ``val_loss``
+      (``loss`` without ``eval_data``).
+    eval_batch_size: batch size of the per-epoch evaluation.
+    log: ``log(message)`` for notices (default: print to stderr).
+
+  Returns:
+    ``(state, history)``: the final :class:`TrainState` and one dict per epoch
+    (``epoch``, ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``,
+    ``examples_per_second``).
+
+  Raises:
+    ValueError: bad arguments (one line saying what to change).
+    TrainingDiverged: the loss became NaN/inf; says at which step. The last good
+      checkpoint in ``workdir`` is kept.
+
+  Example:
+    >>> from dlfunc import data, models
+    >>> state, history = fit(models.MLP(), data.load("digits"), epochs=1, progress=False)
+    >>> sorted(history[0])[:3]
+    ['accuracy', 'epoch', 'examples_per_second']
+  """
+  log = log or (lambda m: print(m, file=sys.stderr))
+  epochs = _positive_int("epochs", epochs, "epochs=10 (--epochs 10)")
+  batch_size = _positive_int("batch_size", batch_size, "batch_size=32 (--batch-size 32)")
+  x, y = _as_arrays(data, "training data")
+  if batch_size > len(x):
+    raise ValueError(f"batch_size {batch_size} is larger than the {len(x)} training examples; "
+                     f"use a batch size of at most {len(x)}.")
+  if eval_data is not None:
+    ex, ey = _as_arrays(eval_data, "eval_data")
+    if ex.shape[1:] != x.shape[1:]:
+      raise ValueError(f"eval_data inputs have shape {ex.shape[1:]} per example, training data {x.shape[1:]}; "
+                       "they must match.")
+    eval_data = (ex, ey)
+  if resume and workdir is None:
+    raise ValueError("resume=True needs the workdir of the run to continue (--workdir DIR).")
+  if isinstance(early_stopping, (int, np.integer)) and not isinstance(early_stopping, bool):
+    early_stopping = EarlyStopping(patience=_positive_int("early_stopping patience", early_stopping, "5"))
+  if optimizer is None:
+    from dlfunc import optim
+    optimizer = optim.adam(1e-3)
+
+  dp = data_parallel(batch_size)
+  state = create_train_state(model, optimizer, x[:batch_size], jax.random.PRNGKey(seed), loss_fn=loss_fn)
+  if loss_fn is None:
+    _check_labels(state, x, y, "training data")
+    if eval_data is not None:
+      _check_labels(state, *eval_data, "eval_data")
+  if dp is not None:
+    state = jax.device_put(state, dp.replicated)
+
+  history: list[dict] = []
+  start_epoch, saved_monitor = 0, None
+  ckpt = Checkpointer(workdir) if workdir is not None else None
+  if ckpt is not None:
+    if resume:
+      restored = ckpt.restore_latest(state, log=log)
+      if restored is None:
+        log(f"dlfunc: no valid checkpoint in {ckpt.directory}; starting from epoch 0.")
+      else:
+        state, meta = restored
+        history, start_epoch = list(meta.get("history", [])), int(meta["epoch"])
+        saved_monitor = meta.get("early_stopping")
+        log(f"dlfunc: resuming from the checkpoint of epoch {start_epoch} in {ckpt.directory}.")
+    elif ckpt.epochs():
+      raise ValueError(f"{ckpt.directory} already holds checkpoints (epochs {ckpt.epochs()}); pass resume=True "
+                       "(--resume) to continue that run, or choose a new workdir.")
+  monitor = _Monitor(early_stopping, eval_data is not None, saved_monitor)
+
+  from dlfunc.data import batches, num_batches
+  from tqdm.auto import tqdm
+  steps_per_epoch = num_batches(len(x), batch_size)
+  bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+             unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.25, leave=True)
+  try:
+    for epoch in range(start_epoch, epochs):
+      bar.set_description(f"epoch {epoch + 1}/{epochs}")
+      t0 = last_draw = time.perf_counter()
+      metrics = []
+      for i, batch in enumerate(batches(x, y, batch_size, seed=seed, epoch=epoch)):
+        if dp is not None:
+          batch = jax.device_put(batch, dp.batch)
+        state, m = train_step(state, batch)
+        metrics.append(m)
+        bar.update(1)
+        now = time.perf_counter()
+        if progress and now - last_draw > 0.5:
+          last_draw = now
+          shown = {k: f"{float(v):.4f}" for k, v in m.items()}
+          shown["ex/s"] = f"{(i + 1) * batch_size / (now - t0):.0f}"
+          bar.set_postfix(shown, refresh=False)
+      host = jax.device_get(metrics)
+      losses = np.asarray([h["loss"] for h in host])
+      bad = np.flatnonzero(~np.isfinite(losses))
+      # Parameters are checked on the host only when a checkpoint is due (the save
+      # copies them anyway); otherwise NaN parameters show up as the next NaN loss.
+      host_state = jax.device_get(state) if ckpt is not None else None
+      if bad.size or (host_state is not None and not _all_finite((host_state.params, host_state.batch_stats))):
+        at = epoch * steps_per_epoch + (int(bad[0]) + 1 if bad.size else steps_per_epoch)
+        kept = (f"the last good checkpoint (epoch {epoch}) is kept in {ckpt.directory}"
+                if ckpt is not None and epoch > 0 else "no checkpoint was written")
+        raise TrainingDiverged(f"the loss became NaN/inf at step {at} (epoch {epoch + 1}); training stopped and "
+                               f"{kept}; lower the learning rate or check the data for NaN/inf.")
+      seconds = time.perf_counter() - t0
+      record = {"epoch": epoch + 1, "loss": float(losses.mean())}
+      if "accuracy" in host[0]:
+        record["accuracy"] = float(np.mean([h["accuracy"] for h in host]))
+      if eval_data is not None:
+        ev = evaluate(state, eval_data, batch_size=eval_batch_size, sharding=dp.batch if dp else None)
+        record.update({"val_" + k: v for k, v in ev.items()})
+      record["seconds"] = seconds
+      record["examples_per_second"] = steps_per_epoch * batch_size / seconds
+      history.append(record)
+      bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds",
+                                                                              "examples_per_second")}
+                      | {"ex/s": f"{record['examples_per_second']:.0f}"}, refresh=True)
+      stop = monitor.update(record, state)
+      if ckpt is not None:
+        ckpt.save(epoch + 1, host_state, {"history": history, "early_stopping": monitor.saved()})
+      if stop:
+        log(f"dlfunc: early stopping after epoch {epoch + 1}: {monitor.key} has not improved for "
+            f"{monitor.cfg.patience} epochs (best at epoch {monitor.best_epoch}).")
+        break
+  finally:
+    bar.close()
+    if ckpt is not None:
+      if history:
+        from dlfunc.train._plot import plot_history
+        plot_history(history, os.path.join(os.fspath(workdir), "training_curve.png"))
+      ckpt.close()
+  if monitor.cfg is not None and monitor.cfg.restore_best and monitor.best_state is not None:
+    state = jax.device_put(monitor.best_state, dp.replicated if dp else None)
+  return state, history
