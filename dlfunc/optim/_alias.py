@@ -115,6 +115,18 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: Any = 0.9, eps: Any = 1e-8, 
     nesterov: Nesterov form of that momentum (needs ``momentum``).
     bias_correction: debias :math:`v_t` (and :math:`\bar g_t`) by :math:`1-\rho^t`.
 
+  Example — epsilon's placement matters when gradients are as small as :math:`\sqrt\epsilon`
+  (one step with :math:`\rho = 0`, so :math:`v = g^2`):
+
+    >>> import jax.numpy as jnp
+    >>> from dlfunc import optim
+    >>> g = jnp.array([1e-4])
+    >>> for in_sqrt in (True, False):  # -g / sqrt(g**2 + eps)  vs  -g / (|g| + eps)
+    ...   tx = optim.rmsprop(1.0, decay=0.0, eps=1e-8, eps_in_sqrt=in_sqrt)
+    ...   print(round(float(tx.update(g, tx.init(g))[0][0]), 4))
+    -0.7071
+    -0.9999
+
   .. warning::
     *Where epsilon goes* differs: optax 0.2.8 (``eps_in_sqrt=True``, default) and
     Keras 3 use :math:`g/\sqrt{v+\epsilon}`; PyTorch uses :math:`g/(\sqrt v+\epsilon)`
@@ -157,6 +169,16 @@ def adam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: A
     b1: :math:`\beta_1 \in [0, 1)`. b2: :math:`\beta_2 \in [0, 1)`.
     eps: :math:`\epsilon \ge 0` outside the root. eps_root: :math:`\bar\epsilon \ge 0` inside it.
     mu_dtype: dtype of the first moment. nesterov: NAdam (Dozat 2016).
+
+  Example — an optimizer is a chain, and its state one NamedTuple per link:
+
+    >>> import jax.numpy as jnp
+    >>> from dlfunc import optim
+    >>> state = optim.adam(1e-3).init({"w": jnp.zeros(3)})
+    >>> [type(s).__name__ for s in state]
+    ['ScaleByAdamState', 'EmptyState']
+    >>> state[0].count, state[0].mu["w"].shape
+    (Array(0, dtype=int32), (3,))
 
   .. warning::
     **PyTorch** ``Adam(weight_decay=wd)`` is *not* AdamW: it adds :math:`wd\,\theta`
