@@ -85,6 +85,10 @@ def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
   for differentiation (the result does not depend on it), and a row that is
   all ``-inf`` gives ``-inf`` rather than NaN.
 
+  Warning:
+    ``jax.scipy.special.logsumexp`` reduces over *every* axis by default
+    (``axis=None``); this one over the last, like :func:`softmax`.
+
   Example:
     >>> float(logsumexp(jnp.array([1e4, 1e4])))  # 1e4 + log 2
     10000.693359375
