@@ -1,0 +1,254 @@
+"""Experiments by name: registries of models and optimizers, and ``train_and_evaluate``.
+
+As in the Flax examples, the library function ``train_and_evaluate(config, workdir)``
+does the work and the CLI only parses flags. Other modules extend the registries::
+
+    from dlfunc.train import register_model
+    register_model("lstm", lambda num_classes: LSTMClassifier(num_classes=num_classes),
+                   dataset="digits-seq", epochs=20, lr=3e-3)
+
+and ``dlfunc train --model lstm`` works.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+import optax
+
+from dlfunc.train._checkpoint import Checkpointer
+from dlfunc.train._fit import EarlyStopping, fit
+from dlfunc.train._state import LossFn, create_train_state, evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A model the CLI can train by name, with the defaults that train it well.
+
+  Attributes:
+    factory: ``factory(num_classes=K) -> flax.linen.Module`` (may ignore ``num_classes``).
+    dataset, optimizer, lr, epochs, batch_size, schedule: defaults for ``TrainConfig``.
+    loss_fn: ``loss_fn(outputs, targets)``; ``None`` is sparse softmax cross-entropy.
+    targets: ``"labels"`` (classifiers) or ``"inputs"`` (autoencoders reconstruct x).
+    description: one line for ``dlfunc train --help``.
+  """
+  factory: Callable[..., Any]
+  dataset: str = "digits"
+  optimizer: str = "adam"
+  lr: float = 1e-3
+  epochs: int = 10
+  batch_size: int = 32
+  schedule: str = "cosine"
+  loss_fn: LossFn | None = None
+  targets: str = "labels"
+  description: str = ""
+
+
+#: Registry: model name -> :class:`ModelSpec`.
+MODELS: dict[str, ModelSpec] = {}
+#: Registry: optimizer name -> ``make(learning_rate) -> optax.GradientTransformation``.
+OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {}
+SCHEDULES = ("cosine", "constant")
+
+
+def register_model(name: str, factory: Callable[..., Any], *, overwrite: bool = False, **defaults) -> ModelSpec:
+  """Adds a model under ``name`` for ``train_and_evaluate`` and ``dlfunc train --model``."""
+  if name in MODELS and not overwrite:
+    raise ValueError(f"model {name!r} is already registered; pass overwrite=True to replace it.")
+  spec = ModelSpec(factory=factory, **defaults)
+  if spec.targets not in ("labels", "inputs"):
+    raise ValueError(f"targets must be 'labels' or 'inputs', got {spec.targets!r}.")
+  MODELS[name] = spec
+  return spec
+
+
+def register_optimizer(name: str, make: Callable[[Any], optax.GradientTransformation], *,
+                       overwrite: bool = False) -> None:
+  """Adds ``make(learning_rate) -> GradientTransformation`` under ``name`` (``--optimizer``)."""
+  if name in OPTIMIZERS and not overwrite:
+    raise ValueError(f"optimizer {name!r} is already registered; pass overwrite=True to replace it.")
+  OPTIMIZERS[name] = make
+
+
+def _lookup(registry: dict, kind: str, name: str):
+  if name not in registry:
+    raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}.")
+  return registry[name]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """What ``dlfunc train`` runs; ``None`` fields take the model's defaults (:class:`ModelSpec`)."""
+  model: str = "mlp"
+  dataset: str | None = None
+  optimizer: str | None = None
+  lr: float | None = None
+  epochs: int | None = None
+  batch_size: int | None = None
+  schedule: str | None = None
+  seed: int = 0
+  data_dir: str | None = None
+  early_stopping: int | None = None
+  progress: bool = True
+
+  def resolved(self) -> "TrainConfig":
+    """A copy with every default filled in and every value checked (one-line errors)."""
+    spec = _lookup(MODELS, "model", self.model)
+    c = dataclasses.replace(self)
+    for f in ("dataset", "optimizer", "lr", "epochs", "batch_size", "schedule"):
+      if getattr(c, f) is None:
+        setattr(c, f, getattr(spec, f))
+    from dlfunc import data
+    if c.dataset not in data.DATASETS and not c.dataset.startswith("tfds:"):
+      _lookup(data.DATASETS, "data set", c.dataset)
+    _lookup(OPTIMIZERS, "optimizer", c.optimizer)
+    if c.schedule not in SCHEDULES:
+      raise ValueError(f"unknown schedule {c.schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
+    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+      raise ValueError(f"the learning rate must be a positive number, got {c.lr!r}; pass e.g. --lr 0.001.")
+    for f, flag in (("epochs", "--epochs 10"), ("batch_size", "--batch-size 32")):
+      v = getattr(c, f)
+      if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"{f} must be a positive integer, got {v!r}; pass e.g. {flag}.")
+    if c.early_stopping is not None and c.early_stopping <= 0:
+      raise ValueError(f"early-stopping patience must be a positive integer, got {c.early_stopping!r}.")
+    return c
+
+
+def _optimizer(c: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+  lr: Any = float(c.lr)
+  if c.schedule == "cosine":
+    lr = optax.cosine_decay_schedule(float(c.lr), max(1, c.epochs * steps_per_epoch))
+  return OPTIMIZERS[c.optimizer](lr)
+
+
+def _targets(spec: ModelSpec, split) -> tuple[np.ndarray, np.ndarray]:
+  x, y = split
+  return (x, x) if spec.targets == "inputs" else (x, y)
+
+
+def _write_json(path: str, obj: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike | None = None, *,
+                       resume: bool = False) -> tuple[Any, dict]:
+  """Trains ``config.model`` on the train split of ``config.dataset``, evaluates on test.
+
+  Args:
+    config: a :class:`TrainConfig`; ``None`` fields take the model's defaults.
+    workdir: if given: ``config.json``, Orbax checkpoints, ``training_curve.png``
+      and ``result.json`` go there.
+    resume: continue the run in ``workdir`` from its last completed epoch.
+
+  Returns:
+    ``(state, summary)``; ``summary`` holds ``model``, ``dataset``, ``epochs``
+    (completed), ``test_accuracy`` (classifiers), ``test_loss``, ``wall_seconds``
+    and the resolved hyperparameters.
+  """
+  t0 = time.perf_counter()
+  c = config.resolved()
+  spec = MODELS[c.model]
+  from dlfunc import data
+  train, test = data.load(c.dataset, "train", c.data_dir), data.load(c.dataset, "test", c.data_dir)
+  train_xy, test_xy = _targets(spec, train), _targets(spec, test)
+  if c.batch_size > len(train_xy[0]):
+    raise ValueError(f"batch size {c.batch_size} is larger than the {len(train_xy[0])} training examples of "
+                     f"{c.dataset}; pass --batch-size {min(32, len(train_xy[0]))}.")
+  steps_per_epoch = len(train_xy[0]) // c.batch_size
+  saved = {k: v for k, v in dataclasses.asdict(c).items() if k != "progress"}
+  if workdir is not None:
+    workdir = os.fspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    cfg_path = os.path.join(workdir, "config.json")
+    if resume and os.path.exists(cfg_path):
+      with open(cfg_path) as f:
+        old = json.load(f)
+      changed = [k for k in ("model", "dataset", "optimizer", "lr", "batch_size", "schedule", "seed", "epochs")
+                 if old.get(k) != saved[k]]
+      if changed:
+        raise ValueError(f"--resume with different settings than the run in {workdir}: "
+                         + ", ".join(f"{k} {old.get(k)!r} -> {saved[k]!r}" for k in changed)
+                         + "; use the same flags or a new --workdir.")
+    _write_json(cfg_path, saved)
+  model = spec.factory(num_classes=train.num_classes)
+  early = EarlyStopping(patience=c.early_stopping) if c.early_stopping else None
+  state, history = fit(model, train_xy, eval_data=test_xy, optimizer=_optimizer(c, steps_per_epoch),
+                       epochs=c.epochs, batch_size=c.batch_size, seed=c.seed, workdir=workdir, resume=resume,
+                       progress=c.progress, loss_fn=spec.loss_fn, early_stopping=early)
+  metrics = evaluate(state, test_xy)
+  summary = {"model": c.model, "dataset": c.dataset, "epochs": len(history), "optimizer": c.optimizer,
+             "lr": c.lr, "batch_size": c.batch_size, "seed": c.seed}
+  if "accuracy" in metrics:
+    summary["test_accuracy"] = metrics["accuracy"]
+  summary["test_loss"] = metrics["loss"]
+  if history and "accuracy" in history[-1]:
+    summary["train_accuracy"] = history[-1]["accuracy"]
+  summary["wall_seconds"] = time.perf_counter() - t0
+  if workdir is not None:
+    _write_json(os.path.join(workdir, "result.json"), dict(summary, history=history))
+  return state, summary
+
+
+def evaluate_workdir(workdir: str | os.PathLike, *, split: str = "test", data_dir: str | None = None) -> dict:
+  """Evaluates the newest valid checkpoint of the run in ``workdir`` on ``split``."""
+  t0 = time.perf_counter()
+  workdir = os.fspath(workdir)
+  cfg_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f"{workdir} holds no dlfunc run (no config.json); train first with "
+                            f"`dlfunc train --workdir {workdir}`.")
+  with open(cfg_path) as f:
+    saved = json.load(f)
+  c = TrainConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+  if data_dir is not None:
+    c.data_dir = data_dir
+  c = c.resolved()
+  spec = MODELS[c.model]
+  from dlfunc import data
+  import jax
+  split_data = data.load(c.dataset, split, c.data_dir)
+  x, y = _targets(spec, split_data)
+  steps_per_epoch = len(data.load(c.dataset, "train", c.data_dir)) // c.batch_size
+  model = spec.factory(num_classes=split_data.num_classes)
+  target = create_train_state(model, _optimizer(c, steps_per_epoch), x[:c.batch_size], jax.random.PRNGKey(c.seed),
+                              loss_fn=spec.loss_fn)
+  ckpt = Checkpointer(workdir)
+  try:
+    restored = ckpt.restore_latest(target)
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"no valid checkpoint in {ckpt.directory}; train (or --resume) first.")
+  state, meta = restored
+  metrics = evaluate(state, (x, y))
+  out = {"model": c.model, "dataset": c.dataset, "split": split, "epochs": int(meta["epoch"])}
+  out.update({f"{split}_{k}": v for k, v in metrics.items()})
+  out["wall_seconds"] = time.perf_counter() - t0
+  return out
+
+
+def _register_builtins() -> None:
+  from dlfunc import models, optim
+  register_optimizer("sgd", lambda lr: optim.sgd(lr))
+  register_optimizer("momentum", lambda lr: optim.sgd(lr, momentum=0.9))
+  register_optimizer("rmsprop", lambda lr: optim.rmsprop(lr))
+  register_optimizer("adam", lambda lr: optim.adam(lr))
+  register_optimizer("adamw", lambda lr: optim.adamw(lr))
+  register_model("mlp", lambda num_classes=10: models.MLP(num_classes=num_classes), lr=3e-3, epochs=40,
+                 batch_size=32, description="the seed MLP: flatten -> 128 relu -> classes")
+  register_model("cnn", lambda num_classes=10: models.CNN(num_classes=num_classes), lr=3e-3, epochs=20,
+                 batch_size=32, description="the seed CNN: conv 32 3x3 + relu -> dense")
+  register_model("lenet", lambda num_classes=10: models.LeNet(num_classes=num_classes), lr=3e-3, epochs=20,
+                 batch_size=32, description="LeNet: 2 x [conv, batch norm, relu, max-pool], dense, dropout")
+
+
+_register_builtins()
