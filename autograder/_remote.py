@@ -144,8 +144,8 @@ class RemoteSubmission(_Ops):
       defined = resp.get("defined") if isinstance(resp.get("defined"), dict) else {}
       self.defined = {f: bool(defined.get(f)) for f in self._functions}
       out = resp.get("output")
-      if isinstance(out, str) and out:
-        self._output.append(out[:4000])
+      if isinstance(out, str) and out.strip():
+        self.load_problems.append("output while loading: " + out.strip()[:300] + (" ..." if len(out) > 300 else ""))
     self._loaded = True
     return self._worker
 

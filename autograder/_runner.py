@@ -91,6 +91,10 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
   """
   t0 = time.monotonic()
   a = _registry.load_assignment(assignment_id)
+  unknown = sorted(set(functions or ()) - set(a.functions))
+  if unknown:
+    raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
+                     f"its functions are {', '.join(a.functions)}.")
   tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
   path = pathlib.Path(path).resolve()
   notes: list[str] = []

@@ -44,7 +44,9 @@ def cmd_check(args):
 
 def cmd_grade(args):
   from autograder import _report, _runner
-  r = _runner.grade_submission(args.id, args.submission, hidden=not args.public_only, timeout=args.timeout)
+  only = [f.strip() for f in args.only.split(",")] if args.only else None
+  r = _runner.grade_submission(args.id, args.submission, hidden=not args.public_only, timeout=args.timeout,
+                               functions=only)
   text = _report.render(r.as_dict(), args.format)
   if args.out:
     _atomic_write(pathlib.Path(args.out), text + "\n")
@@ -70,7 +72,7 @@ def _entries(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = False, timeout=None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, functions: list[str] | None = None) -> list[dict]:
   """Grade every .py/.ipynb/folder in ``folder``; write ``out/<name>.json`` and ``out/grades.csv``."""
   from autograder import _registry, _report, _runner
   a = _registry.load_assignment(assignment_id)
@@ -100,7 +102,8 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
   def one(item):
     stem, p = item
     try:
-      r = _runner.grade_submission(assignment_id, p, timeout=timeout, denied_extra=[str(folder), str(out)])
+      r = _runner.grade_submission(assignment_id, p, timeout=timeout, denied_extra=[str(folder), str(out)],
+                                   functions=functions)
       d = r.as_dict()
     except Exception as e:  # noqa: BLE001  (never let one submission stop the batch)
       d = _runner._all_failed(a, a.tests, stem, f"the grader failed on this submission: {type(e).__name__}: {e}",
@@ -124,7 +127,9 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
 
 def cmd_grade_all(args):
   t0 = time.monotonic()
-  reports = grade_all(args.id, args.dir, args.out, jobs=args.jobs, force=args.force, timeout=args.timeout)
+  only = [f.strip() for f in args.only.split(",")] if args.only else None
+  reports = grade_all(args.id, args.dir, args.out, jobs=args.jobs, force=args.force, timeout=args.timeout,
+                      functions=only)
   dt = time.monotonic() - t0
   print(f"{len(reports)} submissions -> {args.out}/grades.csv ({dt:.1f} s)")
   return 0
@@ -210,6 +215,7 @@ def main(argv=None):
   g.add_argument("--out")
   g.add_argument("--timeout", type=float)
   g.add_argument("--public-only", action="store_true")
+  g.add_argument("--only", metavar="F1,F2", help="grade only these functions' tests")
   g.set_defaults(fn=cmd_grade)
   ga = sp.add_parser("grade-all", help="grade every submission in a folder, in parallel")
   ga.add_argument("id")
@@ -218,6 +224,7 @@ def main(argv=None):
   ga.add_argument("--jobs", type=int, default=2)
   ga.add_argument("--force", action="store_true", help="regrade submissions already graded")
   ga.add_argument("--timeout", type=float)
+  ga.add_argument("--only", metavar="F1,F2", help="grade only these functions' tests (e.g. a regrade)")
   ga.set_defaults(fn=cmd_grade_all)
   r = sp.add_parser("release", help="student notebook + .py stub, and/or an nbgrader source notebook")
   r.add_argument("id")
