@@ -107,8 +107,8 @@ def test_state_is_one_namedtuple_per_transform():
 
 def test_mixes_with_optax_chain_and_inject_hyperparams(x64):
   clip = optax.clip_by_global_norm(0.5)
-  _assert_trajectories_close(_run_jax(optax.chain(clip, optim.adam(0.01))), _run_jax(optax.chain(clip, optax.adam(0.01))),
-                             "optax.chain(clip, adam)")
+  _assert_trajectories_close(_run_jax(optax.chain(clip, optim.adam(0.01))),
+                             _run_jax(optax.chain(clip, optax.adam(0.01))), "optax.chain(clip, adam)")
   tx = optax.inject_hyperparams(optim.adamw)(learning_rate=0.01, weight_decay=0.05)
   _assert_trajectories_close(_run_jax(tx), _run_jax(optax.adamw(0.01, weight_decay=0.05)), "inject_hyperparams(adamw)")
 

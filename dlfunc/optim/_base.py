@@ -13,7 +13,7 @@ optax (``optax.chain``, ``optax.inject_hyperparams``, schedules, ...).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -49,9 +49,19 @@ def _ema(updates, moments, decay, fn=lambda g: g):
 
 
 def _debias(moments, decay, count):
-  r"""Bias correction :math:`m / (1 - \beta^t)`; the power is taken before casting to ``m``'s dtype."""
-  correction = 1 - decay ** count
+  r"""Bias correction :math:`m / (1 - \beta^t)`.
+
+  The power is taken in the default float dtype (float32, or float64 with x64)
+  and only then cast to ``m``'s dtype: :math:`0.999^t` in bfloat16 rounds to 1.
+  """
+  dtype = jnp.result_type(float)
+  correction = 1 - jnp.asarray(decay, dtype) ** count.astype(dtype)
   return jax.tree.map(lambda m: m / correction.astype(m.dtype), moments)
+
+
+def _times(s, g):
+  """``s * g`` keeping ``g``'s dtype when ``s`` is an array (a Python number is weakly typed anyway)."""
+  return s * g if isinstance(s, (int, float)) else jnp.asarray(s).astype(g.dtype) * g
 
 
 # --------------------------------------------------------------------- scaling
@@ -66,7 +76,7 @@ def scale(step_size: Any) -> GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    return jax.tree.map(lambda g: step_size * g, updates), state
+    return jax.tree.map(lambda g: _times(step_size, g), updates), state
 
   return GradientTransformation(init_fn, update_fn)
 
@@ -358,7 +368,7 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None) 
       lam = weight_decay
     if isinstance(lam, (int, float)) and lam == 0:
       return updates, state
-    return jax.tree.map(lambda g, p: g + lam * p, updates, params), state
+    return jax.tree.map(lambda g, p: g + _times(lam, p), updates, params), state
 
   tx = GradientTransformation(init_fn, update_fn)
   if mask is None:
