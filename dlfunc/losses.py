@@ -182,3 +182,46 @@ def l2_penalty(params, scale: float = 1.0) -> Array:
 
 __all__ = ["mse", "mae", "softmax_cross_entropy", "sparse_softmax_cross_entropy", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "l1_penalty", "l2_penalty"]
+
+
+def gaussian_kl(mean: Array, logvar: Array) -> Array:
+  r"""KL divergence :math:`KL(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, I))` per example.
+
+  :math:`-\tfrac12 \sum_j (1 + \log\sigma_j^2 - \mu_j^2 - \sigma_j^2)`, summed over the last axis.
+  Returns shape ``mean.shape[:-1]``.
+  """
+  mean, logvar = jnp.asarray(mean), jnp.asarray(logvar)
+  _same_shape("gaussian_kl", mean, logvar, "mean", "logvar")
+  return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mean) - jnp.exp(logvar), axis=-1)
+
+
+def vae_loss(logits: Array, targets: Array, mean: Array, logvar: Array, *, beta: float = 1.0) -> Array:
+  r"""Negative ELBO of a VAE with a Bernoulli decoder, averaged over the batch.
+
+  .. math:: \frac1N \sum_n \Big[\sum_d \mathrm{BCE}(z_{nd}, x_{nd})
+            + \beta\, KL\big(q(z|x_n) \,\|\, \mathcal N(0, I)\big)\Big]
+
+  The reconstruction term is summed over every value of an example (not
+  averaged: averaging would weigh the KL term ``D`` times too much) and
+  computed from logits, so it is finite for any logit.
+
+  Args:
+    logits: decoder logits, ``(N, ...)``; ``targets``: the inputs in [0, 1], same shape.
+    mean, logvar: the encoder's ``(N, latent)`` posterior parameters.
+    beta: weight of the KL term (``beta > 1``: the beta-VAE).
+
+  Warning:
+    Keras' VAE example sums the BCE the same way; PyTorch's classic example
+    uses ``F.binary_cross_entropy(..., reduction='sum')`` over the whole batch,
+    i.e. ``N`` times this value.
+  """
+  logits, targets = jnp.asarray(logits), jnp.asarray(targets)
+  _same_shape("vae_loss", logits, targets, "logits", "targets")
+  if mean.shape[0] != logits.shape[0]:
+    raise ValueError(f"vae_loss: mean has {mean.shape[0]} examples but logits have {logits.shape[0]}.")
+  bce = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  recon = jnp.sum(bce.reshape((bce.shape[0], -1)), axis=-1)
+  return jnp.mean(recon + beta * gaussian_kl(mean, logvar))
+
+
+__all__ += ["gaussian_kl", "vae_loss"]

@@ -1,9 +1,12 @@
 """dlfunc.models: Flax Linen modules whose layers call :mod:`dlfunc.nn`."""
 from dlfunc.models._classic import CNN, LeNet, MLP
+from dlfunc.models._autoencoder import VAE, Autoencoder, ConvAutoencoder, VAEOutput
 from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout, Embed, LayerNorm
+from dlfunc.models._sequence import CNN1D, Bidirectional, Recurrent, RNNClassifier
 from dlfunc.models._resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from dlfunc.models._vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
 
 __all__ = ["MLP", "CNN", "LeNet", "Dense", "Conv", "BatchNorm", "LayerNorm", "Dropout", "Embed",
            "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "BasicBlock", "Bottleneck",
-           "VGG", "VGG11", "VGG11BN", "VGG16", "VGG16BN"]
+           "VGG", "VGG11", "VGG11BN", "VGG16", "VGG16BN",
+           "RNNClassifier", "Recurrent", "Bidirectional", "CNN1D", "Autoencoder", "ConvAutoencoder", "VAE", "VAEOutput"]
