@@ -21,7 +21,10 @@ from typing import Callable
 
 #: Modules imported before parsing, so their register_* calls take effect.
 #: Missing ones are skipped (e.g. while a sub-package is being written).
-PLUGINS: list[str] = []
+PLUGINS: list[str] = ["dlfunc._sequence_cli"]
+
+#: Called after ``dlfunc train`` as ``hook(state, summary, args)`` (e.g. autoencoder figures).
+AFTER_TRAIN: list[Callable] = []
 
 #: Registry: subcommand -> (help, add_arguments(parser), run(args) -> exit code).
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
@@ -77,8 +80,10 @@ def _train(args: argparse.Namespace, t0: float) -> int:
   config = TrainConfig(model=args.model, dataset=args.dataset, optimizer=args.optimizer, lr=args.lr,
                        epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule, seed=args.seed,
                        data_dir=args.data_dir, early_stopping=args.early_stopping, progress=not args.no_progress)
-  _, summary = train_and_evaluate(config, args.workdir, resume=args.resume)
+  state, summary = train_and_evaluate(config, args.workdir, resume=args.resume)
   summary["wall_seconds"] = time.perf_counter() - t0
+  for hook in AFTER_TRAIN:
+    hook(state, summary, args)
   _print_summary(summary, args.json)
   return 0
 
