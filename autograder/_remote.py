@@ -191,7 +191,12 @@ class RemoteSubmission(_Ops):
 
 
 def make_scratch() -> pathlib.Path:
-  return pathlib.Path(tempfile.mkdtemp(prefix="autograder-")).resolve()
+  """A fresh private folder (under $AUTOGRADER_SCRATCH if set, else the temp dir), mode 0700."""
+  import os
+  root = os.environ.get("AUTOGRADER_SCRATCH") or None
+  if root:
+    os.makedirs(root, exist_ok=True)
+  return pathlib.Path(tempfile.mkdtemp(prefix="autograder-", dir=root)).resolve()
 
 
 def remove_scratch(path: pathlib.Path):

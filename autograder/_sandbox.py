@@ -242,8 +242,19 @@ class Worker:
     self.kill()
 
 
-def kill_leftovers(scratch: str, sid: int) -> int:
-  """Kill processes in session ``sid`` or whose working directory is inside ``scratch``."""
+def kill_leftovers(scratch: str, sid: int, wait: float = 3.0) -> int:
+  """Kill processes in session ``sid`` or whose working directory is inside ``scratch``; wait till they are gone."""
+  deadline = time.monotonic() + wait
+  total = 0
+  while True:
+    n = _kill_once(scratch, sid)
+    total += n
+    if n == 0 or time.monotonic() > deadline:
+      return total
+    time.sleep(0.05)
+
+
+def _kill_once(scratch: str, sid: int) -> int:
   killed = 0
   scratch = os.path.realpath(scratch)
   me = os.getpid()
