@@ -111,11 +111,13 @@ def sparse_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     raise ValueError(f"sparse_softmax_cross_entropy: labels shape {tuple(labels.shape)} must equal logits shape "
                      f"without its class axis, {tuple(logits.shape[:-1])}.")
   k = logits.shape[-1]
-  if not isinstance(labels, jax.core.Tracer) and labels.size:
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= k:
-      raise ValueError(f"sparse_softmax_cross_entropy: labels must be in [0, {k}) for {k} classes "
-                       f"(logits shape {tuple(logits.shape)}), got labels from {lo} to {hi}.")
+  try:  # concrete labels are checked here; traced ones (inside jit) give NaN below instead
+    lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+  except jax.errors.ConcretizationTypeError:
+    lo, hi = 0, 0
+  if lo < 0 or hi >= k:
+    raise ValueError(f"sparse_softmax_cross_entropy: labels must be in [0, {k}) for {k} classes "
+                     f"(logits shape {tuple(logits.shape)}), got labels from {lo} to {hi}.")
   logp = log_softmax(logits, axis=-1)
   picked = jnp.take_along_axis(logp, labels[..., None], axis=-1, mode="fill", wrap_negative_indices=False)
   return -jnp.mean(picked)
