@@ -180,7 +180,7 @@ def forbidden_uses(cells: list[dict], functions, forbidden: dict[str, tuple]) ->
       if cur in seen or cur not in direct:
         continue
       seen.add(cur)
-      for u in sorted(direct[cur]):
+      for u in sorted(direct[cur], key=lambda s: (-len(s), s)):   # most specific name first
         hit = bad(u, fn)
         if hit:
           out[fn] = hit

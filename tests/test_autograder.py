@@ -1,0 +1,288 @@
+"""Fast tests of the autograder's pieces: wire format, checks and their messages, submission
+parsing, static refusal of dlfunc, authoring generators, registry validation, reports, and the
+in-process ``sub`` (jit errors reported apart from wrong values)."""
+import io
+import json
+import pathlib
+import struct
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autograder import _authoring, _report, _submission, _wire, checks as C
+from autograder._errors import CheckFailed, SubmissionError
+from autograder._registry import collect_tests, hidden, load_assignment, points
+from autograder._remote import LocalSubmission
+from autograder._runner import run_test
+
+# ---------------------------------------------------------------- wire
+
+
+def test_wire_roundtrip_pytrees_keys_and_scalars():
+  key = jax.random.key(3)
+  tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.int32(4), (1.5, float("nan"))],
+          "k": key, "s": "text", "n": None, "flag": True, "big": 2**40}
+  frame = _wire.encode(tree)
+  (n,) = struct.unpack("<Q", frame[:8])
+  out = _wire.decode_body(frame[8:8 + n])
+  np.testing.assert_array_equal(out["w"], tree["w"])
+  assert out["w"].dtype == np.float32
+  assert isinstance(out["b"], list) and isinstance(out["b"][1], tuple) and np.isnan(out["b"][1][1])
+  assert jax.dtypes.issubdtype(out["k"].dtype, jax.dtypes.prng_key)
+  np.testing.assert_array_equal(jax.random.key_data(out["k"]), jax.random.key_data(key))
+  assert (out["s"], out["n"], out["flag"], out["big"]) == ("text", None, True, 2**40)
+
+
+def test_wire_marks_unsendable_values_opaque():
+  out = _wire.decode_body(_wire.encode({"f": (lambda: 0), "o": object()})[8:])
+  assert isinstance(out["f"], _wire.Opaque) and out["f"].type_name == "function"
+
+
+def test_wire_refuses_pickled_object_arrays():
+  buf = io.BytesIO()
+  np.save(buf, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+  blob = buf.getvalue()
+  head = json.dumps({"tree": {"$a": 0}, "blobs": [len(blob)]}).encode()
+  with pytest.raises(_wire.WireError):
+    _wire.decode_body(struct.pack("<I", len(head)) + head + blob)
+
+
+@pytest.mark.parametrize("body", [b"", b"\x05\x00\x00\x00{}", struct.pack("<I", 2) + b"[]",
+                                  struct.pack("<I", 22) + b'{"tree":1,"blobs":[9]}'])
+def test_wire_refuses_malformed_frames(body):
+  with pytest.raises(_wire.WireError):
+    _wire.decode_body(body)
+
+
+def test_wire_refuses_deep_structures():
+  tree = {"$l": []}
+  node = tree
+  for _ in range(200):
+    child = {"$l": []}
+    node["$l"].append(child)
+    node = child
+  head = json.dumps({"tree": tree, "blobs": []}).encode()
+  with pytest.raises(_wire.WireError):
+    _wire.decode_body(struct.pack("<I", len(head)) + head)
+
+# ---------------------------------------------------------------- checks
+
+
+def test_allclose_message_names_index_expected_got_shape_dtype():
+  exp = np.array([1.0, 2.0, 3.0], np.float32)
+  got = np.array([1.0, 2.5, 3.0], np.float32)
+  with pytest.raises(CheckFailed) as e:
+    C.allclose(got, exp, "relu(x)")
+  msg = str(e.value)
+  assert "relu(x)" in msg and "(1,)" in msg and "expected 2" in msg and "got 2.5" in msg
+  assert "(3,)" in msg and "float32" in msg
+
+
+def test_allclose_nan_and_inf_never_pass():
+  with pytest.raises(CheckFailed, match="NaN/Inf"):
+    C.allclose(np.array([np.nan], np.float32), np.array([1.0], np.float32), "f(x)", rtol=1e9, atol=1e9)
+  with pytest.raises(CheckFailed, match="NaN/Inf"):
+    C.allclose(np.array([np.inf], np.float32), np.array([1e30], np.float32), "f(x)", rtol=1e9)
+
+
+def test_allclose_shape_dtype_and_type_mismatch():
+  with pytest.raises(CheckFailed, match=r"expected shape \(3,\), got shape \(1, 3\)"):
+    C.allclose(np.zeros((1, 3), np.float32), np.zeros(3, np.float32), "f")
+  with pytest.raises(CheckFailed, match="expected dtype float32, got float64"):
+    C.allclose(np.zeros(3), np.zeros(3, np.float32), "f")
+  with pytest.raises(CheckFailed, match="got str"):
+    C.allclose("nope", np.zeros(3, np.float32), "f")
+
+
+def test_allclose_pytrees_and_tolerance_per_dtype():
+  C.allclose({"w": np.float32(1.0 + 5e-7)}, {"w": np.float32(1.0)}, "p")
+  with pytest.raises(CheckFailed, match=r"p\['w'\]"):
+    C.allclose({"w": np.float64(1.0 + 5e-7)}, {"w": np.float64(1.0)}, "p")
+  with pytest.raises(CheckFailed, match="keys"):
+    C.allclose({"kernel": np.zeros(1)}, {"w": np.zeros(1)}, "p")
+
+
+def test_each_gives_partial_credit_with_messages():
+  credit = C.each(lambda: None, lambda: C.fail("second part wrong"), lambda: None, lambda: None)
+  assert credit.fraction == 0.75 and credit.messages == ["second part wrong"]
+
+
+def test_normal_inputs_are_deterministic():
+  np.testing.assert_array_equal(C.normal(5, (3,)), C.normal(5, (3,)))
+  assert C.normal(5, (3,), np.float64).dtype == np.float64
+
+# ---------------------------------------------------------------- in-process sub: jit vs values
+
+
+def _ns(src):
+  ns = {}
+  exec(compile(src, "<cell 1>", "exec"), ns)
+  return ns
+
+
+def test_jit_failure_is_reported_apart_from_wrong_values():
+  ns = _ns("import jax.numpy as jnp\ndef relu(x):\n  if x.sum() > 0:\n    return jnp.maximum(x, 0)\n"
+           "  return jnp.maximum(x, 0)\n")
+  sub = LocalSubmission(ns)
+  x = np.array([1.0, -1.0], np.float32)
+  C.matches(sub, "relu", jax.nn.relu, x)                        # fine eagerly
+  with pytest.raises(SubmissionError) as e:
+    C.jit_matches(sub, "relu", jax.nn.relu, x)
+  assert e.value.kind == "jit"
+  assert "works eagerly but not under jax.jit" in e.value.message and "Python `if`" in e.value.message
+  assert "line 3" in e.value.message
+
+
+def test_not_implemented_and_missing_are_named():
+  sub = LocalSubmission(_ns("def relu(x):\n  raise NotImplementedError('hint')\n"))
+  with pytest.raises(SubmissionError, match="relu: not implemented yet") as e:
+    sub.relu(np.zeros(2))
+  assert e.value.kind == "not_implemented"
+  with pytest.raises(SubmissionError, match="sigmoid is not defined") as e:
+    sub.sigmoid(np.zeros(2))
+
+
+def test_grad_matches_explains_inconsistent_gradient():
+  ns = _ns("import jax, jax.numpy as jnp\ndef sigmoid(x):\n"
+           "  return jax.lax.stop_gradient(0.5 * (jnp.tanh(0.5 * x) + 1.0))\n")
+  with pytest.raises(CheckFailed, match="inconsistent with your own function"):
+    C.grad_matches(LocalSubmission(ns), "sigmoid", jax.nn.sigmoid, C.normal(0, (4,), np.float64))
+
+
+def test_prng_discipline_catches_fixed_key():
+  ns = _ns("import jax\ndef init(key, n):\n  return jax.random.normal(jax.random.key(0), (n,))\n")
+  with pytest.raises(CheckFailed, match="different key gave exactly the same"):
+    C.prng_discipline(LocalSubmission(ns), "init", C.key(1), 4)
+
+
+def test_compiles_once_counts_traces():
+  ns = _ns("import jax.numpy as jnp\ndef f(x, n):\n  return x * n\n")
+  sub = LocalSubmission(ns)
+  C.compiles_once(sub, "f", [(np.ones(2, np.float32), np.float32(k)) for k in range(3)])
+  with pytest.raises(CheckFailed, match="traced 3 times"):
+    C.compiles_once(sub, "f", [(np.ones(2, np.float32), k) for k in range(3)], static_argnums=(1,))
+
+
+def test_run_test_scores_partial_and_errors():
+  @points(2)
+  def t_partial(sub):
+    """relu: half"""
+    return C.each(lambda: None, lambda: C.fail("no"))
+
+  @points(1)
+  def t_bug(sub):
+    """relu: a test with a bug"""
+    return 1 / 0
+  mod = types.SimpleNamespace(t_partial=t_partial, t_bug=t_bug)
+  tests = collect_tests(mod, ("relu",))
+  assert run_test(tests[0], None)[:2] == (0.5, "partial")
+  frac, status, msg = run_test(tests[1], None)
+  assert (frac, status) == (0.0, "error") and "ZeroDivisionError" in msg
+
+# ---------------------------------------------------------------- registry & authoring
+
+
+def test_registry_rejects_badly_named_tests():
+  @points(1)
+  def t(sub):
+    """no function prefix here"""
+  with pytest.raises(ValueError, match="<function>: <what it checks>"):
+    collect_tests(types.SimpleNamespace(t=t), ("relu",))
+
+
+def test_hidden_marks_and_points_are_visible_to_pytest():
+  @points(3)
+  @hidden
+  def t(sub):
+    """relu: x"""
+  assert {m.name for m in t.pytestmark} == {"points", "hidden"}
+  test, = collect_tests(types.SimpleNamespace(t=t), ("relu",))
+  assert test.hidden and test.points == 3.0
+
+
+def test_stub_keeps_hint_and_raises_with_it():
+  src = "def relu(x):\n  # Hint: use jnp.maximum.\n  ### BEGIN SOLUTION\n  return x\n  ### END SOLUTION\n"
+  out = _authoring.stub_source(src, "relu")
+  assert "return x" not in out and "# Hint: use jnp.maximum." in out
+  assert 'raise NotImplementedError("relu: use jnp.maximum.")' in out
+  with pytest.raises(ValueError):
+    _authoring.stub_source("### BEGIN SOLUTION\nx = 1\n")
+
+
+def test_assignment_01_lints_clean_and_student_versions_hide_answers(tmp_path):
+  a = load_assignment("01")
+  assert _authoring.lint(a) == []
+  nb = _authoring.student_notebook(a.source)
+  text = json.dumps(nb)
+  assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "hidden=True" not in text
+  assert "jnp.maximum(x, jnp.zeros" not in text
+  stub = _authoring.module_source(a.source, solved=False, assignment_id="01")
+  assert stub.count("raise NotImplementedError") == len(a.functions) and "grade(" not in stub
+  assert "matplotlib" not in stub
+
+
+# ---------------------------------------------------------------- submissions
+
+
+def test_notebook_magics_skipped_and_test_cells_left_out(tmp_path):
+  cells = [{"cell_type": "code", "metadata": {}, "source": "%matplotlib inline\n!ls\nx = 1\n"},
+           {"cell_type": "code", "metadata": {}, "source": "%%bash\necho hi\n"},
+           {"cell_type": "code", "metadata": {"nbgrader": {"grade": True, "solution": False}}, "source": "grade()"},
+           {"cell_type": "code", "metadata": {"tags": ["skip-grading"]}, "source": "plot()"},
+           {"cell_type": "markdown", "metadata": {}, "source": "# hi"}]
+  p = tmp_path / "nb.ipynb"
+  p.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+  sub = _submission.read_submission(p)
+  assert [c["source"] for c in sub.cells] == ["\n\nx = 1\n"]
+  assert len(sub.notes) == 3
+
+
+def test_folder_submission_finds_the_notebook(tmp_path):
+  (tmp_path / "s").mkdir()
+  (tmp_path / "s" / "helper.py").write_text("x = 1\n")
+  (tmp_path / "s" / "work.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
+                                                          "nbformat_minor": 5}))
+  assert _submission.read_submission(tmp_path / "s").entry.name == "work.ipynb"
+
+
+@pytest.mark.parametrize("src, expected", [
+    ("from dlfunc.nn import relu as r\ndef relu(x):\n  return r(x)\n", {"relu": "dlfunc.nn.relu"}),
+    ("import dlfunc.nn as F\ndef _h(x):\n  return F.softmax(x)\ndef softmax(x):\n  return _h(x)\n",
+     {"softmax": "dlfunc.nn.softmax"}),
+    ("import jax\nrelu = jax.nn.relu\n", {"relu": "jax.nn.relu"}),
+    ("import jax\ndef sigmoid(x):\n  return jax.nn.sigmoid(x)\ndef relu(x):\n  return x\n",
+     {"sigmoid": "jax.nn.sigmoid"}),
+    ("import jax.numpy as jnp\ndef relu(x):\n  return jnp.maximum(x, 0)\n", {}),
+])
+def test_forbidden_uses_resolve_aliases_and_calls(src, expected):
+  forbidden = {"relu": ("jax.nn.relu",), "sigmoid": ("jax.nn.sigmoid",)}
+  got = _submission.forbidden_uses([{"index": None, "source": src}], ("relu", "sigmoid", "softmax"), forbidden)
+  assert got == expected
+
+# ---------------------------------------------------------------- reports
+
+
+def _fake_report():
+  return {"assignment": "01", "submission": "alice", "score": 1.5, "max_score": 3.0, "seconds": 1.0,
+          "isolation": "x", "notes": ["n"], "tests": [
+              {"name": "relu: a", "function": "relu", "score": 1.0, "max_score": 1.0, "hidden": False,
+               "status": "passed", "output": "", "seconds": 0.1},
+              {"name": "relu: b", "function": "relu", "score": 0.5, "max_score": 2.0, "hidden": True,
+               "status": "partial", "output": "half wrong", "seconds": 0.1}]}
+
+
+def test_gradescope_schema():
+  gs = _report.gradescope(_fake_report())
+  assert gs["score"] == 1.5 and gs["max_score"] == 3.0
+  assert [set(t) for t in gs["tests"]] == [{"name", "score", "max_score", "output", "visibility"}] * 2
+  assert [t["visibility"] for t in gs["tests"]] == ["visible", "after_published"]
+
+
+def test_text_table_and_csv():
+  text = _report.text_table(_fake_report(), self_check=True)
+  assert "relu  1.5/3" in text and "half wrong" in text and "hidden tests also count" in text
+  rows = _report.csv_text([_fake_report()], ("relu",)).strip().splitlines()
+  assert rows[0].startswith("submission,score,max_score,percent,relu") and rows[1].startswith("alice,1.5,3,50.0,1.5")
