@@ -128,7 +128,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
       from safetensors.numpy import load_file
       return dict(load_file(path))
     if ext == ".npz":
-      with np.load(path, allow_pickle=False) as data:
+      with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
     if ext in (".pth", ".pt", ".bin"):
       try:

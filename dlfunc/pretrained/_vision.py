@@ -212,7 +212,8 @@ def load_torchvision(name: str, state_dict_or_path, *, num_classes: int | None =
 
 def keras_weights(model) -> dict[str, np.ndarray]:
   """``{"layer/weight": numpy array}`` for every weight of a Keras 3 model (``w.path``)."""
-  return {w.path: to_numpy(w.numpy() if hasattr(w, "numpy") else w) for w in model.weights}
+  import keras
+  return {w.path: np.asarray(keras.ops.convert_to_numpy(w.value)) for w in model.weights}
 
 
 def load_keras(keras_model_or_path, *, num_classes: int | None = None, key: jax.Array | None = None):
