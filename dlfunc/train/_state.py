@@ -65,6 +65,13 @@ def _one_line(e: BaseException) -> str:
   return text.splitlines()[0] if text else type(e).__name__
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(model: linen.Module, key, x):
+  # One compiled init per (model, input shape): equal Linen modules hash equal,
+  # so re-creating a state for the same model reuses the compiled program.
+  return model.init(key, x, train=False)
+
+
 def create_train_state(model: linen.Module, optimizer: optax.GradientTransformation, sample_x, key,
                        *, loss_fn: LossFn | None = None) -> TrainState:
   """Initialises ``model`` on ``sample_x`` and ``optimizer`` on its params.
@@ -86,7 +93,11 @@ def create_train_state(model: linen.Module, optimizer: optax.GradientTransformat
   init_key, run_key = jax.random.split(jnp.asarray(key, jnp.uint32))
   sample_x = jnp.asarray(sample_x)
   try:
-    variables = jax.jit(functools.partial(model.init, train=False))(init_key, sample_x)
+    try:
+      hash(model)
+      variables = _init_variables(model, init_key, sample_x)
+    except TypeError:  # An unhashable module (e.g. holding a dict): compile an uncached init.
+      variables = jax.jit(functools.partial(model.init, train=False))(init_key, sample_x)
   except (ValueError, TypeError) as e:
     raise ValueError(f"{type(model).__name__} cannot take inputs of shape {tuple(sample_x.shape)}: "
                      f"{_one_line(e)}") from None

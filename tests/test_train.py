@@ -1,0 +1,221 @@
+"""dlfunc.train: the train state, the jit-compiled steps against a hand-written optax step, fit, bad input.
+
+Tests share one model and one optimizer object so ``train_step`` (whose static
+fields include the optimizer) compiles once for the whole file.
+"""
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dlfunc import data, losses, models, optim
+from dlfunc.models import BatchNorm, Dense, Dropout
+from dlfunc.train import (EarlyStopping, create_train_state, evaluate, fit, train_step)
+from dlfunc.train import _fit
+
+MLP = models.MLP()
+ADAM = optim.adam(1e-3)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("tfds"))
+  return data.load("digits", "train", d), data.load("digits", "test", d)
+
+
+class TinyBNDropout(linen.Module):
+  """Dense -> batch norm -> relu -> dropout -> Dense: exercises batch_stats and the dropout rng."""
+
+  @linen.compact
+  def __call__(self, x, train: bool = False):
+    x = x.reshape((x.shape[0], -1))
+    x = jax.nn.relu(BatchNorm(momentum=0.9)(Dense(16)(x), train=train))
+    x = Dropout(0.5)(x, train=train)
+    return Dense(10)(x)
+
+
+def test_create_train_state_holds_the_models_init_params(digits):
+  train, _ = digits
+  state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
+  init_key, _ = jax.random.split(jax.random.PRNGKey(0))
+  expected = jax.jit(MLP.init)(init_key, train.x[:32])["params"]
+  jax.tree_util.tree_map(np.testing.assert_array_equal, state.params, expected)
+  assert int(state.step) == 0 and state.batch_stats == {} and state.input_shape == (8, 8, 1)
+  bn = create_train_state(TinyBNDropout(), ADAM, train.x[:32], jax.random.key(0))  # typed keys work too
+  assert set(bn.batch_stats) == {"BatchNorm_0"}
+
+
+def test_train_step_matches_a_hand_written_optax_step(digits):
+  """Three steps of dlfunc's train_step == three steps of plain JAX + optax (same init, same batches)."""
+  train, _ = digits
+  state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(1))
+  params = jax.tree_util.tree_map(jnp.copy, state.params)
+  tx = optax.adam(1e-3)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def reference_step(params, opt_state, x, y):
+    def loss(p):
+      logits = MLP.apply({"params": p}, x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+  for i in range(3):
+    x, y = train.x[32 * i:32 * (i + 1)], train.y[32 * i:32 * (i + 1)]
+    state, metrics = train_step(state, (x, y))
+    params, opt_state, ref_loss = reference_step(params, opt_state, x, y)
+    np.testing.assert_allclose(metrics["loss"], ref_loss, rtol=1e-6)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), state.params, params)
+  assert int(state.step) == 3
+
+
+def test_train_step_donates_the_old_state(digits):
+  train, _ = digits
+  state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
+  old_kernel = state.params["Dense_0"]["kernel"]
+  new, _ = train_step(state, (train.x[:32], train.y[:32]))
+  assert old_kernel.is_deleted(), "train_step must donate the state's buffers"
+  assert not new.params["Dense_0"]["kernel"].is_deleted()
+
+
+def test_train_step_updates_batch_stats_and_draws_dropout_per_step(digits):
+  train, _ = digits
+  state = create_train_state(TinyBNDropout(), ADAM, train.x[:32], jax.random.PRNGKey(0))
+  before = np.asarray(state.batch_stats["BatchNorm_0"]["mean"]).copy()
+  batch = (train.x[:32], train.y[:32])
+  state, m1 = train_step(state, batch)
+  assert not np.allclose(before, state.batch_stats["BatchNorm_0"]["mean"])
+  assert {"loss", "accuracy"} == set(m1)
+  # Same key, same step -> same dropout mask -> same loss (a pure function of the state).
+  s_a = create_train_state(TinyBNDropout(), ADAM, train.x[:32], jax.random.PRNGKey(5))
+  s_b = create_train_state(TinyBNDropout(), ADAM, train.x[:32], jax.random.PRNGKey(5))
+  _, ma = train_step(s_a, batch)
+  _, mb = train_step(s_b, batch)
+  assert float(ma["loss"]) == float(mb["loss"])
+
+
+def test_evaluate_matches_numpy_on_every_example(digits):
+  train, test = digits
+  state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
+  got = evaluate(state, test, batch_size=100)  # 359 = 3 full batches + 59 padded.
+  logits = np.asarray(MLP.apply({"params": state.params}, test.x), np.float64)
+  logp = logits - logits.max(1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+  np.testing.assert_allclose(got["loss"], -logp[np.arange(len(test.y)), test.y].mean(), rtol=1e-5)
+  assert got["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == test.y), abs=1e-7)
+
+
+def test_fit_learns_digits_and_reports_history(digits):
+  train, test = digits
+  state, history = fit(MLP, train, eval_data=test, optimizer=ADAM, epochs=4, batch_size=32, progress=False)
+  assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+  assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds", "examples_per_second"} <= set(history[0])
+  assert history[-1]["loss"] < history[0]["loss"]
+  assert history[-1]["val_accuracy"] > 0.85
+  assert int(state.step) == 4 * (len(train) // 32)
+
+
+def test_fit_compiles_nothing_after_the_first_step(digits, monkeypatch):
+  """Counts XLA backend compilations during 150+ steps of fit: all happen before step 1 returns."""
+  train, _ = digits
+  compiles = []
+
+  def on_event(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  after_step = []
+  real_step = _fit.train_step
+
+  def counting_step(state, batch):
+    out = real_step(state, batch)
+    after_step.append(len(compiles))
+    return out
+
+  monkeypatch.setattr(_fit, "train_step", counting_step)
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  try:
+    cache_before = train_step._cache_size()
+    # A fresh optimizer object: train_step must compile once here, then never again.
+    fit(MLP, train, optimizer=optim.adam(2e-3), epochs=2, batch_size=16, progress=False)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_event)
+  assert len(after_step) == 2 * (len(train) // 16) >= 101
+  assert after_step[0] >= 1, "the listener saw no compilation at all: it is not counting"
+  assert after_step[-1] == after_step[0], f"recompiled after step 1: {after_step[0]} -> {after_step[-1]}"
+  assert train_step._cache_size() == cache_before + 1
+
+
+def test_fit_with_a_custom_loss_trains_a_regression_without_accuracy(digits):
+  train, _ = digits
+  x = np.asarray(train.x[:512])
+  targets = x.reshape(len(x), -1)  # Reconstruct the 64 pixels: an autoencoder-style target.
+  model = models.MLP(hidden=(16,), num_classes=64)
+  state, history = fit(model, (x, targets), optimizer=optim.adam(1e-2), epochs=3, batch_size=64,
+                       progress=False, loss_fn=losses.mse)
+  assert "accuracy" not in history[0]
+  assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+  ev = evaluate(state, (x, targets))
+  assert set(ev) == {"loss"}
+
+
+def test_early_stopping_stops_when_the_monitored_value_stalls(digits):
+  train, _ = digits
+  frozen = optax.sgd(0.0)  # Nothing changes: the loss never improves after epoch 1
+  # (beyond float noise from summing the batches in a different order: min_delta).
+  _, history = fit(MLP, (train.x[:256], train.y[:256]), optimizer=frozen, epochs=10, batch_size=32,
+                   progress=False, early_stopping=EarlyStopping(patience=2, monitor="loss", min_delta=1e-6), log=lambda m: None)
+  assert len(history) == 3
+
+
+# ---------------------------------------------------------------------------- bad input: one line each
+
+
+def _one_line(excinfo):
+  msg = str(excinfo.value)
+  assert "\n" not in msg, msg
+  return msg
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 0}, "epochs must be a positive integer, got 0"),
+    ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
+    ({"batch_size": 10_000}, "batch_size 10000 is larger than the 1438 training examples"),
+    ({"resume": True}, "resume=True needs the workdir"),
+])
+def test_fit_rejects_bad_arguments(digits, kwargs, match):
+  train, _ = digits
+  with pytest.raises(ValueError, match=match) as e:
+    fit(MLP, train, **{"epochs": 1, "batch_size": 32, "progress": False, **kwargs})
+  _one_line(e)
+
+
+def test_labels_out_of_range_are_rejected(digits):
+  train, _ = digits
+  y = np.asarray(train.y).copy()
+  y[5] = 12
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\] for a model with 10 outputs, got labels in "
+                                       r"\[0, 12\]") as e:
+    fit(MLP, (train.x, y), epochs=1, progress=False)
+  _one_line(e)
+  with pytest.raises(ValueError, match="needs integer class labels") as e:
+    fit(MLP, (train.x, y.astype(np.float32)), epochs=1, progress=False)
+  _one_line(e)
+
+
+def test_wrong_input_shape_names_expected_and_given(digits):
+  train, _ = digits
+  state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match=r"initialised for inputs of shape \(batch, 8, 8, 1\), got \(32, 28, 28, 1\)") as e:
+    train_step(state, (np.zeros((32, 28, 28, 1), np.float32), train.y[:32]))
+  _one_line(e)
+  with pytest.raises(ValueError, match=r"LeNet cannot take inputs of shape \(4, 64\)") as e:
+    create_train_state(models.LeNet(), ADAM, np.zeros((4, 64), np.float32), jax.random.PRNGKey(0))
+  _one_line(e)
+  with pytest.raises(ValueError, match="eval_data inputs have shape") as e:
+    fit(MLP, train, eval_data=(np.zeros((8, 28, 28, 1)), np.zeros(8, np.int32)), epochs=1, progress=False)
+  _one_line(e)
