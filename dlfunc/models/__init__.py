@@ -1,4 +1,5 @@
 """dlfunc.models: Flax Linen modules whose layers call :mod:`dlfunc.nn`."""
+from dlfunc.models._bert import BERT, BertConfig, BertForSequenceClassification, BertMeanPooler, mean_pool
 from dlfunc.models._classic import CNN, LeNet, MLP
 from dlfunc.models._autoencoder import VAE, Autoencoder, ConvAutoencoder, VAEOutput
 from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout, Embed, LayerNorm
@@ -9,4 +10,5 @@ from dlfunc.models._vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
 __all__ = ["MLP", "CNN", "LeNet", "Dense", "Conv", "BatchNorm", "LayerNorm", "Dropout", "Embed",
            "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "BasicBlock", "Bottleneck",
            "VGG", "VGG11", "VGG11BN", "VGG16", "VGG16BN",
+           "BERT", "BertConfig", "BertForSequenceClassification", "BertMeanPooler", "mean_pool",
            "RNNClassifier", "Recurrent", "Bidirectional", "CNN1D", "Autoencoder", "ConvAutoencoder", "VAE", "VAEOutput"]

@@ -239,4 +239,4 @@ def assign(template: Mapping, source: Mapping[str, Any], entries: Iterable[Entry
 
 def template_of(model, *example_args, **kwargs) -> dict:
   """Shapes and dtypes of ``model.init`` without computing anything (``jax.eval_shape``)."""
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), *example_args, **kwargs))
+  return jax.eval_shape(lambda *args: model.init(jax.random.key(0), *args, **kwargs), *example_args)
