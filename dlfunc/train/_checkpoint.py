@@ -52,6 +52,8 @@ class Checkpointer:
   def save(self, epoch: int, state: Any, meta: dict) -> None:
     """Writes the checkpoint of a completed ``epoch`` (blocking; atomic rename)."""
     meta = dict(meta, epoch=int(epoch), checksum=tree_checksum(state))
+    if int(epoch) in self.epochs():  # A corrupt one skipped on resume, or a stale one past it.
+      self._manager.delete(int(epoch))
     self._manager.save(int(epoch), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                            meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()

@@ -244,11 +244,13 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
       # copies them anyway); otherwise NaN parameters show up as the next NaN loss.
       host_state = jax.device_get(state) if ckpt is not None else None
       if bad.size or (host_state is not None and not _all_finite((host_state.params, host_state.batch_stats))):
-        at = epoch * steps_per_epoch + (int(bad[0]) + 1 if bad.size else steps_per_epoch)
+        first = epoch * steps_per_epoch + 1
+        where = (f"the loss became NaN/inf at step {first + int(bad[0])} (epoch {epoch + 1})" if bad.size else
+                 f"the parameters became NaN/inf during epoch {epoch + 1} (steps {first}-{first + steps_per_epoch - 1})")
         kept = (f"the last good checkpoint (epoch {epoch}) is kept in {ckpt.directory}"
                 if ckpt is not None and epoch > 0 else "no checkpoint was written")
-        raise TrainingDiverged(f"the loss became NaN/inf at step {at} (epoch {epoch + 1}); training stopped and "
-                               f"{kept}; lower the learning rate or check the data for NaN/inf.")
+        raise TrainingDiverged(f"{where}; training stopped and {kept}; lower the learning rate or check the data "
+                               "for NaN/inf.")
       seconds = time.perf_counter() - t0
       record = {"epoch": epoch + 1, "loss": float(losses.mean())}
       if "accuracy" in host[0]:
