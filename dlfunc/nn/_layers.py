@@ -162,6 +162,10 @@ def max_pool(x: Array, window=2, strides=None, padding: Padding = "VALID") -> Ar
   ``strides`` defaults to ``window`` (as in Keras and PyTorch). Padded cells
   count as ``-inf``, so they never win.
 
+  Warning:
+    ``flax.linen.max_pool`` / ``avg_pool`` default to ``strides=1`` (overlapping
+    windows); pass ``strides=window`` there to get the same result.
+
   Example:
     >>> max_pool(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
     Array([[ 5.,  7.],
