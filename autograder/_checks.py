@@ -187,6 +187,26 @@ def _call_text(name, args, kwargs) -> str:
   return text if len(text) < 300 else text[:297] + "..."
 
 
+def _tup(x):
+  return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+
+def _drain(wait):
+  """Collect a pending answer (so the next request does not read it), ignoring its outcome."""
+  try:
+    wait()
+  except SubmissionError:
+    pass
+
+
+def _ref_or_wait(wait, reference, args, kwargs):
+  try:
+    return _ref(reference, args, kwargs, _any_float64(args, kwargs))
+  except BaseException:
+    _drain(wait)
+    raise
+
+
 def _ref(reference, args, kwargs, x64=False):
   import jax
   with jax.enable_x64(x64):
@@ -204,16 +224,18 @@ def _to_numpy(tree):
 
 def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, check_dtype=True, **kwargs):
   """Call the student's ``name(*args, **kwargs)``, compare with ``reference``; return the student's output."""
-  got = sub.call(name, *args, **kwargs)     # the student first: a failing call skips the reference
-  expected = _ref(reference, args, kwargs, _any_float64(args, kwargs))
+  wait = sub.start("call", name, *args, **kwargs)   # the worker runs while the reference is computed here
+  expected = _ref_or_wait(wait, reference, args, kwargs)
+  got = wait()
   allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype)
   return got
 
 
 def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), rtol=None, atol=None, **kwargs):
   """``jax.jit`` of the student's function traces and gives the reference's values."""
-  got = sub.jit(name, *args, static_argnums=static_argnums, **kwargs)
-  expected = _ref(reference, args, kwargs, _any_float64(args, kwargs))
+  wait = sub.start("jit", name, *args, _opts={"static_argnums": list(_tup(static_argnums))}, **kwargs)
+  expected = _ref_or_wait(wait, reference, args, kwargs)
+  got = wait()
   allclose(got, expected, "jax.jit(" + _call_text(name, args, kwargs) + ")", rtol, atol)
   return got
 
@@ -221,9 +243,14 @@ def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), r
 def vmap_matches(sub, name: str, reference: Callable, *args, in_axes=0, rtol=None, atol=None, **kwargs):
   """``jax.vmap(student, in_axes)`` equals the reference applied per example (``jax.vmap`` of it)."""
   import jax
-  got = sub.vmap(name, *args, in_axes=in_axes, **kwargs)
-  with jax.enable_x64(_any_float64(args, kwargs)):
-    expected = _to_numpy(jax.vmap(lambda *a: reference(*a, **kwargs), in_axes=in_axes)(*args))
+  wait = sub.start("vmap", name, *args, _opts={"in_axes": in_axes}, **kwargs)
+  try:
+    with jax.enable_x64(_any_float64(args, kwargs)):
+      expected = _to_numpy(jax.vmap(lambda *a: reference(*a, **kwargs), in_axes=in_axes)(*args))
+  except BaseException:
+    _drain(wait)
+    raise
+  got = wait()
   allclose(got, expected, f"jax.vmap({name}, in_axes={in_axes})" + _call_text("", args, kwargs), rtol, atol)
   return got
 
@@ -240,15 +267,20 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
     shapes = jax.eval_shape(lambda *a: reference(*a, **kwargs), *args)
   rng = np.random.default_rng(seed)
   cot = jax.tree_util.tree_map(lambda o: rng.standard_normal(o.shape).astype(np.float64), shapes)
-  got_out, got_grads = sub.vjp(name, args, cot, argnums=argnums, **kwargs)
-  with jax.enable_x64(True):
-    def ref_part(*p):
-      full = list(args)
-      for i, v in zip(nums, p):
-        full[i] = v
-      return reference(*full, **kwargs)
-    out, vjp_fn = jax.vjp(ref_part, *[args[i] for i in nums])
-    grads = _to_numpy(tuple(vjp_fn(cot)))
+  wait = sub.start("vjp", name, *args, _opts={"argnums": argnums, "cotangent": cot}, **kwargs)
+  try:
+    with jax.enable_x64(True):
+      def ref_part(*p):
+        full = list(args)
+        for i, v in zip(nums, p):
+          full[i] = v
+        return reference(*full, **kwargs)
+      out, vjp_fn = jax.vjp(ref_part, *[args[i] for i in nums])
+      grads = _to_numpy(tuple(vjp_fn(cot)))
+  except BaseException:
+    _drain(wait)
+    raise
+  got_out, got_grads = wait()
   expected = grads[0] if isinstance(argnums, int) else grads
   call = _call_text(name, args, kwargs)
   allclose(got_out, _to_numpy(out), f"{call} in float64", rtol, atol)

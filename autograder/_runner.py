@@ -117,7 +117,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     sub = _remote.RemoteSubmission(
         sub_info.cells, entry_copy, a.functions, scratch=scratch, denied=denied, timeout=per_call,
         memory_mb=memory_mb or a.memory_mb, cpu_s=int(budget) + 30, refused=refused)
-    sub.start()
+    sub.spawn()
     results = []
     for t in tests:
       if time.monotonic() - t0 > budget:

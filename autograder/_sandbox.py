@@ -26,6 +26,7 @@ from autograder import _wire
 from autograder._errors import SubmissionError
 
 DRAIN_CAP = 64 * 1024
+_PKG_PARENT = str(pathlib.Path(__file__).resolve().parent.parent)
 
 
 def bwrap_path() -> str | None:
@@ -118,7 +119,11 @@ class Worker:
     req_r, self._req_w = os.pipe()
     self._resp_r, resp_w = os.pipe()
     out_r, out_w = os.pipe()
-    py = [sys.executable, "-I", "-m", "autograder._worker", str(req_r), str(resp_w), scratch]
+    # -P: no script/cwd dir on sys.path (a student's numpy.py cannot shadow numpy); -E -s: no PYTHON* env, no
+    # user site. The autograder package is put on sys.path explicitly (works installed or from a checkout).
+    boot = (f"import sys; sys.path.insert(0, {_PKG_PARENT!r}); import runpy; "
+            "runpy.run_module('autograder._worker', run_name='__main__')")
+    py = [sys.executable, "-P", "-E", "-s", "-c", boot, str(req_r), str(resp_w), scratch]
     cmd = self._bwrap(py, scratch, denied) if use_bwrap else py
     env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
            "AUTOGRADER_DENIED": os.pathsep.join(denied), "PYTHONDONTWRITEBYTECODE": "1",
@@ -170,9 +175,19 @@ class Worker:
 
   def request(self, obj, timeout: float, what: str):
     """Send ``obj``; return the decoded answer; raise SubmissionError on timeout/crash/garbage."""
-    deadline = time.monotonic() + timeout
+    self.send(obj, what)
+    return self.receive(time.monotonic() + timeout, timeout, what)
+
+  def send(self, obj, what: str):
     try:
       _wire.write_frame(self._req_w, obj)
+    except (BrokenPipeError, OSError):
+      rc = self._wait_exit()
+      raise SubmissionError("crash", f"{what}: the worker process had ended: it "
+                            f"{_describe_exit(rc, self.via_bwrap)}.") from None
+
+  def receive(self, deadline: float, timeout: float, what: str):
+    try:
       head = self._read(8, deadline)
       (n,) = struct.unpack("<Q", head)
       if n > _wire.MAX_FRAME:
@@ -182,7 +197,7 @@ class Worker:
       self.kill()
       raise SubmissionError("timeout", f"{what} did not finish within {timeout:g} s (an endless loop, or far "
                             "too slow) and was stopped.") from None
-    except (EOFError, BrokenPipeError, OSError):
+    except (EOFError, OSError):
       rc = self._wait_exit()
       raise SubmissionError("crash", f"{what} ended the worker process: it {_describe_exit(rc, self.via_bwrap)}."
                             ) from None
