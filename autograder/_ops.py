@@ -123,6 +123,9 @@ def _static(opts):
 
 def _run(op, fn, fn_name, args, kwargs, opts):
   if op == "call":
+    if opts.get("x64"):
+      with _x64(True):
+        return to_numpy(fn(*args, **kwargs), fn_name)
     return to_numpy(fn(*args, **kwargs), fn_name)
   if op == "jit":
     return to_numpy(_jit(fn, static_argnums=_static(opts))(*args, **kwargs), fn_name)

@@ -44,6 +44,10 @@ class _Ops:
   def call(self, name, *args, **kwargs):
     return self._op("call", name, args, kwargs, {})
 
+  def call64(self, name, *args, **kwargs):
+    """``f(*args, **kwargs)`` with float64 enabled (``jax.enable_x64``) where the student's code runs."""
+    return self._op("call", name, args, kwargs, {"x64": True})
+
   def jit(self, name, *args, static_argnums=(), **kwargs):
     return self._op("jit", name, args, kwargs, {"static_argnums": list(_tup(static_argnums))})
 
