@@ -21,7 +21,7 @@ from typing import Callable
 
 #: Modules imported before parsing, so their register_* calls take effect.
 #: Missing ones are skipped (e.g. while a sub-package is being written).
-PLUGINS: list[str] = ["dlfunc._sequence_cli"]
+PLUGINS: list[str] = ["dlfunc._sequence_cli", "dlfunc._transfer_cli"]
 
 #: Called after ``dlfunc train`` as ``hook(state, summary, args)`` (e.g. autoencoder figures).
 AFTER_TRAIN: list[Callable] = []
