@@ -29,7 +29,6 @@ def points(n: float, *, timeout: float | None = None):
     fn.__autograder_points__ = float(n)
     if timeout is not None:
       fn.__autograder_timeout__ = float(timeout)
-    _add_pytest_mark(fn, "points", n)
     return fn
 
   return deco
@@ -38,23 +37,7 @@ def points(n: float, *, timeout: float | None = None):
 def hidden(fn):
   """Decorator: a hidden test (instructors only; counts in the grade, not shown by ``check``)."""
   fn.__autograder_hidden__ = True
-  _add_pytest_mark(fn, "hidden")
   return fn
-
-
-def _add_pytest_mark(fn, name, *args):
-  # Keep the marks visible to pytest too, without importing pytest here.
-  marks = list(getattr(fn, "pytestmark", []))
-  marks.append(_Mark(name, args))
-  fn.pytestmark = marks
-
-
-@dataclasses.dataclass(frozen=True)
-class _Mark:
-  """Duck-typed stand-in for ``pytest.Mark`` (the plugin turns these into real marks)."""
-  name: str
-  args: tuple
-  kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
