@@ -57,8 +57,9 @@ def bwrap_usable() -> bool:
 def isolation_summary() -> str:
   if bwrap_usable():
     return "bubblewrap sandbox (read-only filesystem, no network, own PID namespace) + rlimits + audit hook"
-  return ("no bubblewrap: rlimits + new session + audit hook only (install the 'bubblewrap' package for a "
-          "read-only filesystem and no network)")
+  extra = ", own network namespace (root)" if os.getuid() == 0 else ""
+  return (f"no bubblewrap: rlimits + new session + audit hook{extra} (install the 'bubblewrap' package for a "
+          "read-only filesystem, a private /tmp and a PID namespace)")
 
 
 def _count_my_tasks() -> int:
@@ -130,6 +131,8 @@ class Worker:
            "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
     nproc = 64 + (_count_my_tasks() if os.getuid() != 0 else 0)  # root is exempt: bwrap's PID namespace and
     env["AUTOGRADER_LIMITS"] = f"{memory_mb},{cpu_s},{nproc}"      # the audit hook hold forks instead
+    if not use_bwrap:
+      env["AUTOGRADER_UNSHARE_NET"] = "1"
     self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
                                  start_new_session=True, env=env, cwd=scratch)
     for fd in (req_r, resp_w, out_w):
