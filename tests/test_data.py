@@ -31,11 +31,11 @@ def test_digits_prepared_as_array_record_in_tfds_layout(digits_dir):
   assert any(f.startswith("digits-test.array_record") for f in files)
   builder = data.digits_builder(digits_dir)
   assert builder.is_prepared()
-  assert builder.info.splits["train"].num_examples == 1438
-  assert builder.info.splits["test"].num_examples == 359
+  assert builder.info.splits["train"].num_examples == 1437
+  assert builder.info.splits["test"].num_examples == 360
   # Read back through the generic TFDS entry point as well.
   source = tfds.data_source("digits", split="test", data_dir=digits_dir, download=False)
-  assert len(source) == 359 and source[0]["image"].shape == (8, 8, 1)
+  assert len(source) == 360 and source[0]["image"].shape == (8, 8, 1)
 
 
 def test_digits_are_sklearn_digits_scaled_and_split_stratified(digits_dir):

@@ -101,7 +101,7 @@ def test_train_step_updates_batch_stats_and_draws_dropout_per_step(digits):
 def test_evaluate_matches_numpy_on_every_example(digits):
   train, test = digits
   state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
-  got = evaluate(state, test, batch_size=100)  # 359 = 3 full batches + 59 padded.
+  got = evaluate(state, test, batch_size=100)  # 360 = 3 full batches + 60 padded.
   logits = np.asarray(MLP.apply({"params": state.params}, test.x), np.float64)
   logp = logits - logits.max(1, keepdims=True)
   logp -= np.log(np.exp(logp).sum(1, keepdims=True))
@@ -184,7 +184,7 @@ def _one_line(excinfo):
 @pytest.mark.parametrize("kwargs, match", [
     ({"epochs": 0}, "epochs must be a positive integer, got 0"),
     ({"batch_size": -4}, "batch_size must be a positive integer, got -4"),
-    ({"batch_size": 10_000}, "batch_size 10000 is larger than the 1438 training examples"),
+    ({"batch_size": 10_000}, "batch_size 10000 is larger than the 1437 training examples"),
     ({"resume": True}, "resume=True needs the workdir"),
 ])
 def test_fit_rejects_bad_arguments(digits, kwargs, match):

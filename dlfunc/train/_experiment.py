@@ -247,7 +247,7 @@ def _register_builtins() -> None:
                  batch_size=32, description="the seed MLP: flatten -> 128 relu -> classes")
   register_model("cnn", lambda num_classes=10: models.CNN(num_classes=num_classes), lr=3e-3, epochs=20,
                  batch_size=32, description="the seed CNN: conv 32 3x3 + relu -> dense")
-  register_model("lenet", lambda num_classes=10: models.LeNet(num_classes=num_classes), lr=3e-3, epochs=20,
+  register_model("lenet", lambda num_classes=10: models.LeNet(num_classes=num_classes), lr=3e-3, epochs=10,
                  batch_size=32, description="LeNet: 2 x [conv, batch norm, relu, max-pool], dense, dropout")
 
 
