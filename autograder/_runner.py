@@ -99,7 +99,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
   path = pathlib.Path(path).resolve()
   notes: list[str] = []
   try:
-    sub_info = _submission.read_submission(path)
+    sub_info = _submission.read_submission(path, a.functions)
   except _submission.SubmissionUnreadable as e:
     return _all_failed(a, tests, path.stem, str(e), t0)
   notes.extend(sub_info.notes)

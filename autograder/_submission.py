@@ -30,7 +30,8 @@ class SubmissionUnreadable(ValueError):
   pass
 
 
-def find_entry(path: pathlib.Path) -> pathlib.Path:
+def find_entry(path: pathlib.Path, functions=()) -> pathlib.Path:
+  """The file to grade: ``path`` itself, or in a folder the .ipynb/.py defining most graded functions."""
   if path.is_file():
     if path.suffix not in (".py", ".ipynb"):
       raise SubmissionUnreadable(f"{path.name}: submissions are .py or .ipynb files (or a folder holding one).")
@@ -38,17 +39,23 @@ def find_entry(path: pathlib.Path) -> pathlib.Path:
   if path.is_dir():
     found = sorted(p for p in path.rglob("*") if p.suffix in (".ipynb", ".py") and p.is_file()
                    and ".ipynb_checkpoints" not in p.parts and not p.name.startswith("."))
-    nbs = [p for p in found if p.suffix == ".ipynb"]
-    pick = nbs or found
-    if not pick:
+    if not found:
       raise SubmissionUnreadable(f"{path.name}/: no .py or .ipynb file inside.")
-    return pick[0]
+    pattern = re.compile(r"(?:def\s+|^\s*)(" + "|".join(map(re.escape, functions)) + r")\b\s*[(=]", re.M) \
+        if functions else None
+
+    def score(p):
+      defined = 0
+      if pattern is not None and p.stat().st_size <= MAX_BYTES:
+        defined = len(set(pattern.findall(p.read_text(encoding="utf-8", errors="replace"))))
+      return (-defined, p.suffix != ".ipynb", len(p.parts), p.name)
+    return min(found, key=score)
   raise SubmissionUnreadable(f"{path}: no such file or folder.")
 
 
-def read_submission(path) -> Submission:
+def read_submission(path, functions=()) -> Submission:
   path = pathlib.Path(path)
-  entry = find_entry(path)
+  entry = find_entry(path, functions)
   if entry.stat().st_size > MAX_BYTES:
     raise SubmissionUnreadable(f"{entry.name} is larger than {MAX_BYTES // 2**20} MB.")
   notes: list[str] = []

@@ -206,6 +206,9 @@ class Worker:
     sys.modules["submission"] = module
     self.ns = module.__dict__
     self.path = req["path"]
+    here = os.path.dirname(self.path)     # a folder submission's own helper modules are importable
+    if here not in sys.path:
+      sys.path.append(here)
     problems = []
     for cell in req["cells"]:
       idx, src = cell["index"], cell["source"]

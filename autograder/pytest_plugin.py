@@ -72,7 +72,7 @@ def _submission_proxy(request):
     pytest.skip("give --submission PATH to grade a submission")
   first = next(i for i in request.session.items if hasattr(getattr(i, "function", None), "__autograder_points__"))
   a = _assignment_for(pathlib.Path(first.fspath))
-  info = _submission.read_submission(pathlib.Path(path))
+  info = _submission.read_submission(pathlib.Path(path), a.functions)
   refused = _submission.forbidden_uses(info.cells, a.functions, a.forbidden)
   scratch = _remote.make_scratch()
   entry = _submission.copy_into(info, scratch)

@@ -76,6 +76,18 @@ def test_standalone_reference_blank_and_one_wrong(tmp_path):
 
 
 @pytest.mark.slow
+def test_folder_submission_with_a_helper_module(tmp_path):
+  folder = tmp_path / "bob"
+  folder.mkdir()
+  (folder / "helpers.py").write_text("import jax.numpy as jnp\ndef clip_at_zero(x):\n  return jnp.maximum(x, 0.0)\n")
+  stub = _authoring.module_source(A.source, solved=False, assignment_id="01")
+  stub += "\n\nfrom helpers import clip_at_zero\n\n\ndef relu(x):\n  return clip_at_zero(x)\n"
+  (folder / "work.py").write_text(stub)
+  rep = json.loads(_cli("grade", "01", folder, "--format", "json", "--only", "relu,tanh").stdout)
+  assert rep["submission"] == "bob" and rep["score"] == 4 and rep["max_score"] == 6
+
+
+@pytest.mark.slow
 def test_validate_standalone():
   r = _cli("validate", "01", "--no-nbgrader")
   assert "01: valid" in r.stdout
