@@ -12,8 +12,8 @@ the ratios dlfunc / other (> 1: dlfunc is faster).
 What each one runs:
 
 * dlfunc: ``models.RNNClassifier("lstm", hidden)`` and ``dlfunc.train.train_step``
-  (one jit-compiled, buffer-donating step; the unroll is a ``lax.scan`` after one
-  input-projection matmul for all steps).
+  (one jit-compiled, buffer-donating step; the unroll is a ``lax.scan``);
+  dlfunc-cudnn: the same with ``implementation="cudnn"`` (GPU only).
 * keras: ``Sequential([LSTM, Dense])``, ``compile(jit_compile=True)``, ``fit`` on
   ``steps`` batches (what a Keras user runs; includes Keras' per-step loop).
 * torch: ``nn.LSTM(batch_first=True)`` + ``nn.Linear``, ``torch.optim.Adam``, eager
@@ -40,12 +40,12 @@ def data(args, seed=0):
   return x, y
 
 
-def bench_dlfunc(args) -> float:
+def bench_dlfunc(args, implementation="scan") -> float:
   import jax
   from dlfunc import models, optim
   from dlfunc.train import create_train_state, train_step
   x, y = data(args)
-  model = models.RNNClassifier("lstm", hidden_size=args.hidden, num_classes=10)
+  model = models.RNNClassifier("lstm", hidden_size=args.hidden, num_classes=10, implementation=implementation)
   state = create_train_state(model, optim.adam(1e-3), x, jax.random.PRNGKey(0))
   batch = (jax.device_put(x), jax.device_put(y))
   for _ in range(args.warmup):
@@ -115,7 +115,34 @@ def bench_torch(args) -> float:
   return args.steps / (time.perf_counter() - t0)
 
 
-BENCHES = {"dlfunc": bench_dlfunc, "keras": bench_keras, "torch": bench_torch}
+def check_cudnn(args) -> None:
+  """Prints how far the cuDNN LSTM is from the scan (outputs, final state and gradients)."""
+  import jax
+  import jax.numpy as jnp
+  from dlfunc import nn
+  x, _ = data(args)
+  p = nn.init_cell("lstm", jax.random.key(0), args.features, args.hidden)
+  p["bias"] = p["bias"] + 0.1
+
+  def f(p, impl, reverse):
+    y, (h, c) = nn.unroll("lstm", p, x, implementation=impl, reverse=reverse)
+    return jnp.sum(jnp.sin(y)) + jnp.sum(c), (y, h, c)
+  for reverse in (False, True):
+    (_, a), ga = jax.value_and_grad(f, has_aux=True)(p, "scan", reverse)
+    (_, b), gb = jax.value_and_grad(f, has_aux=True)(p, "cudnn", reverse)
+    out = max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(a, b))
+    grad = max(float(jnp.max(jnp.abs(ga[k] - gb[k])) / (jnp.max(jnp.abs(ga[k])) + 1e-12)) for k in ga)
+    print(f"cudnn vs scan (reverse={reverse}): max |output diff| {out:.2e}, max relative grad diff {grad:.2e}")
+
+
+def bench_dlfunc_cudnn(args) -> float:
+  import jax
+  if jax.default_backend() != "gpu":
+    raise ImportError("implementation='cudnn' needs an NVIDIA GPU")
+  return bench_dlfunc(args, "cudnn")
+
+
+BENCHES = {"dlfunc": bench_dlfunc, "dlfunc-cudnn": bench_dlfunc_cudnn, "keras": bench_keras, "torch": bench_torch}
 
 
 def main(argv=None) -> int:
@@ -127,23 +154,25 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=100)
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--repeats", type=int, default=3, help="best of this many timed runs per framework")
-  p.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of dlfunc,keras,torch")
+  p.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
   args = p.parse_args(argv)
   import jax
   print(f"LSTM(hidden={args.hidden}) T={args.seq} batch={args.batch} features={args.features}; "
         f"{args.steps} steps, best of {args.repeats}; jax device: {jax.devices()[0].device_kind}")
   results = {}
+  if "dlfunc-cudnn" in args.only and jax.default_backend() == "gpu":
+    check_cudnn(args)
   for name in args.only.split(","):
     try:
       results[name] = max(BENCHES[name](args) for _ in range(args.repeats))
     except ImportError as e:
-      print(f"{name:>7}: skipped ({e})")
+      print(f"{name:>12}: skipped ({e})")
       continue
-    print(f"{name:>7}: {results[name]:9.1f} train steps/s", flush=True)
-  if "dlfunc" in results:
+    print(f"{name:>12}: {results[name]:9.1f} train steps/s", flush=True)
+  for ours in ("dlfunc", "dlfunc-cudnn"):
     for name, v in results.items():
-      if name != "dlfunc":
-        print(f"dlfunc / {name}: {results['dlfunc'] / v:.2f}x")
+      if ours in results and not name.startswith("dlfunc"):
+        print(f"{ours} / {name}: {results[ours] / v:.2f}x")
   return 0
 
 

@@ -36,6 +36,7 @@ class Recurrent(linen.Module):
   reverse: bool = False
   return_sequences: bool = True
   zero_output_for_mask: bool = False
+  implementation: str = "scan"
 
   @linen.compact
   def __call__(self, x, mask=None):
@@ -52,7 +53,7 @@ class Recurrent(linen.Module):
     if cell == "gru":
       p["recurrent_bias"] = self.param("recurrent_bias", nn.zeros, (g,))
     y, _ = nn.unroll(cell, p, x, mask=mask, reverse=self.reverse, return_sequences=self.return_sequences,
-                     zero_output_for_mask=self.zero_output_for_mask)
+                     zero_output_for_mask=self.zero_output_for_mask, implementation=self.implementation)
     return y
 
 
@@ -97,6 +98,7 @@ class RNNClassifier(linen.Module):
       ``"mean"`` (average of all steps, padded steps excluded) or ``"all"``
       (every step's output, flattened, into the head).
     dropout_rate: dropout on the readout (``dropout`` rng when training).
+    implementation: ``"scan"`` or ``"cudnn"`` (LSTM on an NVIDIA GPU; see :func:`dlfunc.nn.unroll`).
 
   Input ``(N, T, F)``; ``(N, T)`` means ``F = 1``. ``mask`` ``(N, T)`` marks real
   steps of right-padded sequences.
@@ -119,6 +121,7 @@ class RNNClassifier(linen.Module):
   bidirectional: bool = False
   readout: str = "last"
   dropout_rate: float = 0.0
+  implementation: str = "scan"
 
   @linen.compact
   def __call__(self, x, mask=None, train: bool = False):
@@ -134,7 +137,8 @@ class RNNClassifier(linen.Module):
       if self.bidirectional:
         x = Bidirectional(self.cell, self.hidden_size, return_sequences=seq, name=f"layer_{k}")(x, mask)
       else:
-        x = Recurrent(self.cell, self.hidden_size, return_sequences=seq, name=f"layer_{k}")(x, mask)
+        x = Recurrent(self.cell, self.hidden_size, return_sequences=seq, implementation=self.implementation,
+                      name=f"layer_{k}")(x, mask)
     if self.readout == "mean":
       if mask is None:
         x = jnp.mean(x, axis=1)

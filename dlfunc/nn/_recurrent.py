@@ -263,7 +263,7 @@ def _check_sequence(name: str, params: Params, x: Array, mask) -> tuple[Array, A
 
 def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, mask: Array | None = None,
            reverse: bool = False, return_sequences: bool = True, zero_output_for_mask: bool = False,
-           activation: Callable = tanh) -> tuple[Array, Carry]:
+           activation: Callable = tanh, implementation: str = "scan") -> tuple[Array, Carry]:
   r"""Run ``cell`` over the time axis with :func:`jax.lax.scan` (one traced step, any length).
 
   The scan body is the cell itself, traced once: the program (and compile
@@ -289,6 +289,10 @@ def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, 
       sequences, Keras ``Bidirectional``) instead of repeating the previous
       output (Keras' default).
     activation: the RNN cell's activation (ignored by LSTM and GRU).
+    implementation: ``"scan"`` (default, every backend) or ``"cudnn"``: an
+      LSTM without a mask on an NVIDIA GPU through cuDNN
+      (``jax.experimental.rnn``, what Keras uses on a GPU); anything else falls
+      back to the scan. The same maths, not bit-identical.
 
   Returns:
     ``(outputs, final_carry)``.
@@ -310,6 +314,10 @@ def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, 
   if initial_carry is None:
     initial_carry = initial_carry_like(cell, params, batch, x.dtype)
   _check_carry(f"unroll({cell!r})", cell, params, initial_carry, tuple(batch))
+  if implementation not in ("scan", "cudnn"):
+    raise ValueError(f"unroll: implementation must be 'scan' or 'cudnn', got {implementation!r}.")
+  if implementation == "cudnn" and cell == "lstm" and mask is None and x.ndim == 3 and _on_gpu():
+    return _lstm_cudnn(params, x, initial_carry, reverse, return_sequences)
   step = _STEPS[cell]
   kw = {"activation": activation} if cell == "rnn" else {}
   xs = jnp.moveaxis(x, -2, 0)  # time-major (T, ..., F)
@@ -333,6 +341,28 @@ def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, 
   if not return_sequences:
     return (carry[0] if cell == "lstm" else carry), carry
   return jnp.moveaxis(ys, 0, -2), carry
+
+
+def _on_gpu() -> bool:
+  return jax.default_backend() == "gpu"
+
+
+def _lstm_cudnn(params, x, carry, reverse, return_sequences):
+  """The LSTM through cuDNN (``jax.experimental.rnn.lstm``); same gate order (i, f, g, o)."""
+  from jax.experimental import rnn as jrnn
+  h = _hidden(params)
+  bias = params["bias"]
+  weights = jnp.concatenate([params["kernel"].T.ravel(), params["recurrent_kernel"].T.ravel(), bias,
+                             jnp.zeros_like(bias)])
+  if reverse:
+    x = jnp.flip(x, axis=1)
+  lengths = jnp.full((x.shape[0],), x.shape[1], jnp.int32)
+  y, h_n, c_n = jrnn.lstm(x, carry[0][None], carry[1][None], weights, lengths, input_size=x.shape[-1],
+                          hidden_size=h, num_layers=1, dropout=0.0, bidirectional=False)
+  final = (h_n[0], c_n[0])
+  if not return_sequences:
+    return final[0], final
+  return (jnp.flip(y, axis=1) if reverse else y), final
 
 
 def initial_carry_like(cell: str, params: Params, batch_shape: Sequence[int], dtype=None) -> Carry:
