@@ -19,3 +19,8 @@ class SubmissionError(Exception):
     super().__init__(message)
     self.kind = kind
     self.message = message
+
+
+class GradingTimeout(BaseException):
+  """Raised (by a SIGALRM handler) when an in-process test runs past its time limit; never caught as
+  the student's own exception."""

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autograder._errors import SubmissionError
+from autograder._errors import GradingTimeout, SubmissionError
 
 # Captured before any submission code runs, so monkeypatching jax/numpy in a
 # submission cannot change what the grader's operations do.
@@ -110,7 +110,7 @@ def run(op: str, fn, fn_name: str, args: tuple, kwargs: dict, opts: dict, is_stu
            "iterate": "jit" if opts.get("jit", True) else None}.get(op)
   try:
     return _run(op, fn, fn_name, args, kwargs, opts)
-  except SubmissionError:
+  except (SubmissionError, GradingTimeout):
     raise
   except BaseException as e:  # noqa: BLE001  (KeyboardInterrupt and SystemExit from student code too)
     raise classify(e, fn_name, is_student, label, under) from None

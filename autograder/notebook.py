@@ -26,6 +26,8 @@ import tempfile
 import threading
 import warnings
 
+from autograder._errors import GradingTimeout
+
 _CRITICAL = [("numpy", ["allclose", "isclose", "asarray", "array_equal", "all", "isfinite", "abs", "argwhere"]),
              ("jax", ["jit", "vmap", "vjp", "grad", "eval_shape"]),
              ("jax.numpy", ["asarray"])]
@@ -87,10 +89,6 @@ def _quiet_stderr():
       tmp.close()
 
 
-class _Timeout(Exception):
-  pass
-
-
 @contextlib.contextmanager
 def _time_limit(seconds: float):
   if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
@@ -98,7 +96,7 @@ def _time_limit(seconds: float):
     return
 
   def on_alarm(signum, frame):
-    raise _Timeout()
+    raise GradingTimeout()
   old = signal.signal(signal.SIGALRM, on_alarm)
   signal.setitimer(signal.ITIMER_REAL, seconds)
   try:
@@ -127,13 +125,18 @@ def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = Fal
   refused = _refused_in_notebook(namespace, a)
   sub = LocalSubmission(namespace, refused)
   total, lines = 0.0, []
+  hung = None
   with _quiet_stderr() as captured:
     for t in tests:
-      try:
-        with _time_limit(t.timeout or a.timeout):
-          frac, status, msg = _runner.run_test(t, sub)
-      except _Timeout:
-        frac, status, msg = 0.0, "failed", f"{function} did not finish within {t.timeout or a.timeout:g} s."
+      if hung:                 # a hang costs its seconds once, not once per test
+        frac, status, msg = 0.0, "failed", hung + " (from an earlier test; not run again)"
+      else:
+        try:
+          with _time_limit(t.timeout or a.timeout):
+            frac, status, msg = _runner.run_test(t, sub)
+        except GradingTimeout:
+          hung = f"{function} did not finish within {t.timeout or a.timeout:g} s."
+          frac, status, msg = 0.0, "failed", hung
       pts = round(frac * t.points, 6)
       total += pts
       mark = "PASS" if status == "passed" else "PART" if status == "partial" else "FAIL"

@@ -285,3 +285,20 @@ def test_text_table_and_csv():
   assert "relu  1.5/3" in text and "half wrong" in text and "hidden tests also count" in text
   rows = _report.csv_text([_fake_report()], ("relu",)).strip().splitlines()
   assert rows[0].startswith("submission,score,max_score,percent,relu") and rows[1].startswith("alice,1.5,3,50.0,1.5")
+
+
+def test_notebook_grade_times_out_a_hanging_function(capsys):
+  from autograder import notebook
+  a = load_assignment("01")
+  test = a.tests_for("relu", hidden=False)
+  ns = _ns("def relu(x):\n  while True:\n    pass\n")
+  old = a.timeout
+  a.timeout = 0.5
+  try:
+    score = notebook.grade("01", "relu", ns)
+  finally:
+    a.timeout = old
+  out = capsys.readouterr()
+  assert score == 0 and out.err == ""
+  assert f"relu: 0/{sum(t.points for t in test):g} points from public tests" in out.out
+  assert "did not finish within 0.5 s" in out.out
