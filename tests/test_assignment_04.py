@@ -1,0 +1,98 @@
+"""Assignment 04 (optimizers): its graded tests tell right from wrong.
+
+The generic checks (reference 100 %, blank 0 %, hostile submissions) run for
+every assignment elsewhere; here: typical student mistakes lose exactly the
+points of the function they are in; the epsilon/decay conventions are
+visible in float64; a tampered Rosenbrock helper does not pass.
+"""
+import textwrap
+
+import pytest
+
+from autograder import _authoring, _registry
+from autograder._remote import LocalSubmission
+from autograder._runner import run_test
+
+AID = "04"
+
+
+def _namespace(override: str = "") -> dict:
+  """The reference solution's functions, with ``override`` (source code) redefining some of them."""
+  a = _registry.load_assignment(AID)
+  ns = {"__name__": "submission"}
+  exec(compile(_authoring.module_source(a.source, True, AID), "<reference>", "exec"), ns)
+  if override:
+    exec(compile(textwrap.dedent(override), "<override>", "exec"), ns)
+  return ns
+
+
+def _scores(ns: dict, function: str) -> dict[str, float]:
+  """{test key: points earned} for every test (public and hidden) of ``function``."""
+  a = _registry.load_assignment(AID)
+  sub = LocalSubmission(ns)
+  return {t.key: run_test(t, sub)[0] * t.points for t in a.tests_for(function)}
+
+
+def test_points_add_up():
+  a = _registry.load_assignment(AID)
+  assert a.max_score == 23
+  assert _authoring.lint(a) == []
+
+
+def test_averaged_momentum_fails_every_trajectory():
+  got = _scores(_namespace("""
+      def momentum_update(grads, state, params=None, *, lr=0.01, beta=0.9):
+        v = jax.tree_util.tree_map(lambda g, v: (1 - beta) * g + beta * v, grads, state)
+        return jax.tree_util.tree_map(lambda v: -lr * v, v), v
+  """), "momentum_update")
+  assert got["test_momentum_one_step"] == 0 and got["test_momentum_ten_steps"] == 0
+  assert got["test_momentum_beta"] == 0
+
+
+def test_rmsprop_eps_outside_the_sqrt_is_caught():
+  got = _scores(_namespace("""
+      def rmsprop_update(grads, state, params=None, *, lr=0.01, decay=0.9, eps=1e-8):
+        nu = jax.tree_util.tree_map(lambda g, n: decay * n + (1 - decay) * g * g, grads, state)
+        return jax.tree_util.tree_map(lambda g, n: -lr * g / (jnp.sqrt(n) + eps), grads, nu), nu
+  """), "rmsprop_update")
+  assert got["test_rmsprop_conventions"] == 0
+  # With eps = 1e-8 the two conventions differ by ~1e-8 relative: above the float64 bar of 1e-10.
+  assert got["test_rmsprop_one_step"] == 0
+  assert got["test_rmsprop_rosenbrock"] == 1 and got["test_rmsprop_jit"] == 1
+
+
+def test_adam_without_bias_correction_is_caught():
+  got = _scores(_namespace("""
+      def adam_update(grads, state, params=None, *, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+        mu = jax.tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state["mu"])
+        nu = jax.tree_util.tree_map(lambda g, n: b2 * n + (1 - b2) * g * g, grads, state["nu"])
+        u = jax.tree_util.tree_map(lambda m, n: -lr * m / (jnp.sqrt(n) + eps), mu, nu)
+        return u, {"count": state["count"] + 1, "mu": mu, "nu": nu}
+  """), "adam_update")
+  assert got["test_adam_first_step"] == 0 and got["test_adam_ten_steps"] == 0
+  assert got["test_adam_count"] == 1          # the state itself is right
+
+
+def test_returning_new_params_instead_of_updates_fails():
+  got = _scores(_namespace("""
+      def sgd_update(grads, state, params=None, *, lr=0.01):
+        return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), state
+  """), "sgd_update")
+  assert sum(got.values()) == 0
+
+
+def test_a_tampered_minimize_helper_does_not_pass():
+  # A wrong update plus a helper that fakes a descent straight to (1, 1).
+  ns = _namespace("""
+      def sgd_update(grads, state, params=None, *, lr=0.01):
+        return jax.tree_util.tree_map(lambda g: 0.0 * g, grads), state
+
+      def minimize(name, params, state, steps, hyper):
+        t = jnp.linspace(0.0, 1.0, steps)
+        xs, ys = -1.2 + 2.2 * t, 1.0 + 0.0 * t
+        return ({"x": xs, "y": ys}, state), ({"x": jnp.float32(1.0), "y": jnp.float32(1.0)}, state)
+  """)
+  a = _registry.load_assignment(AID)
+  t = next(t for t in a.tests if t.key == "test_sgd_rosenbrock")
+  frac, _, msg = run_test(t, LocalSubmission(ns))
+  assert frac == 0 and "is not what sgd_update gives" in msg, msg
