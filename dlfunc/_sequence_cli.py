@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -185,14 +186,24 @@ def _anomaly(args: argparse.Namespace, t0: float | None = None) -> int:
   return 0
 
 
-def _register_command() -> None:
+def _cli_modules() -> list:
+  """``dlfunc.cli``, and ``__main__`` too when the CLI runs as ``python -m dlfunc.cli`` (a second copy)."""
   from dlfunc import cli
-  if "anomaly" not in cli.COMMANDS:
-    cli.register_command("anomaly", "flag a held-out class by autoencoder reconstruction error",
-                         _anomaly_arguments, _anomaly)
-  hooks = getattr(cli, "AFTER_TRAIN", None)
-  if hooks is not None and after_train not in hooks:
-    hooks.append(after_train)
+  mods = [cli]
+  main = sys.modules.get("__main__")
+  if main is not None and main is not cli and hasattr(main, "register_command") and hasattr(main, "COMMANDS"):
+    mods.append(main)
+  return mods
+
+
+def _register_command() -> None:
+  for cli in _cli_modules():
+    if "anomaly" not in cli.COMMANDS:
+      cli.register_command("anomaly", "flag a held-out class by autoencoder reconstruction error",
+                           _anomaly_arguments, _anomaly)
+    hooks = getattr(cli, "AFTER_TRAIN", None)
+    if hooks is not None and after_train not in hooks:
+      hooks.append(after_train)
 
 
 _register()

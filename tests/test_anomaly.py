@@ -74,3 +74,28 @@ def test_heldout_digit_detector_beats_pca_baseline():
   # the 10% prevalence, though test normals score higher than training ones (the autoencoder saw those).
   prevalence = split.is_anomaly.mean()
   assert result["recall"] > 0.5 and result["precision"] > 2 * prevalence, result
+
+
+@pytest.mark.slow
+def test_cli_anomaly_prints_metrics_and_writes_histogram(capsys, tmp_path):
+  import json
+  from dlfunc import cli
+  code = cli.main(["anomaly", "--holdout", "9", "--epochs", "2", "--out-dir", str(tmp_path), "--no-progress",
+                   "--json"])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert "precision" in out and "recall" in out and "AUROC" in out and "PCA baseline" in out
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert 0.0 <= summary["auroc"] <= 1.0 and 0.0 <= summary["pca_auroc"] <= 1.0
+  assert (tmp_path / "anomaly_scores.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--holdout", "12"], "holdout must be a class label in [0, 9], got 12"),
+    (["--latent-dim", "0"], "--latent-dim must be a positive integer, got 0"),
+])
+def test_cli_anomaly_bad_flags_are_one_line_errors(capsys, argv, expected):
+  from dlfunc import cli
+  code = cli.main(["anomaly", *argv, "--no-progress"])
+  _, err = capsys.readouterr()
+  assert code == 2 and err.count("\n") == 1 and expected in err, err

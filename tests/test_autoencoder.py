@@ -128,11 +128,24 @@ def test_linear_autoencoder_matches_pca(digits):
 def test_conv_autoencoder_and_vae_learn(digits):
   train, test = digits
   cae = models.ConvAutoencoder(16)
-  v = _fit(cae, train, epochs=20, lr=3e-3)
+  v = _fit(cae, train, epochs=10, lr=3e-3, batch_size=64)
   baseline = float(np.mean((test - train.mean(0)) ** 2))  # predicting the mean image
   cae_mse = float(losses.mse(cae.apply(v, test), test))
   assert cae_mse < 0.5 * baseline, f"ConvAutoencoder {cae_mse:.4f} vs mean-image {baseline:.4f}"
   vae = models.VAE(8)
-  v = _fit(vae, train, epochs=20, lr=3e-3, loss_fn=models.VAE.loss)
+  v = _fit(vae, train, epochs=10, lr=3e-3, loss_fn=models.VAE.loss, batch_size=64)
   vae_mse = float(losses.mse(vae.apply(v, test, method="reconstruct"), test))
   assert vae_mse < 0.5 * baseline, f"VAE {vae_mse:.4f} vs mean-image {baseline:.4f}"
+  print(f"mean-image {baseline:.4f}, ConvAutoencoder {cae_mse:.4f}, VAE(8) {vae_mse:.4f}")
+
+
+@pytest.mark.slow
+def test_cli_autoencoder_writes_reconstruction_and_latent_pngs(capsys, tmp_path):
+  from dlfunc import cli
+  code = cli.main(["train", "--model", "vae", "--dataset", "digits", "--epochs", "1", "--workdir", str(tmp_path),
+                   "--no-progress"])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert "test loss" in out
+  for name in ("reconstructions.png", "latent.png"):
+    assert (tmp_path / name).stat().st_size > 1000, name

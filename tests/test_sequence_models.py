@@ -128,3 +128,13 @@ def test_recurrent_classifier_reaches_95_percent_on_digits_seq(cell, digits_seq)
 def test_cnn1d_learns_digits_seq(digits_seq):
   acc = _train_accuracy(models.CNN1D(), digits_seq, epochs=8, lr=3e-3)
   assert acc >= 0.93, f"CNN1D: test accuracy {acc:.3f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["rnn", "lstm", "gru", "cnn1d"])
+def test_cli_trains_sequence_models(capsys, model):
+  from dlfunc import cli
+  code = cli.main(["train", "--model", model, "--dataset", "digits-seq", "--epochs", "1", "--no-progress"])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert out.startswith("test accuracy: ") and f"{model} on digits-seq" in out
