@@ -209,11 +209,9 @@ class RemoteSubmission(_Ops):
       self._worker = None
       raise
     sent = time.monotonic()
-    self._pending = True
     return lambda: self._finish(worker, name, what, sent, timeout)
 
   def _finish(self, worker, name, what, sent, timeout):
-    self._pending = False
     try:
       # The grader's own work between send and receive is not charged to the student beyond 1 s.
       resp = worker.receive(max(sent + timeout, time.monotonic() + 1.0), timeout, what)
