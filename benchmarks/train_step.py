@@ -1,0 +1,224 @@
+"""Train-step throughput: dlfunc's ``train_step`` beside hand-written JAX+optax, PyTorch eager and Keras.
+
+Models (both on MNIST-shaped input, 28x28x1, random data -- throughput does not
+depend on the values; all use Adam(1e-3) and softmax cross-entropy on logits):
+
+* the seed MLP, batch 128: flatten -> Dense(128) + ReLU -> Dense(10)   (PyTorch ``NeuralNet`` 784-128-10)
+* the seed CNN, batch 64:  Conv(32, 3x3, VALID) + ReLU -> flatten -> Dense(10)
+
+PyTorch runs with its faster intra-op thread count (1 or all cores, measured
+at start). Every step returns loss and accuracy (dlfunc's metrics; the hand-written JAX step
+computes the same two). Implementations are measured in interleaved rounds
+(A B C D, A B C D, ...) and the median steps/s of the rounds is reported, so
+drifting machine load hits all of them alike.
+
+    python benchmarks/train_step.py [--steps 100] [--rounds 7] [--models mlp,cnn]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dlfunc import models, optim
+from dlfunc.train import create_train_state, train_step
+
+SHAPE = (28, 28, 1)
+BATCH = {"mlp": 128, "cnn": 64}
+
+
+# ---------------------------------------------------------------------------- dlfunc
+
+
+def dlfunc_runner(name, x, y):
+  model = models.MLP() if name == "mlp" else models.CNN()
+  holder = {"state": create_train_state(model, optim.adam(1e-3), x, jax.random.PRNGKey(0))}
+  xd, yd = jax.device_put(x), jax.device_put(y)
+
+  def run(n):
+    s = holder["state"]
+    for _ in range(n):
+      s, m = train_step(s, (xd, yd))
+    jax.block_until_ready(m["loss"])
+    holder["state"] = s
+  return run
+
+
+# ---------------------------------------------------------------------------- hand-written JAX + optax
+
+
+def _glorot(key, shape):
+  fan_in, fan_out = np.prod(shape[:-1]), shape[-1] * (np.prod(shape[:-2]) if len(shape) > 2 else 1)
+  lim = np.sqrt(6.0 / (fan_in + fan_out))
+  return jax.random.uniform(key, shape, jnp.float32, -lim, lim)
+
+
+def jax_runner(name, x, y):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  if name == "mlp":
+    params = {"w1": _glorot(k1, (784, 128)), "b1": jnp.zeros(128), "w2": _glorot(k2, (128, 10)), "b2": jnp.zeros(10)}
+
+    def forward(p, x):
+      h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
+      return h @ p["w2"] + p["b2"]
+  else:
+    params = {"k": _glorot(k1, (3, 3, 1, 32)), "b": jnp.zeros(32), "w": _glorot(k2, (26 * 26 * 32, 10)),
+              "c": jnp.zeros(10)}
+
+    def forward(p, x):
+      h = jax.lax.conv_general_dilated(x, p["k"], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      h = jax.nn.relu(h + p["b"])
+      return h.reshape(h.shape[0], -1) @ p["w"] + p["c"]
+
+  tx = optax.adam(1e-3)
+
+  def step(p, o, x, y):
+    def loss_fn(p):
+      logits = forward(p, x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+    (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
+    u, o = tx.update(g, o, p)
+    return optax.apply_updates(p, u), o, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  holder = {"p": params, "o": tx.init(params)}
+  xd, yd = jax.device_put(x), jax.device_put(y)
+
+  def run(n):
+    p, o = holder["p"], holder["o"]
+    for _ in range(n):
+      p, o, m = step(p, o, xd, yd)
+    jax.block_until_ready(m["loss"])
+    holder["p"], holder["o"] = p, o
+  return run
+
+
+# ---------------------------------------------------------------------------- PyTorch eager
+
+
+def torch_runner(name, x, y):
+  import torch
+  from torch import nn
+  torch.manual_seed(0)
+  if name == "mlp":
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+  else:
+    net = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 26 * 26, 10))
+  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NCHW
+  yt = torch.from_numpy(y.astype(np.int64))
+  loss_fn = nn.CrossEntropyLoss()
+
+  def run(n):
+    for _ in range(n):
+      opt.zero_grad(set_to_none=True)
+      logits = net(xt)
+      loss = loss_fn(logits, yt)
+      loss.backward()
+      opt.step()
+      _ = (logits.argmax(1) == yt).float().mean()
+    loss.item()
+
+  # PyTorch's intra-op threads spin-wait; on a busy machine one thread can beat
+  # several. Give it its better setting, measured here, so the comparison is fair.
+  timings = {}
+  for threads in sorted({1, os.cpu_count() or 1}):
+    torch.set_num_threads(threads)
+    run(2)
+    t0 = time.perf_counter()
+    run(5)
+    timings[threads] = time.perf_counter() - t0
+  best = min(timings, key=timings.get)
+  torch.set_num_threads(best)
+  print(f"  (PyTorch {name}: {best} intra-op thread(s), the faster of {sorted(timings)})")
+  return run
+
+
+# ---------------------------------------------------------------------------- Keras 3 (JAX backend)
+
+
+def keras_runner(name, x, y):
+  import keras
+  keras.utils.set_random_seed(0)
+  if name == "mlp":
+    layers = [keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)]
+  else:
+    layers = [keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.Flatten(), keras.layers.Dense(10)]
+  model = keras.Sequential([keras.Input(SHAPE), *layers])
+  model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+  def run(n):
+    for _ in range(n):
+      out = model.train_on_batch(x, y, return_dict=True)
+    float(out["loss"])
+  return run
+
+
+# ---------------------------------------------------------------------------- harness
+
+
+def available_runners():
+  runners = {"dlfunc": dlfunc_runner, "jax+optax": jax_runner}
+  try:
+    import torch  # noqa: F401
+    runners["pytorch eager"] = torch_runner
+  except ImportError:
+    print("PyTorch not installed: skipped")
+  try:
+    import keras  # noqa: F401
+    runners["keras"] = keras_runner
+  except ImportError:
+    print("Keras not installed: skipped")
+  return runners
+
+
+def bench(name, steps, rounds):
+  rng = np.random.default_rng(0)
+  b = BATCH[name]
+  x = rng.random((b, *SHAPE), dtype=np.float32)
+  y = rng.integers(0, 10, b).astype(np.int32)
+  runs = {label: make(name, x, y) for label, make in available_runners().items()}
+  for run in runs.values():  # Compile and warm up.
+    run(3)
+  rates = {label: [] for label in runs}
+  for _ in range(rounds):
+    for label, run in runs.items():
+      t0 = time.perf_counter()
+      run(steps)
+      rates[label].append(steps / (time.perf_counter() - t0))
+  return {label: statistics.median(r) for label, r in rates.items()}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--steps", type=int, default=100, help="steps per timed block")
+  p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median reported)")
+  p.add_argument("--models", default="mlp,cnn")
+  a = p.parse_args()
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s)), "
+        f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
+  print(f"input 28x28x1 (MNIST-shaped), Adam(1e-3), {a.steps} steps x {a.rounds} interleaved rounds, median")
+  for name in a.models.split(","):
+    res = bench(name, a.steps, a.rounds)
+    base = res["dlfunc"]
+    print(f"\n{name.upper()} (batch {BATCH[name]})")
+    print(f"  {'implementation':<16}{'steps/s':>10}   dlfunc / it")
+    for label, rate in res.items():
+      print(f"  {label:<16}{rate:>10.1f}   {base / rate:>6.2f}x")
+    print(f"  dlfunc vs hand-written JAX+optax: {base / res['jax+optax']:.3f} (target >= 0.95)")
+    if "pytorch eager" in res:
+      print(f"  dlfunc vs PyTorch eager: {base / res['pytorch eager']:.2f}x (target > 1)")
+
+
+if __name__ == "__main__":
+  main()
