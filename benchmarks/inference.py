@@ -9,7 +9,8 @@ dlfunc / that row (> 1: dlfunc is faster). Same machine, same process.
 
 ResNet-50 (random weights; the numbers do not depend on them):
 
-* dlfunc: ``models.ResNet50()`` (torchvision layout), ``jax.jit(model.apply)``, NHWC.
+* dlfunc: ``models.ResNet50()`` (torchvision's v1.5, compared with torch) and
+  ``models.ResNet50(variant="keras")`` (Keras' v1, compared with Keras), ``jax.jit(model.apply)``, NHWC.
 * keras: ``keras.applications.ResNet50(weights=None)`` on the JAX backend, ``predict_on_batch``.
 * torch: torchvision's ResNet-50 module structure written out below (torchvision is
   not installed here: it needs its own torch build), eval mode, ``torch.inference_mode``, NCHW.
@@ -110,7 +111,11 @@ def bench_resnet(iters: int, batch: int, size: int) -> list[tuple[str, float]]:
   variables = _random_variables(model, jnp.zeros((1, size, size, 3)))
   fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
   xj = jnp.asarray(x)
-  rows.append(("dlfunc", batch / _time(lambda: fwd(variables, xj).block_until_ready(), iters)))
+  rows.append(("dlfunc (torchvision v1.5)", batch / _time(lambda: fwd(variables, xj).block_until_ready(), iters)))
+  kmodel = ResNet50(variant="keras")  # v1: stride on the 1x1, fewer FLOPs; the architecture Keras runs
+  kvars = _random_variables(kmodel, jnp.zeros((1, size, size, 3)))
+  kfwd = jax.jit(lambda v, x: kmodel.apply(v, x, train=False))
+  rows.append(("dlfunc (keras v1)", batch / _time(lambda: kfwd(kvars, xj).block_until_ready(), iters)))
   try:
     import keras
     km = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
@@ -208,7 +213,7 @@ def main(argv=None) -> int:
   if "resnet" in only:
     rows = bench_resnet(args.iters, args.image_batch, args.image_size)
     _report(f"ResNet-50, batch {args.image_batch}, {args.image_size}x{args.image_size}, inference", "images/s",
-            rows, {"keras": "dlfunc", "torch": "dlfunc"})
+            rows, {"keras": "dlfunc (keras v1)", "torch": "dlfunc (torchvision v1.5)"})
   if "minilm" in only:
     rows = bench_minilm(args.iters, args.text_batch, args.tokens)
     _report(f"all-MiniLM-L6-v2, batch {args.text_batch} x {args.tokens} tokens", "sentences/s", rows,

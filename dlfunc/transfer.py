@@ -131,7 +131,8 @@ def small_resnet(num_classes: int, width: int = 16):
   return ResNet((1, 1, 1), "basic", num_classes, width=width, stem="small")
 
 
-def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float = 1e-3, head_learning_rate: float = 1e-2, source_classes=(0, 1, 2, 3, 4), target_classes=(5, 6, 7, 8, 9),
+def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float = 1e-3,
+                    head_learning_rate: float = 1e-2, source_classes=(0, 1, 2, 3, 4), target_classes=(5, 6, 7, 8, 9),
                     pretrain_epochs: int = 15, finetune_epochs: int = 40, width: int = 16, seed: int = 0,
                     progress: bool = False, log=None) -> dict[str, Any]:
   """Pretrain on some digit classes, transfer to the others with few labels, compare with training from scratch.
@@ -166,8 +167,8 @@ def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float 
 
   model = small_resnet(k, width)
   variables = new_head(src_state.variables, "fc", k, key=jax.random.key(seed + 1))
-  tl_state, tl_hist = train.fit(warm_start(model, variables, inference_mode=True), (xt, yt),
-                                optimizer=finetune_optimizer(head_learning_rate, backbone_learning_rate=backbone_learning_rate),
+  opt = finetune_optimizer(head_learning_rate, backbone_learning_rate=backbone_learning_rate)
+  tl_state, tl_hist = train.fit(warm_start(model, variables, inference_mode=True), (xt, yt), optimizer=opt,
                                 epochs=finetune_epochs, batch_size=bs,
                                 seed=seed, progress=progress, log=log)
   sc_state, sc_hist = train.fit(model, (xt, yt), optimizer=optim.adam(1e-3), epochs=finetune_epochs, batch_size=bs,

@@ -61,7 +61,8 @@ class BertConfig:
       raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                        f"{self.num_attention_heads}.")
     if self.hidden_act not in _ACTIVATIONS:
-      raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}.")
+      raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported; "
+                       f"use one of {sorted(_ACTIVATIONS)}.")
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
