@@ -286,3 +286,13 @@ def test_error_carry_shape_and_keras_bias():
   with pytest.raises(ValueError) as e:
     nn.from_keras("gru", [np.zeros((3, 12)), np.zeros((4, 12)), np.zeros(12)])
   _one_line(e, "reset_after")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_no_implicit_dtype_promotion(cell, strict_promotion):
+  p = nn.init_cell(cell, jax.random.key(0), F, H)
+  x = jnp.ones((2, T, F))
+  mask = jnp.arange(T)[None] < jnp.array([[T], [2]])
+  y, _ = nn.unroll(cell, p, x, mask=mask)
+  yb, _ = nn.bidirectional(cell, {"forward": p, "backward": p}, x, mask=mask, return_sequences=False)
+  assert y.dtype == yb.dtype == jnp.float32 and yb.shape == (2, 2 * H)
