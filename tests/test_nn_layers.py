@@ -213,6 +213,16 @@ def _conv_f64(p, x):
   return {"y": nn.conv2d(p, x, strides=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2))}
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("name", DIFFERENTIABLE_X)
+def test_keeps_dtype_without_promotion(strict_promotion, name, dtype):
+  # Tracing is enough: strict promotion rejects any implicit upcast while the layer is traced.
+  c = CASES[name]
+  cast = lambda a: jax.ShapeDtypeStruct(np.shape(a), dtype)
+  out = jax.eval_shape(c.ours, jax.tree_util.tree_map(cast, c.params), cast(c.x))
+  assert out["y"].dtype == dtype
+
+
 # Rows whose float64 gradients are checked numerically, w.r.t. parameters and input.
 GRAD_CHECKS = {
     "dense": CASES["dense_3d_input"],

@@ -208,7 +208,8 @@ def avg_pool(x: Array, window=2, strides=None, padding: Padding = "VALID",
   sums = _pool(x, np.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
   if count_include_pad or (isinstance(padding, str) and padding.upper() == "VALID"):
     return sums / float(math.prod(_tuple(window, n, "window")))
-  counts = _pool(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), np.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
+  ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+  counts = _pool(ones, np.zeros((), x.dtype), jax.lax.add, window, strides, padding, n)
   return sums / counts
 
 
@@ -306,21 +307,27 @@ def batch_norm(params: Mapping[str, Array], stats: Mapping[str, Array], x: Array
   reduce = tuple(i for i in range(x.ndim) if i != axis)
   shape = [1] * x.ndim
   shape[axis] = x.shape[axis]
+  # Statistics in at least float32 (bfloat16 activations keep float32 running statistics, as in Flax);
+  # the output has the input's dtype and the new statistics the old ones' dtypes.
+  out_dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+  cdtype = out_dtype if jnp.finfo(out_dtype).bits >= 32 else jnp.float32
+  xc = x.astype(cdtype)
   if train:
-    mean = jnp.mean(x, axis=reduce)
-    var = jnp.mean(jnp.square(x - mean.reshape(shape)), axis=reduce)
-    new_stats = {
-        "mean": momentum * stats["mean"] + (1.0 - momentum) * mean,
-        "var": momentum * stats["var"] + (1.0 - momentum) * var,
-    }
+    mean = jnp.mean(xc, axis=reduce)
+    var = jnp.mean(jnp.square(xc - mean.reshape(shape)), axis=reduce)
+    new_stats = {}
+    for k, batch in (("mean", mean), ("var", var)):
+      old = jnp.asarray(stats[k])
+      new_stats[k] = (momentum * old.astype(cdtype) + (1.0 - momentum) * batch).astype(old.dtype)
   else:
-    mean, var = stats["mean"], stats["var"]
+    mean, var = jnp.asarray(stats["mean"]).astype(cdtype), jnp.asarray(stats["var"]).astype(cdtype)
     new_stats = dict(stats)
-  y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + eps)
+  y = (xc - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + eps)
   if "scale" in params:
-    y = y * params["scale"].reshape(shape)
+    y = y * jnp.asarray(params["scale"]).astype(cdtype).reshape(shape)
   if "bias" in params:
-    y = y + params["bias"].reshape(shape)
+    y = y + jnp.asarray(params["bias"]).astype(cdtype).reshape(shape)
+  y = y.astype(out_dtype)
   return y, new_stats
 
 
