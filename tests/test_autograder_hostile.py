@@ -205,3 +205,22 @@ def test_hostile_all_together_grade_all(aid, tmp_path, listener, scratch_root):
                       capture_output=True, text=True, timeout=600, cwd=REPO)
   assert r2.returncode == 0 and "submissions" in r2.stdout
   assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == mtimes
+
+
+_FALLBACK_CASES = ["read_hidden_tests", "read_other_submission", "rewrite_files", "network_connect",
+                   "network_listen", "kill_grader", "fork_bomb", "ctypes_fork_left_behind", "segfault", "oom"]
+
+
+@pytest.mark.parametrize("name", _FALLBACK_CASES)
+def test_hostile_without_bubblewrap(name, tmp_path, listener, scratch_root, monkeypatch):
+  """The fallback layers (rlimits, audit hook, network namespace as root, leftover sweep) hold alone."""
+  monkeypatch.setenv("AUTOGRADER_NO_BWRAP", "1")
+  a, _, paths = _make_batch("01", tmp_path / "subs", listener.port)
+  victim, bystander = _roles(a)
+  before = _hashes(tmp_path / "subs") | _hashes(a.path)
+  report = grade_submission("01", paths[name], timeout=TIMEOUT, functions=[victim, bystander], memory_mb=3072)
+  assert "no bubblewrap" in report.isolation
+  assert report.score == pytest.approx(a.points_for(bystander)), [(t.name, t.output[:200]) for t in report.tests]
+  assert _hashes(tmp_path / "subs") | _hashes(a.path) == before
+  assert listener.connections == 0
+  assert not _worker_processes(scratch_root)
