@@ -16,7 +16,11 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+
+
+def _ocp():
+  import orbax.checkpoint as ocp  # Deferred: ~1 s of import, needed only with a workdir.
+  return ocp
 
 
 def tree_checksum(tree: Any) -> str:
@@ -38,6 +42,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 3):
+    ocp = _ocp()
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
     self._manager = ocp.CheckpointManager(
         self.directory,
@@ -51,6 +56,7 @@ class Checkpointer:
 
   def save(self, epoch: int, state: Any, meta: dict) -> None:
     """Writes the checkpoint of a completed ``epoch`` (blocking; atomic rename)."""
+    ocp = _ocp()
     meta = dict(meta, epoch=int(epoch), checksum=tree_checksum(state))
     if int(epoch) in self.epochs():  # A corrupt one skipped on resume, or a stale one past it.
       self._manager.delete(int(epoch))
@@ -68,6 +74,7 @@ class Checkpointer:
     Returns:
       ``(state, meta)`` or ``None`` when no valid checkpoint exists.
     """
+    ocp = _ocp()
     log = log or (lambda m: print(m, file=sys.stderr))
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for epoch in reversed(self.epochs()):
