@@ -142,6 +142,9 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     if sub is not None:
       sub.close()
     _remote.remove_scratch(scratch)
+  if len(notes) > 30:      # a notebook full of magics cannot make the report huge either
+    notes = notes[:30] + [f"... and {len(notes) - 30} more notes."]
+  notes = [_cap(n, 600) for n in notes]
   score = round(sum(r.score for r in results), 6)
   return Report(assignment_id, sub_info.name, score, sum(t.points for t in tests), results, notes,
                 _sandbox.isolation_summary(), round(time.monotonic() - t0, 2))
