@@ -46,6 +46,7 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
                       "mode, backbone trained at --backbone-lr; none: everything trains")
   p.add_argument("--labels-per-class", type=int, default=5, help="labelled target images per class (digits)")
   p.add_argument("--epochs", type=int, default=40, help="fine-tuning epochs")
+  p.add_argument("--pretrain-epochs", type=int, default=15, help="pretraining epochs on digits 0-4 (resnet-small)")
   p.add_argument("--lr", type=float, default=1e-2, help="learning rate of the new head")
   p.add_argument("--backbone-lr", type=float, default=1e-3, help="learning rate of the backbone (--freeze bn/none)")
   p.add_argument("--n-train", type=int, default=1000, help="training texts (tweets)")
@@ -117,6 +118,7 @@ def _finetune(args: argparse.Namespace, t0: float) -> int:
                        "backbones (resnet18, resnet50, vgg16, ...).")
     blr = 0.0 if args.freeze == "backbone" else args.backbone_lr
     out = transfer.digits_transfer(labels_per_class=args.labels_per_class, finetune_epochs=args.epochs,
+                                   pretrain_epochs=args.pretrain_epochs,
                                    head_learning_rate=args.lr, backbone_learning_rate=blr, seed=args.seed,
                                    progress=args.progress)
     out.pop("transfer_loss")

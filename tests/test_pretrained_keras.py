@@ -57,6 +57,11 @@ def test_resnet50_new_head_and_no_head(keras_resnet50):
   feats = model.apply(variables, jnp.asarray(x))
   pooled = keras.Model(keras_resnet50.input, keras_resnet50.get_layer("avg_pool").output)(x)
   assert feats.shape == (1, 2048) and _rel(feats, pooled) < 1e-4
+  headless = _randomise(keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
+                                                    input_shape=(32, 32, 3)))
+  model_h, variables_h = load_keras(headless)
+  assert model_h.num_classes == 0 and "fc" not in variables_h["params"]
+  assert _rel(model_h.apply(variables_h, jnp.asarray(x)), headless(x)) < 1e-4
   model5, variables5 = load_keras(keras_resnet50, num_classes=5)
   assert variables5["params"]["fc"]["kernel"].shape == (2048, 5)
   np.testing.assert_array_equal(variables5["params"]["conv1"]["kernel"], variables["params"]["conv1"]["kernel"])

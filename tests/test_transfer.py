@@ -42,7 +42,7 @@ def test_frozen_backbone_is_bit_identical_after_50_steps_and_head_learns(digits5
   for k in frozen:  # params and batch_stats of the backbone
     np.testing.assert_array_equal(after[k], before[k], err_msg=k)
   assert not np.array_equal(after["['params']['fc']['kernel']"], before["['params']['fc']['kernel']"])
-  assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+  assert history[-1]["loss"] < 0.7 * history[0]["loss"]
   assert state.opt_state.inner_states["frozen"] == optim.EmptyState()  # no optimizer state for frozen leaves
 
 

@@ -159,9 +159,10 @@ def _name_map(model, family: str, head: bool) -> list[Entry]:
 def _build(make, source, head_key, head_name, num_classes, key, family, what, ignore, include_top=True):
   src_classes = int(np.shape(source[head_key])[0 if family == "torch" else -1]) if head_key in source else None
   keep = num_classes is None
-  classes = (src_classes if src_classes is not None else 1000) if keep else int(num_classes)
-  if keep and src_classes is None and not include_top:
-    classes = 0
+  if keep:  # a torch checkpoint without its head is reported as such; a headless Keras model loads headless
+    classes = src_classes if src_classes is not None else (1000 if family == "torch" else 0)
+  else:
+    classes = int(num_classes)
   model = make(classes, include_top) if family == "keras" else make(classes)
   template = template_of(model, jnp.zeros(_EXAMPLE), train=False)
   entries = _name_map(model, family, head=keep and classes > 0)
