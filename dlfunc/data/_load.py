@@ -171,8 +171,11 @@ def digits_builder(data_dir: str | os.PathLike | None = None):
       with _quiet_tfds():
         builder.download_and_prepare(file_format="array_record")
     except OSError as e:
-      raise DataError(f"cannot prepare the embedded digits set in {builder.data_dir}: {e}; "
-                      "pass a writable --data-dir.") from None
+      with _quiet_tfds():  # Another process may have finished preparing it first.
+        builder = Digits(data_dir=default_data_dir(data_dir), file_format="array_record")
+      if not builder.is_prepared():
+        raise DataError(f"cannot prepare the embedded digits set in {default_data_dir(data_dir)}: {e}; "
+                        "pass a writable --data-dir.") from None
   return builder
 
 
