@@ -24,7 +24,7 @@ def _count(tree):
 @pytest.fixture(scope="module")
 def lenet():
   model = LeNet()
-  return model, model.init(jax.random.key(0), _x(1))
+  return model, jax.jit(model.init)(jax.random.key(0), _x(1))
 
 
 # ----------------------------------------------------------------- shapes and parameter counts
@@ -48,11 +48,12 @@ def test_init_apply_shapes_and_parameter_count(model, shape, expected):
 
 def test_mlp_flattens_any_input_and_returns_logits():
   model = MLP()
-  variables = model.init(jax.random.key(0), _x(1))
+  variables = jax.jit(model.init)(jax.random.key(0), _x(1))
   x = _x(3)
-  y = model.apply(variables, x)
-  np.testing.assert_allclose(model.apply(variables, x.reshape(3, 8, 8)), y, rtol=1e-6)
-  np.testing.assert_allclose(model.apply(variables, x.reshape(3, 64)), y, rtol=1e-6)
+  y, y3, y2 = jax.jit(lambda v, x: [model.apply(v, x), model.apply(v, x.reshape(3, 8, 8)),
+                                    model.apply(v, x.reshape(3, 64))])(variables, x)
+  np.testing.assert_allclose(y3, y, rtol=1e-6)
+  np.testing.assert_allclose(y2, y, rtol=1e-6)
   p = variables["params"]
   manual = nn.dense(p["Dense_1"], nn.relu(nn.dense(p["Dense_0"], x.reshape(3, 64))))
   np.testing.assert_allclose(y, manual, rtol=1e-6)  # logits: no softmax inside
@@ -61,9 +62,9 @@ def test_mlp_flattens_any_input_and_returns_logits():
 
 def test_cnn_accepts_images_without_a_channel_axis():
   model = CNN()
-  variables = model.init(jax.random.key(0), _x(1))
-  np.testing.assert_allclose(model.apply(variables, _x(2).reshape(2, 8, 8)), model.apply(variables, _x(2)),
-                             rtol=1e-6)
+  variables = jax.jit(model.init)(jax.random.key(0), _x(1))
+  apply = jax.jit(model.apply)
+  np.testing.assert_allclose(apply(variables, _x(2).reshape(2, 8, 8)), apply(variables, _x(2)), rtol=1e-6)
 
 
 # ----------------------------------------------------------------- LeNet train / eval
@@ -72,8 +73,8 @@ def test_cnn_accepts_images_without_a_channel_axis():
 def test_lenet_train_updates_batch_stats_and_needs_a_dropout_rng(lenet):
   model, variables = lenet
   x = _x(16)
-  logits, updates = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)},
-                                mutable=["batch_stats"])
+  logits, updates = jax.jit(lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key},
+                                                          mutable=["batch_stats"]))(variables, x, jax.random.key(1))
   assert logits.shape == (16, 10)
   old, new = variables["batch_stats"], updates["batch_stats"]
   assert jax.tree_util.tree_structure(old) == jax.tree_util.tree_structure(new)
@@ -85,9 +86,9 @@ def test_lenet_train_updates_batch_stats_and_needs_a_dropout_rng(lenet):
                              rtol=1e-4, atol=1e-6)
   assert not np.allclose(new["BatchNorm_1"]["mean"], old["BatchNorm_1"]["mean"])
   with pytest.raises(flax.errors.InvalidRngError, match="dropout"):
-    model.apply(variables, x, train=True, mutable=["batch_stats"])
+    jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]), variables, x)
   with pytest.raises(flax.errors.ModifyScopeVariableError, match="batch_stats"):
-    model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}), variables, x)
 
 
 def test_lenet_dropout_keys_and_eval_determinism(lenet):
@@ -120,9 +121,9 @@ def test_wrong_rank_is_a_clear_value_error():
                           "kernel shapes, not the input); they need an input-size check before self.param")
 @pytest.mark.parametrize("model", [MLP(), CNN(), LeNet()], ids=["mlp", "cnn", "lenet"])
 def test_wrong_input_shape_at_apply_names_expected_and_got(model):
-  variables = model.init(jax.random.key(0), _x(1))
+  variables = jax.eval_shape(model.init, jax.random.key(0), _x(1))
   with pytest.raises(ValueError, match=r"expected.*got") as info:
-    model.apply(variables, _x(2, (28, 28, 3)))
+    jax.eval_shape(model.apply, variables, _x(2, (28, 28, 3)))
   assert "\n" not in str(info.value)
 
 
@@ -140,7 +141,7 @@ def test_seed_mlp_matches_keras_sequential():
   """The seed's Keras model, Sequential([Flatten, Dense(128, relu), Dense(10, softmax)]), with dlfunc's weights."""
   keras = _keras()
   model = MLP()
-  variables = model.init(jax.random.key(0), _x(1))
+  variables = jax.jit(model.init)(jax.random.key(0), _x(1))
   p = variables["params"]
   seq = keras.Sequential([keras.Input(DIGITS), keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"),
                           keras.layers.Dense(10, activation="softmax")])
@@ -148,7 +149,7 @@ def test_seed_mlp_matches_keras_sequential():
     layer.kernel.assign(p[name]["kernel"])
     layer.bias.assign(p[name]["bias"])
   x = _x(7, seed=3)
-  logits = model.apply(variables, x)
+  logits = jax.jit(model.apply)(variables, x)
   probs = np.asarray(seq(x))
   np.testing.assert_allclose(nn.softmax(logits), probs, rtol=1e-5, atol=1e-6)
   # Keras' pre-softmax output: the same logits.
@@ -162,7 +163,7 @@ def test_seed_mlp_matches_keras_sequential():
 def test_seed_cnn_matches_keras_sequential():
   keras = _keras()
   model = CNN()
-  variables = model.init(jax.random.key(0), _x(1))
+  variables = jax.jit(model.init)(jax.random.key(0), _x(1))
   p = variables["params"]
   seq = keras.Sequential([keras.Input(DIGITS), keras.layers.Conv2D(32, 3, activation="relu"),
                           keras.layers.Flatten(), keras.layers.Dense(10)])
@@ -170,4 +171,4 @@ def test_seed_cnn_matches_keras_sequential():
     layer.kernel.assign(p[name]["kernel"])  # HWIO and (in, out): Keras' layouts too
     layer.bias.assign(p[name]["bias"])
   x = _x(5, seed=4)
-  np.testing.assert_allclose(model.apply(variables, x), np.asarray(seq(x)), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(model.apply)(variables, x), np.asarray(seq(x)), rtol=1e-5, atol=1e-5)
