@@ -302,3 +302,12 @@ def test_notebook_grade_times_out_a_hanging_function(capsys):
   assert score == 0 and out.err == ""
   assert f"relu: 0/{sum(t.points for t in test):g} points from public tests" in out.out
   assert "did not finish within 0.5 s" in out.out
+
+
+def test_notebook_grade_refuses_a_tampered_kernel(capsys, monkeypatch):
+  from autograder import notebook
+  ns = _ns("import jax.numpy as jnp\ndef relu(x):\n  return jnp.abs(x)\n")
+  monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
+  assert notebook.grade("01", "relu", ns) == 0
+  out = capsys.readouterr().out
+  assert "replaced numpy.allclose" in out and "Restart the kernel" in out
