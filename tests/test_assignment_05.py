@@ -1,0 +1,132 @@
+"""Assignment 05 (regularization, dropout, normalization): its graded tests tell right from wrong.
+
+The generic checks (reference 100 %, blank 0 %, hostile submissions) run for
+every assignment elsewhere; here: typical student mistakes lose exactly the
+points of the function they are in, and the overfitting experiment fails
+a step that does not regularize.
+"""
+import textwrap
+
+import pytest
+
+from autograder import _authoring, _registry
+from autograder._remote import LocalSubmission
+from autograder._runner import run_test
+
+AID = "05"
+
+
+def _namespace(override: str = "") -> dict:
+  """The reference solution's functions, with ``override`` (source code) redefining some of them."""
+  a = _registry.load_assignment(AID)
+  ns = {"__name__": "submission"}
+  exec(compile(_authoring.module_source(a.source, True, AID), "<reference>", "exec"), ns)
+  if override:
+    exec(compile(textwrap.dedent(override), "<override>", "exec"), ns)
+  return ns
+
+
+def _scores(ns: dict, function: str) -> dict[str, float]:
+  """{test key: points earned} for every test (public and hidden) of ``function``."""
+  a = _registry.load_assignment(AID)
+  sub = LocalSubmission(ns)
+  return {t.key: run_test(t, sub)[0] * t.points for t in a.tests_for(function)}
+
+
+def test_points_add_up():
+  a = _registry.load_assignment(AID)
+  assert a.max_score == 27
+  assert _authoring.lint(a) == []
+
+
+def test_dropout_without_rescaling_is_caught():
+  got = _scores(_namespace("""
+      def dropout(key, x, rate, train=True):
+        if not train:
+          return x
+        return jnp.where(jax.random.bernoulli(key, 1.0 - rate, x.shape), x, 0.0)
+  """), "dropout")
+  assert got["test_dropout_eval_identity"] == 1 and got["test_dropout_same_key_same_mask"] == 1
+  assert got["test_dropout_kept_fraction"] == 0 and got["test_dropout_expectation"] == 0
+  assert got["test_dropout_grad"] == 0
+
+
+def test_rate_as_keep_probability_is_caught():
+  got = _scores(_namespace("""
+      def dropout(key, x, rate, train=True):
+        if not train:
+          return x
+        return jnp.where(jax.random.bernoulli(key, rate, x.shape), x / rate, 0.0)
+  """), "dropout")
+  assert got["test_dropout_kept_fraction"] == 0
+
+
+def test_a_fixed_dropout_key_is_caught():
+  got = _scores(_namespace("""
+      def dropout(key, x, rate, train=True):
+        if not train:
+          return x
+        keep = jax.random.bernoulli(jax.random.key(0), 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), 0.0)
+  """), "dropout")
+  assert got["test_dropout_same_key_same_mask"] == 0
+  assert got["test_dropout_kept_fraction"] == 1
+
+
+def test_pytorch_momentum_convention_fails_the_running_statistics():
+  got = _scores(_namespace("""
+      def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.99, eps=1e-5):
+        if not train:
+          return gamma * (x - running_mean) / jnp.sqrt(running_var + eps) + beta, running_mean, running_var
+        axes = tuple(range(x.ndim - 1))
+        mean, var = x.mean(axes), x.var(axes)
+        y = gamma * (x - mean) / jnp.sqrt(var + eps) + beta
+        return y, (1 - momentum) * running_mean + momentum * mean, (1 - momentum) * running_var + momentum * var
+  """), "batch_norm")
+  assert got["test_bn_train"] == 0 and got["test_bn_images"] == 0 and got["test_bn_momentum_eps"] == 1
+  assert got["test_bn_eval"] == 1 and got["test_bn_grad_eval"] == 1
+
+
+def test_batch_statistics_at_inference_are_caught():
+  got = _scores(_namespace("""
+      def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.99, eps=1e-5):
+        axes = tuple(range(x.ndim - 1))
+        mean, var = x.mean(axes), x.var(axes)
+        y = gamma * (x - mean) / jnp.sqrt(var + eps) + beta
+        if not train:
+          return y, running_mean, running_var
+        return y, momentum * running_mean + (1 - momentum) * mean, momentum * running_var + (1 - momentum) * var
+  """), "batch_norm")
+  assert got["test_bn_eval"] == 0 and got["test_bn_grad_eval"] == 0
+  assert got["test_bn_train"] == 1 and got["test_bn_grad_train"] == 2
+
+
+def test_layer_norm_over_the_batch_axis_is_caught():
+  got = _scores(_namespace("""
+      def layer_norm(x, gamma, beta, eps=1e-5):
+        mean = x.mean(0, keepdims=True)
+        var = ((x - mean) ** 2).mean(0, keepdims=True)
+        return gamma * (x - mean) / jnp.sqrt(var + eps) + beta
+  """), "layer_norm")
+  assert got["test_ln_values"] == 0 and got["test_ln_sequence"] == 0 and got["test_ln_grad"] == 0
+  assert got["test_ln_vmap"] == 1   # per example (under vmap) axis 0 *is* the feature axis
+
+
+def test_a_step_that_ignores_l2_and_rate_fails_the_experiment():
+  ns = _namespace("""
+      def regularized_train_step(params, batch, lr, l2, rate):
+        x, labels, key = batch
+        def loss_fn(p):
+          h = x
+          for layer in p[:-1]:
+            h = jnp.maximum(h @ layer["w"] + layer["b"], 0.0)
+          return cross_entropy(h @ p[-1]["w"] + p[-1]["b"], labels)
+        g = jax.grad(loss_fn)(params)
+        return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, g)
+  """)
+  a = _registry.load_assignment(AID)
+  t = next(t for t in a.tests if t.key == "test_step_regularization_narrows_the_gap")
+  frac, _, msg = run_test(t, LocalSubmission(ns))
+  assert frac == 0 and "should narrow the gap" in msg, msg
+  t = next(t for t in a.tests if t.key == "test_step_l2_no_dropout")
+  assert run_test(t, LocalSubmission(ns))[0] == 0
