@@ -194,7 +194,7 @@ class Worker:
       head = self._read(8, deadline)
       (n,) = struct.unpack("<Q", head)
       if n > _wire.MAX_FRAME:
-        raise _wire.WireError(f"answer of {n} bytes is over the limit")
+        raise _wire.WireError(f"a result of {n / 2**20:.0f} MB, over the {_wire.MAX_FRAME / 2**20:.0f} MB limit")
       resp = _wire.decode_body(self._read(n, deadline))
     except TimeoutError:
       self.kill()
@@ -206,7 +206,7 @@ class Worker:
                             ) from None
     except _wire.WireError as e:
       self.kill()
-      raise SubmissionError("bad_output", f"{what} sent back something unreadable ({e}).") from None
+      raise SubmissionError("bad_output", f"{what} could not be judged: it sent back {e}.") from None
     if not isinstance(resp, dict) or not isinstance(resp.get("ok"), bool):
       self.kill()
       raise SubmissionError("bad_output", f"{what} sent back a malformed answer.")

@@ -18,7 +18,7 @@ import struct
 
 import numpy as np
 
-MAX_FRAME = 512 * 2**20        # bytes in one frame
+MAX_FRAME = 128 * 2**20        # bytes in one frame (a result larger than this is refused)
 MAX_NODES = 200_000
 MAX_DEPTH = 64
 _NUMERIC_KINDS = "biufc"
@@ -103,19 +103,19 @@ def encode(obj) -> bytes:
 
 def decode_body(body: bytes):
   if len(body) < 4:
-    raise WireError("frame too short")
+    raise WireError("a malformed answer (frame too short)")
   (hlen,) = struct.unpack("<I", body[:4])
   if hlen > len(body) - 4:
-    raise WireError("bad header length")
+    raise WireError("a malformed answer (bad header length)")
   try:
     head = json.loads(body[4:4 + hlen].decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise WireError(f"bad JSON header: {e}") from None
+    raise WireError(f"a malformed answer (bad JSON header: {e})") from None
   if not isinstance(head, dict) or not isinstance(head.get("blobs"), list):
-    raise WireError("bad header")
+    raise WireError("a malformed answer (bad header)")
   lens = head["blobs"]
   if not all(isinstance(n, int) and n >= 0 for n in lens) or 4 + hlen + sum(lens) != len(body):
-    raise WireError("blob lengths do not add up")
+    raise WireError("a malformed answer (blob lengths do not add up)")
   offsets, pos = [], 4 + hlen
   for n in lens:
     offsets.append((pos, pos + n))
@@ -124,14 +124,14 @@ def decode_body(body: bytes):
 
   def array(i, want_key=False, dtype=None):
     if not isinstance(i, int) or not 0 <= i < len(offsets):
-      raise WireError("bad blob index")
+      raise WireError("a malformed answer (bad blob index)")
     a, b = offsets[i]
     try:
       arr = np.lib.format.read_array(io.BytesIO(body[a:b]), allow_pickle=False)
     except Exception as e:  # noqa: BLE001
-      raise WireError(f"bad array blob: {type(e).__name__}") from None
+      raise WireError(f"a malformed answer (bad array: {type(e).__name__})") from None
     if arr.dtype.kind not in _NUMERIC_KINDS:
-      raise WireError(f"array dtype {arr.dtype} is not numeric")
+      raise WireError(f"an array of dtype {arr.dtype}, which is not numeric")
     if want_key:
       import jax
       return jax.random.wrap_key_data(arr.astype(np.uint32))
@@ -146,7 +146,7 @@ def decode_body(body: bytes):
   def dec(x, depth=0):
     count[0] += 1
     if count[0] > MAX_NODES or depth > MAX_DEPTH:
-      raise WireError("structure too large or too deep")
+      raise WireError("a malformed answer (structure too large or too deep)")
     if x is None or isinstance(x, (bool, int, float, str)):
       return x
     if isinstance(x, dict) and len(x) >= 1:
@@ -158,7 +158,7 @@ def decode_body(body: bytes):
         out = {}
         for item in x["$d"]:
           if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-            raise WireError("bad dict item")
+            raise WireError("a malformed answer (bad dict item)")
           out[item[0]] = dec(item[1], depth + 1)
         return out
       if "$l" in x and isinstance(x["$l"], list):
@@ -169,7 +169,7 @@ def decode_body(body: bytes):
         return float(x["$float"])
       if "$bad" in x:
         return Opaque(x["$bad"])
-    raise WireError("unknown node in structure")
+    raise WireError("a malformed answer (unknown node in structure)")
 
   return dec(head.get("tree"))
 
@@ -196,5 +196,5 @@ def read_exact(fd: int, n: int) -> bytes:
 def read_frame(fd: int):
   (n,) = struct.unpack("<Q", read_exact(fd, 8))
   if n > MAX_FRAME:
-    raise WireError(f"frame of {n} bytes exceeds the {MAX_FRAME}-byte limit")
+    raise WireError(f"a result of {n / 2**20:.0f} MB, over the {MAX_FRAME / 2**20:.0f} MB limit")
   return decode_body(read_exact(fd, n))
