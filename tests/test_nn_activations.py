@@ -135,6 +135,14 @@ def test_gradient_at_zero_is_that_of_the_left_branch():
   assert float(jax.grad(nn.leaky_relu)(0.0)) == float(jax.grad(jax.nn.leaky_relu)(0.0))
 
 
+@pytest.mark.parametrize("name,f,ref,rtol,atol", ACTIVATIONS, ids=IDS)
+def test_nan_propagates_like_the_reference(name, f, ref, rtol, atol):
+  # A diverging network must show NaN in its loss, not have it silently zeroed by an activation.
+  x = jnp.array([[np.nan, 1.0, -1.0]], jnp.float32)
+  np.testing.assert_array_equal(np.isnan(f(x)), np.isnan(ref(x)))
+  assert bool(jnp.isnan(f(x)).any())
+
+
 def test_sigmoid_keeps_relative_precision_in_the_tails():
   x = jnp.array([-80.0, -40.0, -20.0, 20.0], jnp.float32)
   np.testing.assert_allclose(nn.sigmoid(x), jax.nn.sigmoid(x), rtol=1e-5, atol=0)

@@ -27,7 +27,8 @@ def relu(x: Array) -> Array:
     0.0
   """
   x = jnp.asarray(x)
-  return jnp.where(x > 0, x, jnp.zeros((), x.dtype))
+  # NaN passes through (as in jax.nn.relu), so a diverging network shows up in its loss.
+  return jnp.where((x > 0) | jnp.isnan(x), x, jnp.zeros((), x.dtype))
 
 
 def sigmoid(x: Array) -> Array:
