@@ -258,7 +258,9 @@ score
 # `batch` is a pair `(x, y)`: `x` of shape `(B, 8, 8, 1)` float32, `y` of shape
 # `(B,)` int32. Return the new variables (same tree as the input). The grader
 # calls your step under `jax.jit` for about 450 steps (10 epochs of 32) with
-# $\eta = 0.5$ and measures the test accuracy of the parameters you return.
+# $\eta = 0.5$ and measures the test accuracy of the parameters you return
+# (bar: 95%; this one-convolution seed CNN plateaus at 96-97% on the 359 test
+# digits whatever the optimizer — a deeper CNN with pooling does better).
 # Compute the log-softmax stably (`jax.nn.log_softmax` is fine here).
 
 # %% nbgrader={"grade": false, "grade_id": "cnn_train_step", "locked": false, "schema_version": 3, "solution": true}
