@@ -3,8 +3,9 @@
 The same model everywhere -- LSTM(hidden) over (batch, T, features), last state,
 Dense(10) -- trained with Adam on softmax cross-entropy. Each framework is
 warmed up (compilation excluded), then timed over ``--steps`` optimizer steps
-on the default device (CPU or GPU), and the script prints train steps/s and
-the ratios dlfunc / other (> 1: dlfunc is faster).
+on the default device (CPU or GPU) in rounds that interleave the frameworks
+(best round counts), and the script prints train steps/s and the ratios
+dlfunc / other (> 1: dlfunc is faster).
 
     python benchmarks/rnn.py                 # hidden 128, T 64, batch 32
     python benchmarks/rnn.py --steps 200 --only dlfunc,torch
@@ -40,7 +41,8 @@ def data(args, seed=0):
   return x, y
 
 
-def bench_dlfunc(args, implementation="scan") -> float:
+def bench_dlfunc(args, implementation="scan"):
+  """Builds and warms up; returns ``run(n)``, which takes n train steps and waits for them."""
   import jax
   from dlfunc import models, optim
   from dlfunc.train import create_train_state, train_step
@@ -48,17 +50,19 @@ def bench_dlfunc(args, implementation="scan") -> float:
   model = models.RNNClassifier("lstm", hidden_size=args.hidden, num_classes=10, implementation=implementation)
   state = create_train_state(model, optim.adam(1e-3), x, jax.random.PRNGKey(0))
   batch = (jax.device_put(x), jax.device_put(y))
-  for _ in range(args.warmup):
-    state, m = train_step(state, batch)
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for _ in range(args.steps):
-    state, m = train_step(state, batch)
-  jax.block_until_ready((state.params, m))
-  return args.steps / (time.perf_counter() - t0)
+  box = [state]
+
+  def run(n):
+    state = box[0]
+    for _ in range(n):
+      state, m = train_step(state, batch)
+    jax.block_until_ready((state.params, m))
+    box[0] = state
+  run(args.warmup)
+  return run
 
 
-def bench_keras(args) -> float:
+def bench_keras(args):
   import keras
   x, y = data(args)
   keras.utils.set_random_seed(0)
@@ -67,14 +71,14 @@ def bench_keras(args) -> float:
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
   xs, ys = np.tile(x, (args.steps, 1, 1)), np.tile(y, args.steps)
-  model.fit(xs[:args.warmup * args.batch], ys[:args.warmup * args.batch], batch_size=args.batch, epochs=1,
-            verbose=0, shuffle=False)
-  t0 = time.perf_counter()
-  model.fit(xs, ys, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
-  return args.steps / (time.perf_counter() - t0)
+
+  def run(n):
+    model.fit(xs[:n * args.batch], ys[:n * args.batch], batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
+  run(args.warmup)
+  return run
 
 
-def bench_torch(args) -> float:
+def bench_torch(args):
   import torch
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   torch.manual_seed(0)
@@ -102,17 +106,14 @@ def bench_torch(args) -> float:
     opt.step()
     return loss
 
-  for _ in range(args.warmup):
-    step()
-  if dev == "cuda":
-    torch.cuda.synchronize()
-  t0 = time.perf_counter()
-  for _ in range(args.steps):
-    loss = step()
-  loss.item()
-  if dev == "cuda":
-    torch.cuda.synchronize()
-  return args.steps / (time.perf_counter() - t0)
+  def run(n):
+    for _ in range(n):
+      loss = step()
+    loss.item()
+    if dev == "cuda":
+      torch.cuda.synchronize()
+  run(args.warmup)
+  return run
 
 
 def check_cudnn(args) -> None:
@@ -135,7 +136,7 @@ def check_cudnn(args) -> None:
     print(f"cudnn vs scan (reverse={reverse}): max |output diff| {out:.2e}, max relative grad diff {grad:.2e}")
 
 
-def bench_dlfunc_cudnn(args) -> float:
+def bench_dlfunc_cudnn(args):
   import jax
   if jax.default_backend() != "gpu":
     raise ImportError("implementation='cudnn' needs an NVIDIA GPU")
@@ -159,16 +160,23 @@ def main(argv=None) -> int:
   import jax
   print(f"LSTM(hidden={args.hidden}) T={args.seq} batch={args.batch} features={args.features}; "
         f"{args.steps} steps, best of {args.repeats}; jax device: {jax.devices()[0].device_kind}")
-  results = {}
   if "dlfunc-cudnn" in args.only and jax.default_backend() == "gpu":
     check_cudnn(args)
+  runners = {}
   for name in args.only.split(","):
     try:
-      results[name] = max(BENCHES[name](args) for _ in range(args.repeats))
+      runners[name] = BENCHES[name](args)
     except ImportError as e:
       print(f"{name:>12}: skipped ({e})")
-      continue
-    print(f"{name:>12}: {results[name]:9.1f} train steps/s", flush=True)
+  # Rounds interleave the frameworks, so a burst of load elsewhere hits them alike; best round counts.
+  results = {name: 0.0 for name in runners}
+  for _ in range(args.repeats):
+    for name, run in runners.items():
+      t0 = time.perf_counter()
+      run(args.steps)
+      results[name] = max(results[name], args.steps / (time.perf_counter() - t0))
+  for name, v in results.items():
+    print(f"{name:>12}: {v:9.1f} train steps/s", flush=True)
   for ours in ("dlfunc", "dlfunc-cudnn"):
     for name, v in results.items():
       if ours in results and not name.startswith("dlfunc"):
