@@ -116,9 +116,6 @@ def test_wrong_rank_is_a_clear_value_error():
     model.apply(variables, jnp.ones((8, 8)))
 
 
-@pytest.mark.xfail(strict=True, raises=flax.errors.ScopeParamShapeError,
-                   reason="dlfunc/models/_layers.py Dense/Conv let Flax's ScopeParamShapeError through (it names "
-                          "kernel shapes, not the input); they need an input-size check before self.param")
 @pytest.mark.parametrize("model", [MLP(), CNN(), LeNet()], ids=["mlp", "cnn", "lenet"])
 def test_wrong_input_shape_at_apply_names_expected_and_got(model):
   variables = jax.eval_shape(model.init, jax.random.key(0), _x(1))

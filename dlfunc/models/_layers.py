@@ -15,6 +15,16 @@ from dlfunc import nn
 Initializer = Callable[..., Any]
 
 
+def _check_features(module: linen.Module, x, axis_size: int, what: str) -> None:
+  """At apply time, compare the input's feature size with the kernel made at init."""
+  if module.has_variable("params", "kernel"):
+    kernel = module.get_variable("params", "kernel")
+    if axis_size != kernel.shape[-2]:
+      raise ValueError(f"{type(module).__name__} {module.name}: expected input {what} {kernel.shape[-2]} as at init "
+                       f"(kernel {tuple(kernel.shape)}), got input shape {tuple(x.shape)}; reshape the input or "
+                       f"init the model for this size.")
+
+
 class Dense(linen.Module):
   """Linen wrapper of :func:`dlfunc.nn.dense`. Kernel init defaults to Glorot uniform (Keras)."""
   features: int
@@ -25,6 +35,7 @@ class Dense(linen.Module):
 
   @linen.compact
   def __call__(self, x):
+    _check_features(self, x, x.shape[-1], "features (last axis)")
     p = {"kernel": self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.dtype)}
     if self.use_bias:
       p["bias"] = self.param("bias", self.bias_init, (self.features,), self.dtype)
@@ -50,6 +61,7 @@ class Conv(linen.Module):
     if x.ndim != len(ks) + 2:
       raise ValueError(f"Conv with a {len(ks)}-D kernel expects input (batch, {len(ks)} spatial axes, channels), "
                        f"got shape {tuple(x.shape)}.")
+    _check_features(self, x, x.shape[-1] // self.groups, "channels per group (last axis)")
     shape = (*ks, x.shape[-1] // self.groups, self.features)
     p = {"kernel": self.param("kernel", self.kernel_init, shape, self.dtype)}
     if self.use_bias:
