@@ -145,8 +145,9 @@ def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float 
   same network is trained from scratch on those images with the same number
   of steps. Both are scored on the held-out test images of the target classes.
 
-  Measured (seed 0, 2 CPU cores): 5 labels per class -> fine-tuned 0.883,
-  frozen backbone 0.670, from scratch 0.838; 10 per class -> 0.877 / 0.793 / 0.866.
+  Measured (seed 0, digits split 1437/360): 5 labels per class -> fine-tuned
+  0.850, frozen backbone (linear probe) 0.650, from scratch 0.783 on the 180
+  test images of 5-9; pretraining accuracy on 0-4: 0.989.
 
   Returns:
     ``{"pretrain_accuracy", "transfer_accuracy", "scratch_accuracy", "n_labels", "n_test", ...}``.
@@ -223,6 +224,9 @@ def text_transfer(model_dir, *, n_train: int = 1000, n_test: int = 1000, epochs:
   inside the training step, without recomputing it every epoch. A balanced
   sample of ``n_train`` / ``n_test`` negative and positive tweets is drawn
   with ``seed``.
+
+  Measured (seed 0, 1000 train / 1000 test, 30 epochs): accuracy 0.868, majority
+  class 0.520, TF-IDF + logistic regression on the same split 0.839.
 
   Returns:
     ``{"accuracy", "majority_accuracy", "tfidf_logreg_accuracy", "n_train", "n_test", "loss"}``.
