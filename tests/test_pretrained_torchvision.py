@@ -252,7 +252,8 @@ def test_numpy_state_dict_with_torchvision_names_loads():
 
 def test_wrong_architecture_names_first_key_and_shapes():
   sd = _numpy_resnet18_sd()
-  with pytest.raises(WeightLoadError, match=r"missing key.*'layer1\.0\.conv3\.weight'.*expects shape \(1, 1, 64, 256\)"):
+  with pytest.raises(WeightLoadError,
+                     match=r"missing key.*'layer1\.0\.conv3\.weight'.*expects shape \(1, 1, 64, 256\)"):
     load_torchvision("resnet50", sd)
   sd["extra.weight"] = np.zeros((2, 3), np.float32)
   with pytest.raises(WeightLoadError, match=r"1 unexpected key\(s\), first 'extra\.weight' with shape \(2, 3\)"):
@@ -305,7 +306,8 @@ def test_pth_file_reads_with_torch(tmp_path):
   sd = {k: torch.from_numpy(np.asarray(v)) for k, v in _numpy_resnet18_sd().items()}
   torch.save(sd, tmp_path / "r18.pth")
   _, variables = load_torchvision("resnet18", tmp_path / "r18.pth")
-  np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"], sd["conv1.weight"].numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"],
+                                sd["conv1.weight"].numpy().transpose(2, 3, 1, 0))
 
 
 def test_unknown_name_is_a_clear_error():
