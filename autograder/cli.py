@@ -231,7 +231,7 @@ def main(argv=None):
   r.add_argument("--out")
   r.add_argument("--nbgrader", metavar="COURSE_DIR")
   r.set_defaults(fn=cmd_release)
-  v = sp.add_parser("validate", help="reference scores 100%, blank stubs 0% (standalone and nbgrader)")
+  v = sp.add_parser("validate", help="reference scores 100%%, blank stubs 0%% (standalone and nbgrader)")
   v.add_argument("id", help="an assignment id, or 'all'")
   v.add_argument("--no-nbgrader", action="store_true")
   v.set_defaults(fn=cmd_validate)
