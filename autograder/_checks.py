@@ -272,8 +272,12 @@ def _to_numpy(tree):
 
 
 def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, check_dtype=True, **kwargs):
-  """Call the student's ``name(*args, **kwargs)``, compare with ``reference``; return the student's output."""
-  wait = sub.start("call", name, *args, **kwargs)   # the worker runs while the reference is computed here
+  """Call the student's ``name(*args, **kwargs)``, compare with ``reference``; return the student's output.
+
+  With float64 inputs, the student's function runs with float64 enabled, as the reference does.
+  """
+  opts = {"x64": True} if _any_float64(args, kwargs) else {}
+  wait = sub.start("call", name, *args, _opts=opts, **kwargs)   # the worker runs while the reference is computed here
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()
   allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype)

@@ -311,3 +311,21 @@ def test_notebook_grade_refuses_a_tampered_kernel(capsys, monkeypatch):
   assert notebook.grade("01", "relu", ns) == 0
   out = capsys.readouterr().out
   assert "replaced numpy.allclose" in out and "Restart the kernel" in out
+
+
+def test_matches_runs_float64_inputs_with_float64_enabled():
+  """C.matches on float64 inputs: the student's code sees float64 too, so a correct answer passes the dtype check."""
+  import jax.numpy as jnp
+  import numpy as np
+
+  from autograder import checks as C
+  from autograder._remote import LocalSubmission
+
+  def relu(x):
+    x = jnp.asarray(x)
+    return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+  sub = LocalSubmission({"relu": relu})
+  ref = lambda x: jnp.maximum(jnp.asarray(x), 0.0)  # noqa: E731
+  assert C.matches(sub, "relu", ref, C.normal(0, (5,), np.float64)).dtype == np.float64
+  assert C.matches(sub, "relu", ref, C.normal(0, (5,))).dtype == np.float32
