@@ -63,7 +63,7 @@ import jax.numpy as jnp
 # the first line of the function (given) looks it up. In the notebook you can
 # pass any function.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "given_probes", "locked": true, "schema_version": 3, "solution": false}
 # Probe functions numerical_grad is graded on (do not edit: the grader keeps its own copy).
 PROBES = {
     "cubic": lambda x: jnp.sum(x ** 3 - 2.0 * x),

@@ -54,6 +54,43 @@ import jax
 import jax.numpy as jnp
 
 # %% [markdown]
+# ## 0. The test bench: the Rosenbrock valley
+#
+# $$f(x, y) = (1 - x)^2 + 100\,(y - x^2)^2$$
+#
+# has its minimum 0 at $(1, 1)$ at the bottom of a long, curved, narrow
+# valley: the gradient points mostly across the valley, not along it. The
+# grader runs each optimizer 2,000 steps from $(-1.2, 1)$ with the given
+# `minimize` helper below (a `jax.lax.scan`, so the loop is compiled once)
+# and checks the final loss. The helper is **given — do not edit it** (and
+# run this cell before the tests below); the grader re-computes some of its
+# steps with your update to make sure.
+
+# %% nbgrader={"grade": false, "grade_id": "given_rosenbrock", "locked": true, "schema_version": 3, "solution": false}
+def rosenbrock(p):
+  """The Rosenbrock function of p = {"x": ..., "y": ...}; minimum 0 at (1, 1)."""
+  return (1.0 - p["x"]) ** 2 + 100.0 * (p["y"] - p["x"] ** 2) ** 2
+
+
+def minimize(name, params, state, steps, hyper):
+  """Given (used by the grader): `steps` steps of <name>_update on rosenbrock; returns (path, (params, state)).
+
+  ``path`` is (params, state) before each step, stacked along a leading axis of length ``steps``.
+  """
+  update = globals()[name + "_update"]
+
+  def body(carry, _):
+    p, s = carry
+    u, s_new = update(jax.grad(rosenbrock)(p), s, p, **hyper)
+    return (jax.tree_util.tree_map(lambda a, b: a + b, p, u), s_new), (p, s)
+
+  params = jax.tree_util.tree_map(jnp.asarray, params)
+  state = jax.tree_util.tree_map(jnp.asarray, state)
+  final, path = jax.lax.scan(body, (params, state), None, length=steps)
+  return path, final
+
+
+# %% [markdown]
 # ## 1. SGD
 #
 # $$u_t = -\eta\, g_t.$$
@@ -244,42 +281,8 @@ score += grade("04", "adam_update", globals(), hidden=True)
 score
 
 # %% [markdown]
-# ## 5. The Rosenbrock valley
+# ## 5. Four paths through the valley
 #
-# $$f(x, y) = (1 - x)^2 + 100\,(y - x^2)^2$$
-#
-# has its minimum 0 at $(1, 1)$ at the bottom of a long, curved, narrow
-# valley: the gradient points mostly across the valley, not along it. The
-# grader runs each optimizer 2,000 steps from $(-1.2, 1)$ with the given
-# `minimize` helper below (a `jax.lax.scan`, so the loop is compiled once)
-# and checks the final loss. The helper is **given — do not edit it**; the
-# grader re-computes some of its steps with your update to make sure.
-
-# %%
-def rosenbrock(p):
-  """The Rosenbrock function of p = {"x": ..., "y": ...}; minimum 0 at (1, 1)."""
-  return (1.0 - p["x"]) ** 2 + 100.0 * (p["y"] - p["x"] ** 2) ** 2
-
-
-def minimize(name, params, state, steps, hyper):
-  """Given (used by the grader): `steps` steps of <name>_update on rosenbrock; returns (path, (params, state)).
-
-  ``path`` is (params, state) before each step, stacked along a leading axis of length ``steps``.
-  """
-  update = globals()[name + "_update"]
-
-  def body(carry, _):
-    p, s = carry
-    u, s_new = update(jax.grad(rosenbrock)(p), s, p, **hyper)
-    return (jax.tree_util.tree_map(lambda a, b: a + b, p, u), s_new), (p, s)
-
-  params = jax.tree_util.tree_map(jnp.asarray, params)
-  state = jax.tree_util.tree_map(jnp.asarray, state)
-  final, path = jax.lax.scan(body, (params, state), None, length=steps)
-  return path, final
-
-
-# %% [markdown]
 # Plot the four paths on the valley's contours (after everything passes).
 # Momentum overshoots and swings back along the curve; RMSprop and Adam take
 # steps of about $\eta$ per coordinate whatever the gradient's size, which is
