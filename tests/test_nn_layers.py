@@ -366,3 +366,11 @@ def test_uint8_images_are_convolved_and_pooled_as_floats():
   np.testing.assert_allclose(nn.conv2d(p, x), nn.conv2d(p, x.astype(jnp.float32)))
   np.testing.assert_allclose(nn.avg_pool(x), nn.avg_pool(x.astype(jnp.float32)))
   np.testing.assert_array_equal(nn.max_pool(x), nn.max_pool(x.astype(jnp.float32)).astype(jnp.uint8))
+
+
+def test_embedding_with_ids_made_inside_jit():
+  """ids created inside a trace (e.g. BERT's position ids) are not checked eagerly, and still gather."""
+  table = {"embedding": jnp.arange(15.0).reshape(5, 3)}
+  out = jax.jit(lambda t: nn.embedding(t, jnp.arange(4)))(table)
+  np.testing.assert_array_equal(np.asarray(out), np.arange(12.0).reshape(4, 3))
+  assert jax.eval_shape(lambda t: nn.embedding(t, jnp.arange(4)), table).shape == (4, 3)

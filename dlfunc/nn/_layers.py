@@ -392,10 +392,12 @@ def embedding(params: Mapping[str, Array], ids: Array) -> Array:
   if table.ndim != 2:
     raise ValueError(f"embedding: the table must be (vocab, dim), got shape {tuple(table.shape)}.")
   vocab = table.shape[0]
-  if not isinstance(ids, jax.core.Tracer) and ids.size:
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi >= vocab:
-      raise ValueError(f"embedding: ids must be in [0, {vocab}) for a table of shape {tuple(table.shape)}, "
-                       f"got ids from {lo} to {hi}.")
+  try:  # concrete ids are checked here; traced ones (inside jit) give NaN rows below instead
+    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+  except jax.errors.ConcretizationTypeError:
+    lo, hi = 0, 0
+  if lo < 0 or hi >= vocab:
+    raise ValueError(f"embedding: ids must be in [0, {vocab}) for a table of shape {tuple(table.shape)}, "
+                     f"got ids from {lo} to {hi}.")
   ids = jnp.where(ids < 0, vocab, ids)  # out of range: filled with NaN, never wrapped
   return jnp.take(table, ids, axis=0, mode="fill")
