@@ -267,6 +267,7 @@ def test_mlp_init_glorot(sub):
 @points(1)
 def test_mlp_init_prng(sub):
   """mlp_init: same key same parameters, different keys different parameters"""
+  _check_init(sub.mlp_init(C.key(2), [16, 16, 16]), (16, 16, 16), "mlp_init(key, [16, 16, 16])")
   C.prng_discipline(sub, "mlp_init", C.key(2), [16, 16, 16])
 
 

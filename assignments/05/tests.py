@@ -130,7 +130,9 @@ def test_dropout_expectation(sub):
 @hidden
 def test_dropout_same_key_same_mask(sub):
   """dropout: same key same mask, a different key a different mask"""
-  C.prng_discipline(sub, "dropout", C.key(3), C.normal(3, (64,)), 0.5, True)
+  x = C.normal(3, (64,))
+  _dropout_out(sub, "dropout(key, x, 0.5, True)", C.key(3), x, 0.5, True)   # an array, not None
+  C.prng_discipline(sub, "dropout", C.key(3), x, 0.5, True)
 
 
 @points(1)
