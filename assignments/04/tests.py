@@ -19,7 +19,9 @@ import optax
 from autograder import checks as C
 from autograder import hidden, points
 
-FUNCTIONS = ("sgd_init", "sgd_update", "momentum_init", "momentum_update", "rmsprop_init", "rmsprop_update",
+# sgd_update before sgd_init: sgd_init's result is the empty tuple (), which no output corruption can change,
+# so it cannot serve as the hostile suite's victim (the first function).
+FUNCTIONS = ("sgd_update", "sgd_init", "momentum_init", "momentum_update", "rmsprop_init", "rmsprop_update",
              "adam_init", "adam_update")
 FORBIDDEN = {f: ("optax", "dlfunc", "flax", "jax.example_libraries") for f in FUNCTIONS}
 TIMEOUT = 20.0
