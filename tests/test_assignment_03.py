@@ -10,27 +10,17 @@ import textwrap
 import pytest
 
 from autograder import _authoring, _registry
-from autograder._remote import LocalSubmission
-from autograder._runner import run_test
+from _assignment_helpers import namespace, scores
 
 AID = "03"
 
 
 def _namespace(override: str = "") -> dict:
-  """The reference solution's functions, with ``override`` (source code) redefining some of them."""
-  a = _registry.load_assignment(AID)
-  ns = {"__name__": "submission"}
-  exec(compile(_authoring.module_source(a.source, True, AID), "<reference>", "exec"), ns)
-  if override:
-    exec(compile(textwrap.dedent(override), "<override>", "exec"), ns)
-  return ns
+  return namespace(AID, override)
 
 
 def _scores(ns: dict, function: str) -> dict[str, float]:
-  """{test key: points earned} for every test (public and hidden) of ``function``."""
-  a = _registry.load_assignment(AID)
-  sub = LocalSubmission(ns)
-  return {t.key: run_test(t, sub)[0] * t.points for t in a.tests_for(function)}
+  return scores(AID, ns, function)
 
 
 def test_points_add_up():

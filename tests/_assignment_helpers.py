@@ -1,0 +1,23 @@
+"""Helpers for the per-assignment mistake tests: run the reference with some functions replaced."""
+import textwrap
+
+from autograder import _authoring, _registry
+from autograder._remote import LocalSubmission
+from autograder._runner import run_test
+
+
+def namespace(aid: str, override: str = "") -> dict:
+  """The reference solution's functions of assignment ``aid``, with ``override`` (source code) redefining some."""
+  a = _registry.load_assignment(aid)
+  ns = {"__name__": "submission"}
+  exec(compile(_authoring.module_source(a.source, True, aid), "<reference>", "exec"), ns)  # noqa: S102
+  if override:
+    exec(compile(textwrap.dedent(override), "<override>", "exec"), ns)  # noqa: S102
+  return ns
+
+
+def scores(aid: str, ns: dict, function: str) -> dict[str, float]:
+  """{test key: points earned} for every test (public and hidden) of ``function``."""
+  a = _registry.load_assignment(aid)
+  sub = LocalSubmission(ns)
+  return {t.key: run_test(t, sub)[0] * t.points for t in a.tests_for(function)}
