@@ -21,3 +21,9 @@ def scores(aid: str, ns: dict, function: str) -> dict[str, float]:
   a = _registry.load_assignment(aid)
   sub = LocalSubmission(ns)
   return {t.key: run_test(t, sub)[0] * t.points for t in a.tests_for(function)}
+
+
+def run_one(aid: str, ns: dict, key: str):
+  """``(fraction, status, message)`` of the test ``key`` of assignment ``aid`` on the functions in ``ns``."""
+  test = next(t for t in _registry.load_assignment(aid).tests if t.key == key)
+  return run_test(test, LocalSubmission(ns))

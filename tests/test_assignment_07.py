@@ -9,22 +9,18 @@ import numpy as np
 import pytest
 
 import dlfunc.nn as dnn
-from autograder import _authoring, _runner, load_assignment
-from autograder._remote import LocalSubmission
+from autograder import load_assignment
+from _assignment_helpers import namespace, run_one
 
 AID = "07"
 
 
 def reference_namespace():
-  a = load_assignment(AID)
-  ns = {"__name__": f"reference_{AID}"}
-  exec(compile(_authoring.module_source(a.source, solved=True, assignment_id=AID), f"<reference {AID}>", "exec"), ns)
-  return ns
+  return namespace(AID)
 
 
 def run(ns, key):
-  test = next(t for t in load_assignment(AID).tests if t.key == key)
-  return _runner.run_test(test, LocalSubmission(ns))
+  return run_one(AID, ns, key)
 
 
 @pytest.fixture(scope="module")
