@@ -10,7 +10,6 @@ from __future__ import annotations
 import pathlib
 import shutil
 import tempfile
-import time
 
 from autograder import _ops, _sandbox
 from autograder._errors import SubmissionError
@@ -130,6 +129,7 @@ class RemoteSubmission(_Ops):
     self.load_problems: list[str] | None = None
     self.defined: dict[str, bool] = {}
     self.workers_started = 0
+    self.charged = 0.0      # seconds charged to the submission so far (see _meter): the total budget's clock
     self._output: list[str] = []
 
   # -- lifecycle
@@ -150,15 +150,17 @@ class RemoteSubmission(_Ops):
       self._worker = None
     self.spawn()
     self._loaded = False
+    worker = self._worker
     try:
-      resp = self._worker.request({"op": "load", "cells": self._cells, "path": self._entry,
-                                   "functions": self._functions}, max(self.timeout, 30.0),
-                                  "loading the submission")
+      resp = worker.request({"op": "load", "cells": self._cells, "path": self._entry,
+                             "functions": self._functions}, max(self.timeout, 30.0), "loading the submission")
     except SubmissionError as e:
       self._worker = None
       self._broken = SubmissionError(e.kind, e.message + " Top-level code runs when the submission is loaded: "
                                      "keep experiments out of it (or under `if __name__ == '__main__':`).")
       raise self._broken from None
+    finally:
+      self.charged += worker.meter.charged
     if self.load_problems is None:
       probs = resp.get("problems") if isinstance(resp.get("problems"), list) else []
       self.load_problems = [str(p)[:MSG_CAP] for p in probs[:20]]
@@ -208,18 +210,18 @@ class RemoteSubmission(_Ops):
       self._dead[name] = e
       self._worker = None
       raise
-    sent = time.monotonic()
-    return lambda: self._finish(worker, name, what, sent, timeout)
+    return lambda: self._finish(worker, name, what, timeout)
 
-  def _finish(self, worker, name, what, sent, timeout):
+  def _finish(self, worker, name, what, timeout):
     try:
-      # The grader's own work between send and receive is not charged to the student beyond 1 s.
-      resp = worker.receive(max(sent + timeout, time.monotonic() + 1.0), timeout, what)
+      resp = worker.receive(timeout, what)
     except SubmissionError as e:
       if e.kind in ("timeout", "crash", "bad_output"):
         self._dead[name] = e
         self._worker = None
       raise
+    finally:
+      self.charged += worker.meter.charged
     out = resp.get("output")
     if isinstance(out, str) and out:
       self._output.append(out[:4000])

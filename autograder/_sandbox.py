@@ -4,7 +4,8 @@ Layers (each independent; see GRADER.md): bubblewrap when installed (read-only
 root, private /tmp, denied folders covered, no network, own PID namespace, no
 capabilities); rlimits on address space, CPU time, processes, file size and
 open files; a new session; a scratch working directory; the worker's audit
-hook; wall-clock timeouts per call; bounded output; and a sweep that kills any
+hook; per-call time limits charged by the worker's own CPU and idle time (see
+``_meter``; load on the machine is not charged); bounded output; and a sweep that kills any
 process left behind (same session, or working directory in the scratch dir).
 """
 from __future__ import annotations
@@ -22,10 +23,11 @@ import sys
 import threading
 import time
 
-from autograder import _wire
+from autograder import _meter, _wire
 from autograder._errors import SubmissionError
 
 DRAIN_CAP = 64 * 1024
+_SLICE = 0.2     # seconds between looks at a running call's charged time
 _PKG_PARENT = str(pathlib.Path(__file__).resolve().parent.parent)
 
 
@@ -138,6 +140,7 @@ class Worker:
     for fd in (req_r, resp_w, out_w):
       os.close(fd)
     self.noise = bytearray()
+    self.meter = _meter.Meter(self.proc.pid)
     self._out_r = out_r
     self._drainer = threading.Thread(target=self._drain, daemon=True)
     self._drainer.start()
@@ -179,9 +182,10 @@ class Worker:
   def request(self, obj, timeout: float, what: str):
     """Send ``obj``; return the decoded answer; raise SubmissionError on timeout/crash/garbage."""
     self.send(obj, what)
-    return self.receive(time.monotonic() + timeout, timeout, what)
+    return self.receive(timeout, what)
 
   def send(self, obj, what: str):
+    self.meter.start()
     try:
       _wire.write_frame(self._req_w, obj)
     except (BrokenPipeError, OSError):
@@ -189,17 +193,37 @@ class Worker:
       raise SubmissionError("crash", f"{what}: the worker process had ended: it "
                             f"{_describe_exit(rc, self.via_bwrap)}.") from None
 
-  def receive(self, deadline: float, timeout: float, what: str):
+  def receive(self, timeout: float, what: str, wall_limit: float | None = None):
+    """Wait for the answer to the last request, charging the worker's time with :class:`_meter.Meter`.
+
+    ``timeout`` is in charged seconds (what the call would take on an idle machine: CPU time, plus time
+    spent sleeping or blocked, but not time spent waiting for a core). ``wall_limit`` (default: ten times
+    ``timeout`` plus two minutes) is a backstop on the clock for a machine so busy the meter barely moves.
+    """
+    wall_limit = wall_limit if wall_limit is not None else 10 * timeout + 120
+    meter, t0 = self.meter, time.monotonic()
+    state = {"first": True}
+
+    def over():
+      # Before the grader started waiting it was computing the reference: charge only the worker's CPU.
+      charged = meter.update(count_idle=not state.pop("first", False))
+      return charged > timeout or time.monotonic() - t0 > wall_limit
     try:
-      head = self._read(8, deadline)
+      head = self._read(8, over)
       (n,) = struct.unpack("<Q", head)
       if n > _wire.MAX_FRAME:
         raise _wire.WireError(f"a result of {n / 2**20:.0f} MB, over the {_wire.MAX_FRAME / 2**20:.0f} MB limit")
-      resp = _wire.decode_body(self._read(n, deadline))
+      resp = _wire.decode_body(self._read(n, over))
     except TimeoutError:
       self.kill()
+      wall = time.monotonic() - t0
+      if meter.charged <= timeout:
+        raise SubmissionError("timeout", f"{what} was stopped after {wall:.0f} s on the clock although it was "
+                              f"charged only {meter.charged:.1f} s (the grading machine was overloaded): ask "
+                              "for a regrade.") from None
       raise SubmissionError("timeout", f"{what} did not finish within {timeout:g} s (an endless loop, or far "
-                            "too slow) and was stopped.") from None
+                            f"too slow) and was stopped ({meter.cpu:.1f} s of CPU time, {wall:.1f} s on the "
+                            "clock).") from None
     except (EOFError, OSError):
       rc = self._wait_exit()
       raise SubmissionError("crash", f"{what} ended the worker process: it {_describe_exit(rc, self.via_bwrap)}."
@@ -212,15 +236,15 @@ class Worker:
       raise SubmissionError("bad_output", f"{what} sent back a malformed answer.")
     return resp
 
-  def _read(self, n: int, deadline: float) -> bytes:
+  def _read(self, n: int, over) -> bytes:
+    """Read ``n`` bytes; between slices of waiting, ``over()`` says whether the call has used up its time."""
     buf = bytearray()
     while len(buf) < n:
-      left = deadline - time.monotonic()
-      if left <= 0:
-        raise TimeoutError
-      r, _, _ = select.select([self._resp_r], [], [], left)
-      if not r:
-        raise TimeoutError
+      r, _, _ = select.select([self._resp_r], [], [], 0)
+      while not r:
+        if over():
+          raise TimeoutError
+        r, _, _ = select.select([self._resp_r], [], [], _SLICE)
       chunk = os.read(self._resp_r, min(n - len(buf), 1 << 20))
       if not chunk:
         raise EOFError
