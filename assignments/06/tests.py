@@ -265,26 +265,61 @@ def test_cnn_train_step_one_step(sub):
   C.matches(sub, "cnn_train_step", ref_train_step, _ref_variables(4), batch, 0.5, rtol=1e-4, atol=1e-5)
 
 
-EPOCHS, BATCH, LR, ACC_BAR = 10, 32, 0.5, 0.95
+# The training protocol (all of it on the grader's side; the student writes one plain SGD step).
+# Without augmentation the seed CNN (a linear read-out of 32 conv features) trained with lr 0.5 for
+# 10-30 epochs (with or without a decay) lands at 346-353 of the 360 test digits (96.1-98.1%) over
+# 8 seeds; other lrs, batch sizes and standardised inputs did not get clear of a 97% bar (350).
+# With half of each batch shifted by up to one pixel and the learning rate cut tenfold for the last
+# 5 epochs, the reference step reached 354-359 (98.3-99.7%, mean 357) in 80 runs of 16 seeds each:
+# init = shuffle seed, the init seed alone, the shuffle seed alone, and lr 0.45 / 0.55 (the grader's
+# own run: 359). So a correct step clears the bar by 4+ digits and float differences across
+# machines cannot move it across; tests/test_assignment_06.py re-measures a few seeds (slow).
+EPOCHS, DECAY_EPOCH, BATCH = 20, 15, 32
+LR, LR_LATE = 0.5, 0.05
+SHIFT_P = 0.5
+ACC_BAR = 0.97
+
+
+def shift_augment(x, rng, p=SHIFT_P):
+  """Each image, with probability ``p``, shifted by (dy, dx) in {-1, 0, 1}^2 with zero fill (NumPy only)."""
+  n, h, w = x.shape[:3]
+  shift = rng.integers(-1, 2, size=(n, 2))
+  shift[rng.random(n) >= p] = 0
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  rows = 1 - shift[:, :1] + np.arange(h)          # out[i, r, c] = x[i, r - dy, c - dx]
+  cols = 1 - shift[:, 1:] + np.arange(w)
+  return xp[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def training_batches(seed=0, epochs=EPOCHS, batch=BATCH):
+  """One list of (x, y) batches per epoch: data.batches' shuffle, then shift_augment (PCG64: same everywhere)."""
+  train = data.load("digits", "train")
+  rng = np.random.default_rng(seed)
+  return [[(shift_augment(np.asarray(xb), rng), np.asarray(yb))
+           for xb, yb in data.batches(train.x, train.y, batch, seed=seed, epoch=e)] for e in range(epochs)]
+
+
+def heldout_accuracy(variables):
+  """Test accuracy of the reference CNN with these variables; raises if the tree does not fit the CNN."""
+  test = data.load("digits", "test")
+  return float(np.mean(np.asarray(ref_cnn_apply(variables, test.x)).argmax(-1) == test.y))
 
 
 @points(3, timeout=90)
 @hidden
 def test_cnn_train_step_learns(sub):
-  """cnn_train_step: 10 epochs of SGD (lr 0.5, batch 32) reach >= 95% test accuracy on the digits"""
-  train, test = data.load("digits", "train"), data.load("digits", "test")
-  batches = [(np.asarray(xb), np.asarray(yb)) for e in range(EPOCHS)
-             for xb, yb in data.batches(train.x, train.y, BATCH, seed=0, epoch=e)]
-  v = sub.iterate("cnn_train_step", _ref_variables(5), batches, LR)
+  """cnn_train_step: 20 epochs of SGD on shift-augmented digits (lr 0.5, then 0.05) reach >= 97% test accuracy"""
+  epochs = training_batches()
+  early = [b for e in epochs[:DECAY_EPOCH] for b in e]
+  late = [b for e in epochs[DECAY_EPOCH:] for b in e]
+  v = sub.iterate("cnn_train_step", _ref_variables(5), early, LR)
+  v = sub.iterate("cnn_train_step", v, late, LR_LATE)
   C.finite(v, "the variables after training")
   try:
-    logits = np.asarray(ref_cnn_apply(v, test.x))
+    acc = heldout_accuracy(v)
   except Exception as e:  # noqa: BLE001  (wrong tree or shapes from the worker)
     C.fail(f"cnn_train_step returned variables the CNN cannot use ({type(e).__name__}: {str(e)[:120]}); "
            "return the same tree you were given.")
-  acc = float(np.mean(logits.argmax(-1) == test.y))
-  # The seed CNN lands at 96-97% on this 359-image split (measured over seeds and optimizers);
-  # 95% leaves room for float differences and still catches a wrong gradient or sign.
-  C.check(acc >= ACC_BAR, f"cnn_train_step: test accuracy {acc:.3f} < {ACC_BAR} after {len(batches)} steps "
-          f"(lr {LR}). Check the loss (mean over the batch, log-softmax of the logits) and that you subtract "
-          "lr * grad.")
+  C.check(acc >= ACC_BAR, f"cnn_train_step: test accuracy {acc:.3f} < {ACC_BAR} after {len(early) + len(late)} "
+          f"steps (lr {LR}, then {LR_LATE}); a correct step reaches about 0.99. Check the loss (mean over the "
+          "batch, log-softmax of the logits) and that you subtract lr * grad.")
