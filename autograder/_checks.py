@@ -71,8 +71,12 @@ def describe(x, limit: int = 6) -> str:
   if a.size <= limit:
     return head + " " + np.array2string(a.ravel(), precision=4, separator=", ")
   if a.dtype.kind in "fiu":
-    with np.errstate(all="ignore"):
-      return head + f" in [{np.nanmin(a):.4g}, {np.nanmax(a):.4g}]"
+    fin = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+    bad = a.size - fin.size
+    extra = f" ({bad} NaN/Inf)" if bad else ""
+    if fin.size == 0:
+      return head + " all NaN/Inf"
+    return head + f" in [{fin.min():.4g}, {fin.max():.4g}]" + extra
   return head
 
 
@@ -128,25 +132,29 @@ def keys_are(tree, expected: set, what: str):
 
 
 def allclose(got, expected, what: str, rtol: float | None = None, atol: float | None = None,
-             check_dtype: bool = True):
+             check_dtype: bool = True, equal_nan: bool = False):
   """``got`` equals ``expected`` (arrays or pytrees) within per-dtype tolerances.
 
-  NaN/Inf in ``got`` never pass unless ``expected`` has them at the same place.
+  A NaN in ``got`` never passes: not where ``expected`` is finite, and not where ``expected`` is NaN
+  either, because ``expected`` is often the student's own output (jit vs eager, same key twice) and two
+  NaNs then prove nothing. Pass ``equal_nan=True`` only when ``expected`` comes from the reference and a
+  NaN there is the intended answer (e.g. NaN inputs must propagate). An Inf in ``got`` passes only where
+  ``expected`` has the same Inf.
   """
-  _tree_allclose(got, expected, what, rtol, atol, check_dtype)
+  _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan)
 
 
-def _tree_allclose(got, expected, what, rtol, atol, check_dtype):
+def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False):
   if isinstance(expected, dict):
     keys_are(got, set(expected), what)
     for k in expected:
-      _tree_allclose(got[k], expected[k], f"{what}[{k!r}]", rtol, atol, check_dtype)
+      _tree_allclose(got[k], expected[k], f"{what}[{k!r}]", rtol, atol, check_dtype, equal_nan)
     return
   if isinstance(expected, (list, tuple)) and not _is_array(expected):
     if not isinstance(got, (list, tuple)) or len(got) != len(expected):
       fail(f"{what}: expected a {type(expected).__name__} of {len(expected)} items, got {describe(got)}.")
     for i, (g, e) in enumerate(zip(got, expected)):
-      _tree_allclose(g, e, f"{what}[{i}]", rtol, atol, check_dtype)
+      _tree_allclose(g, e, f"{what}[{i}]", rtol, atol, check_dtype, equal_nan)
     return
   if _is_key(expected):
     import jax
@@ -170,12 +178,14 @@ def _tree_allclose(got, expected, what, rtol, atol, check_dtype):
   gf, ef = g.astype(np.float64) if g.dtype.kind != "c" else g, e.astype(np.float64) if e.dtype.kind != "c" else e
   with np.errstate(all="ignore"):
     bad_finite = np.isfinite(ef) & ~np.isfinite(gf)
-    close = np.isclose(gf, ef, rtol=rtol, atol=atol, equal_nan=True) & ~bad_finite
+    close = np.isclose(gf, ef, rtol=rtol, atol=atol, equal_nan=equal_nan) & ~bad_finite
   if not np.all(close):
     idx = tuple(int(i) for i in np.argwhere(~close)[0])
     n_bad = int((~close).sum())
     gv, ev = g[idx] if g.ndim else g, e[idx] if e.ndim else e
-    extra = " (NaN/Inf never pass: look for exp overflow or 0/0)" if not np.isfinite(gv) else ""
+    extra = (" (NaN/Inf never pass: look for exp overflow or 0/0)" if not np.isfinite(gv) and np.isfinite(ev) else
+             " (NaN never passes, even where the expected value is NaN too: look for exp overflow or 0/0)"
+             if np.isnan(gv) else "")
     where = f"at index {idx}" if idx else "for the scalar result"
     fail(f"{what}: {n_bad} of {e.size} values differ; first {where}: expected {_fmt(ev)}, got {_fmt(gv)}{extra} "
          f"(shape {e.shape}, dtype {e.dtype}, rtol {rtol:g}, atol {atol:g}).")
@@ -271,7 +281,8 @@ def _to_numpy(tree):
   return jax.tree_util.tree_map(leaf, tree)
 
 
-def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, check_dtype=True, **kwargs):
+def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, check_dtype=True, equal_nan=False,
+            **kwargs):
   """Call the student's ``name(*args, **kwargs)``, compare with ``reference``; return the student's output.
 
   With float64 inputs, the student's function runs with float64 enabled, as the reference does.
@@ -280,16 +291,17 @@ def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, ch
   wait = sub.start("call", name, *args, _opts=opts, **kwargs)   # the worker runs while the reference is computed here
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()
-  allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype)
+  allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype, equal_nan)
   return got
 
 
-def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), rtol=None, atol=None, **kwargs):
+def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), rtol=None, atol=None,
+                equal_nan=False, **kwargs):
   """``jax.jit`` of the student's function traces and gives the reference's values."""
   wait = sub.start("jit", name, *args, _opts={"static_argnums": list(_tup(static_argnums))}, **kwargs)
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()
-  allclose(got, expected, "jax.jit(" + _call_text(name, args, kwargs) + ")", rtol, atol)
+  allclose(got, expected, "jax.jit(" + _call_text(name, args, kwargs) + ")", rtol, atol, equal_nan=equal_nan)
   return got
 
 
@@ -311,27 +323,43 @@ def vmap_matches(sub, name: str, reference: Callable, *args, in_axes=0, rtol=Non
 def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, rtol=None, atol=None, **kwargs):
   """The float64 vector-Jacobian product of the student's function equals the reference's.
 
-  The cotangent is random (seeded), so every output element matters.
+  The cotangent is random (seeded), so every output element matters. Positional arguments that are
+  Python ``bool``/``int``/``str``/``None`` (``train=True`` given positionally, a number of heads) are static:
+  passed as they are, never converted to arrays, traced or differentiated; ``argnums`` may not name them.
   """
   import jax
-  args = tuple(_to64(a) for a in args)
   nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+  static = {i for i, a in enumerate(args) if _py_static(a)}
+  if static & set(nums):
+    raise ValueError(f"grad_matches({name!r}): argnums {sorted(static & set(nums))} names a Python "
+                     f"{', '.join(type(args[i]).__name__ for i in sorted(static & set(nums)))}, which cannot be "
+                     "differentiated; give an array there or change argnums.")
+  args = tuple(a if i in static else _to64(a) for i, a in enumerate(args))
+  dyn = [i for i in range(len(args)) if i not in static]
+
+  def full_args(values):
+    full = list(args)
+    for i, v in zip(dyn, values):
+      full[i] = v
+    return full
   with jax.enable_x64(True):
-    shapes = jax.eval_shape(lambda *a: reference(*a, **kwargs), *args)
+    shapes = jax.eval_shape(lambda *d: reference(*full_args(d), **kwargs), *[args[i] for i in dyn])
   rng = np.random.default_rng(seed)
   cot = jax.tree_util.tree_map(lambda o: rng.standard_normal(o.shape).astype(np.float64), shapes)
   wait = sub.start("vjp", name, *args, _opts={"argnums": argnums, "cotangent": cot}, **kwargs)
   try:
     with jax.enable_x64(True):
-      def ref_vjp(args, cot):
+      def ref_vjp(dyn_values, cot):
+        base = full_args(dyn_values)
+
         def ref_part(*p):
-          full = list(args)
+          full = list(base)
           for i, v in zip(nums, p):
             full[i] = v
           return reference(*full, **kwargs)
-        out, vjp_fn = jax.vjp(ref_part, *[args[i] for i in nums])
+        out, vjp_fn = jax.vjp(ref_part, *[base[i] for i in nums])
         return out, tuple(vjp_fn(cot))
-      out, grads = jax.jit(ref_vjp)(args, cot)
+      out, grads = jax.jit(ref_vjp)([args[i] for i in dyn], cot)
       out, grads = _to_numpy(out), _to_numpy(grads)
   except BaseException:
     _drain(wait)
@@ -359,9 +387,12 @@ def prng_discipline(sub, name: str, *args, key_argnum: int = 0, **kwargs):
   """Same key -> identical output; a different key -> a different output."""
   import jax
   a = sub.call(name, *args, **kwargs)
-  b = sub.call(name, *args, **kwargs)
   call = _call_text(name, args, kwargs)
   leaves_a = jax.tree_util.tree_leaves(a)
+  if not leaves_a or not all(_is_array(x) for x in leaves_a):
+    fail(f"{call}: expected an array (or a pytree of arrays), got {type(a).__name__} {describe(a)[:60]}; "
+         "the same key must give the same array, so return the result.")
+  b = sub.call(name, *args, **kwargs)
   leaves_b = jax.tree_util.tree_leaves(b)
   if len(leaves_a) != len(leaves_b) or not all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b)):
     fail(f"{call}: two calls with the same key gave different results. Randomness must come only from "
@@ -413,6 +444,11 @@ def _any_float64(args, kwargs) -> bool:
   import jax
   leaves = jax.tree_util.tree_leaves((args, kwargs))
   return any(getattr(x, "dtype", None) == np.float64 for x in leaves if not _is_key(x))
+
+
+def _py_static(x) -> bool:
+  """A Python bool/int/str/None: a static argument (a flag, a count, a mode), not an array to differentiate."""
+  return x is None or isinstance(x, (bool, int, str))
 
 
 def _to64(tree):

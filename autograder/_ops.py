@@ -156,6 +156,11 @@ def _run(op, fn, fn_name, args, kwargs, opts):
   raise SubmissionError("exception", f"unknown operation {op!r}")
 
 
+def _py_static(x) -> bool:
+  """Python bool/int/str/None positional arguments stay Python values in gradient ops (flags, counts)."""
+  return x is None or isinstance(x, (bool, int, str))
+
+
 def _split(args, argnums):
   nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
   return nums, [args[i] for i in nums]
@@ -166,7 +171,7 @@ def _vjp_op(fn, fn_name, args, kwargs, opts):
   argnums = tuple(argnums) if isinstance(argnums, list) else argnums
   nums, primals = _split(args, argnums)
   with _x64(True):
-    args64 = _tree_map(lambda a: jnp.asarray(a), args)
+    args64 = [a if _py_static(a) else _tree_map(jnp.asarray, a) for a in args]
 
     def f(*p):
       full = list(args64)
@@ -192,7 +197,7 @@ def _check_grads_op(fn, args, kwargs, opts):
   argnums = opts.get("argnums", 0)
   nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
   with _x64(True):
-    args64 = [_tree_map(jnp.asarray, a) for a in args]
+    args64 = [a if _py_static(a) else _tree_map(jnp.asarray, a) for a in args]
 
     def f(*p):
       full = list(args64)
