@@ -229,31 +229,46 @@ score
 # ## 5. Fine-tuning a pretrained backbone
 #
 # `backbone.npz` (made by `assignments/09/make_backbone.py`) is a small CNN
-# trained on the digits **0-4** only. Its feature extractor is given below.
-# Your job: learn a new head for the digits **5-9** from only **5 labelled
+# pretrained on images of the digits **0-4** only. Its feature extractor is
+# given below; it ends with an L2 normalisation (times 10), so the head sees
+# features of equal length — with few labels this makes a linear head behave
+# like a nearest-class-mean classifier, a standard trick in few-shot learning.
+# Your job: learn a new head for the digits **5-9** from only **3 labelled
 # examples per class**, keeping the backbone frozen. One SGD step on the mean
 # softmax cross-entropy of `features(params["backbone"], x) @ head["w"] + head["b"]`
 # that updates `params["head"]` only and returns `params["backbone"]`
 # **unchanged** — the grader checks that every backbone leaf is bit-identical.
 #
-# The grader runs 100 full-batch steps with lr 1.0 from its own head and
-# requires >= 65% accuracy on the test digits 5-9 (about 0.8 is typical).
-# An honest finding, measured while writing this assignment: on 8x8 digits a
-# small CNN trained *from scratch* on the same 25 images reaches a similar
-# 0.78-0.88 — features learned on 0-4 transfer only partly to 5-9, and digits
-# are easy. Transfer pays off when the pretraining data is large and general
-# (ImageNet, Wikipedia) and the new task small; try it below with 1 or 2 labels per class.
+# **What the grader measures.** On 8 fixed draws of 3 labelled images per class
+# it runs 50 full-batch steps of your `fine_tune_head` at lr 1.0 from its own
+# head, and trains *the same network* (this `features` function and a head, every
+# leaf trainable) from a random start on the same images for the same 50 steps of
+# plain SGD, at the better of lr 0.1 and 0.3. Your head must beat it: mean test
+# accuracy on the digits 5-9 at least 0.02 higher. Measured with the reference
+# solution: about 0.87 fine-tuned vs 0.83 from scratch on those 8 draws (over 16
+# draws, 0.87 vs 0.84).
+#
+# **An honest note on the size of that gap.** 8x8 digits are easy: a small CNN
+# trained from scratch on 15 images already gets ~0.84, so transfer from 0-4 can
+# only add a few points here. How the backbone was pretrained decides even that:
+# a plain 5-way classifier on 0-4 gave features no better than training from
+# scratch (we measured it); what transferred was pretraining on *more classes* —
+# every image of 0-4 in its 8 orientations (flips and rotations), each (digit,
+# orientation) its own class, 40 in all. Transfer pays off much more when the
+# pretraining data is large and general (ImageNet, Wikipedia) and the new task
+# small.
 
 # %% nbgrader={"grade": false, "grade_id": "given_backbone", "locked": true, "schema_version": 3, "solution": false}
 def features(backbone, x):
-  """The pretrained backbone (given): two 3x3 SAME convs + ReLU, one 2x2 max-pool; (N, 8, 8, 1) -> (N, 512)."""
+  """The pretrained backbone (given): two 3x3 SAME convs + ReLU, a 2x2 max-pool, L2 normalisation x 10; -> (N, 512)."""
   def conv(p, u):
     y = jax.lax.conv_general_dilated(u, p["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + p["bias"]
   x = jax.lax.reduce_window(jax.nn.relu(conv(backbone["conv1"], x)), -jnp.inf, jax.lax.max, (1, 2, 2, 1),
                             (1, 2, 2, 1), "VALID")
   x = jax.nn.relu(conv(backbone["conv2"], x))
-  return x.reshape(x.shape[0], -1)
+  f = x.reshape(x.shape[0], -1)
+  return 10.0 * f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
 
 # %% nbgrader={"grade": false, "grade_id": "fine_tune_head", "locked": false, "schema_version": 3, "solution": true}
 def fine_tune_head(params, batch, lr):
@@ -284,8 +299,8 @@ score
 # ## 6. Try it: frozen features vs from scratch
 #
 # Vary the number of labels per class and compare the frozen backbone with
-# training everything from a random start (not graded; needs `backbone.npz` next
-# to the notebook and `dlfunc` for the data).
+# training the whole network from a random start, as the grader does (not
+# graded; needs `backbone.npz` next to the notebook and `dlfunc` for the data).
 
 # %% tags=["skip-grading"]
 try:
@@ -299,15 +314,36 @@ try:
     backbone = {layer: {"kernel": f[f"{layer}/kernel"], "bias": f[f"{layer}/bias"]} for layer in ("conv1", "conv2")}
     tr, te = load("digits", "train"), load("digits", "test")
     test = te.y >= 5
-    k = jax.random.split(jax.random.key(0), 3)
-    head0 = {"w": jax.random.normal(k[0], (512, 10)) * 0.05, "b": jnp.zeros(10)}
+
+    def accuracy(bb, head):
+      logits = features(bb, te.x[test]) @ head["w"] + head["b"]
+      return float(np.mean(np.argmax(logits, -1) == te.y[test]))
+
+    def loss(p, x, y):
+      logp = jax.nn.log_softmax(features(p["backbone"], x) @ p["head"]["w"] + p["head"]["b"])
+      return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def scratch_step(p, x, y):   # every leaf trains, lr 0.1
+      return jax.tree_util.tree_map(lambda a, g: a - 0.1 * g, p, jax.grad(loss)(p, x, y))
+
     step = jax.jit(fine_tune_head)
-    for n in (1, 2, 5, 10):
-      idx = np.concatenate([np.flatnonzero(tr.y == c)[:n] for c in range(5, 10)])
-      params = {"backbone": backbone, "head": head0}
-      for _ in range(100):
-        params = step(params, (tr.x[idx], tr.y[idx]), 1.0)
-      logits = features(backbone, te.x[test]) @ params["head"]["w"] + params["head"]["b"]
-      print(f"{n:2d} labels per class: frozen-backbone accuracy on 5-9 = {float(np.mean(np.argmax(logits, -1) == te.y[test])):.3f}")
+    he = jax.nn.initializers.he_normal()
+    for n in (1, 2, 3, 5, 10):
+      ft, sc = [], []
+      for draw in range(4):
+        rng = np.random.default_rng(draw)
+        idx = np.concatenate([rng.choice(np.flatnonzero(tr.y == c), n, replace=False) for c in range(5, 10)])
+        x, y = tr.x[idx], tr.y[idx]
+        params = {"backbone": backbone, "head": {"w": jnp.zeros((512, 10)), "b": jnp.zeros(10)}}
+        k = jax.random.split(jax.random.key(draw), 3)
+        scratch = {"backbone": {"conv1": {"kernel": he(k[0], (3, 3, 1, 16)), "bias": jnp.zeros(16)},
+                                "conv2": {"kernel": he(k[1], (3, 3, 16, 32)), "bias": jnp.zeros(32)}},
+                   "head": {"w": jax.nn.initializers.glorot_uniform()(k[2], (512, 10)), "b": jnp.zeros(10)}}
+        for _ in range(50):
+          params, scratch = step(params, (x, y), 1.0), scratch_step(scratch, x, y)
+        ft.append(accuracy(backbone, params["head"]))
+        sc.append(accuracy(scratch["backbone"], scratch["head"]))
+      print(f"{n:2d} labels per class (mean of 4 draws): frozen backbone {np.mean(ft):.3f}, from scratch {np.mean(sc):.3f}")
 except NotImplementedError:
   print("Finish fine_tune_head first.")

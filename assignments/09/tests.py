@@ -4,7 +4,8 @@ References: dlfunc's ``BasicBlock`` (torchvision variant) and ``BertLayer``, run
 here in the trusted process. The fine-tuning check loads ``backbone.npz``
 (made once by ``make_backbone.py``), lets the student's step train a head in the
 worker, then checks here that every backbone leaf came back bit-identical and
-judges the head on the held-out classes. See autograder/AUTHORING.md.
+judges the head on the held-out classes against the same network trained from
+scratch on the same few labels, in the same run. See autograder/AUTHORING.md.
 """
 import functools
 import math
@@ -255,14 +256,18 @@ def backbone():
     return {layer: {"kernel": f[f"{layer}/kernel"], "bias": f[f"{layer}/bias"]} for layer in ("conv1", "conv2")}
 
 
+SCALE = 10.0   # the given features end with an L2 normalisation times SCALE
+
+
 def ref_features(bb, x):
   x = dnn.max_pool(dnn.relu(dnn.conv2d(bb["conv1"], x, padding="SAME")), 2)
   x = dnn.relu(dnn.conv2d(bb["conv2"], x, padding="SAME"))
-  return x.reshape(x.shape[0], -1)
+  f = x.reshape(x.shape[0], -1)
+  return SCALE * f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
 
 
 def start_params(seed):
-  w = (np.random.default_rng(seed).standard_normal((512, 10)) * 0.05).astype(np.float32)
+  w = (np.random.default_rng(seed).standard_normal((512, 10)) * 0.01).astype(np.float32)
   return {"backbone": backbone(), "head": {"w": w, "b": np.zeros(10, np.float32)}}
 
 
@@ -274,14 +279,91 @@ def ref_fine_tune(params, batch, lr):
   return {"backbone": params["backbone"], "head": jax.tree_util.tree_map(lambda p, g: p - lr * g, params["head"], grads)}
 
 
-SHOTS, STEPS, LR, ACC_BAR = 5, 100, 1.0, 0.65
+# The transfer check: SUBSETS fixed draws of SHOTS labelled training images per new class (NumPy PCG64, the
+# same on every machine); on each, STEPS full-batch steps of the student's fine_tune_head at LR (backbone
+# frozen), against the same network (same features function, every leaf trainable) trained from a random
+# start with plain SGD for the same STEPS on the same images, at the better of SCRATCH_LRS (chosen on the
+# test accuracy itself, which favours scratch). Mean test accuracy on the digits 5-9 over the draws.
+# Measured with the reference solution (make_backbone.py's backbone): on these 8 draws fine-tuned 0.872 vs
+# scratch 0.834 (lr 0.1) / 0.822 (lr 0.3), a gap of 0.037; on 16 draws 0.869 vs 0.838; at 100 steps on 32
+# draws 0.864 vs 0.836. Training only the head is convex, so the student's trajectory is stable to rounding;
+# MARGIN leaves ~3 test images per draw for rounding in the scratch run, and a wrong loss or sign is far below.
+SHOTS, SUBSETS, STEPS, LR, SCRATCH_LRS, MARGIN = 3, 8, 50, 1.0, (0.1, 0.3), 0.02
 NEW_CLASSES = (5, 6, 7, 8, 9)
 
 
-def few_labels():
-  tr = data.load("digits", "train")
-  idx = np.concatenate([np.flatnonzero(tr.y == c)[:SHOTS] for c in NEW_CLASSES])
-  return np.asarray(tr.x[idx]), np.asarray(tr.y[idx])
+@functools.lru_cache(maxsize=None)
+def _digits():
+  tr, te = data.load("digits", "train"), data.load("digits", "test")
+  keep = np.isin(te.y, NEW_CLASSES)
+  return np.asarray(tr.x), np.asarray(tr.y), np.asarray(te.x)[keep], np.asarray(te.y)[keep]
+
+
+def few_labels(subset=0, shots=SHOTS):
+  """``shots`` training images of each new class, drawn with NumPy seed ``subset``; labels stay 5-9."""
+  x, y, _, _ = _digits()
+  rng = np.random.default_rng(1000 + subset)
+  idx = np.concatenate([rng.choice(np.flatnonzero(y == c), shots, replace=False) for c in NEW_CLASSES])
+  return x[idx], y[idx].astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _frozen_test_features():
+  return np.asarray(ref_features(backbone(), _digits()[2]))
+
+
+def new_class_accuracy(head):
+  """Accuracy on the test digits 5-9 of a head on the frozen backbone's features."""
+  logits = _frozen_test_features() @ np.asarray(head["w"], np.float32) + np.asarray(head["b"], np.float32)
+  return float(np.mean(logits.argmax(-1) == _digits()[3]))
+
+
+def scratch_params(seed):
+  """The same network from a random start: He-normal convs, Glorot-uniform head, zero biases."""
+  rng = np.random.default_rng(seed)
+  he = lambda *s: (rng.standard_normal(s) * math.sqrt(2.0 / np.prod(s[:-1]))).astype(np.float32)  # noqa: E731
+  lim = math.sqrt(6.0 / (512 + 10))
+  return {"backbone": {"conv1": {"kernel": he(3, 3, 1, 16), "bias": np.zeros(16, np.float32)},
+                       "conv2": {"kernel": he(3, 3, 16, 32), "bias": np.zeros(32, np.float32)}},
+          "head": {"w": rng.uniform(-lim, lim, (512, 10)).astype(np.float32), "b": np.zeros(10, np.float32)}}
+
+
+def _im2col_features(bb, x):
+  """ref_features with each 3x3 SAME conv as (shifted copies) @ kernel: same values (to rounding), and its
+  gradient compiles and runs several times faster on CPU than XLA's convolution gradient."""
+  def conv(p, u):
+    n, h, w, c = u.shape
+    up = jnp.pad(u, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cols = jnp.concatenate([up[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)
+    return cols @ p["kernel"].reshape(9 * c, -1) + p["bias"]
+  x = jax.nn.relu(conv(bb["conv1"], x))
+  n, h, w, c = x.shape
+  x = x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  f = jax.nn.relu(conv(bb["conv2"], x)).reshape(n, -1)
+  return SCALE * f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
+
+
+@jax.jit
+def _scratch_accuracy(params, x, y, lr, x_test, y_test):
+  """STEPS of full-batch SGD on every leaf from ``params``, then the accuracy on (x_test, y_test)."""
+  from dlfunc.losses import sparse_softmax_cross_entropy
+
+  def logits(p, u):
+    return _im2col_features(p["backbone"], u) @ p["head"]["w"] + p["head"]["b"]
+
+  def step(p, _):
+    grads = jax.grad(lambda q: sparse_softmax_cross_entropy(logits(q, x), y))(p)
+    return jax.tree_util.tree_map(lambda a, g: a - lr * g, p, grads), None
+  p = jax.lax.scan(step, params, None, STEPS)[0]
+  return jnp.mean(jnp.argmax(logits(p, x_test), -1) == y_test)
+
+
+@functools.lru_cache(maxsize=None)
+def scratch_accuracies():
+  """{lr: [test accuracy per draw]} of the network trained from scratch (trusted side, computed once)."""
+  _, _, x_test, y_test = _digits()
+  return {lr: [float(_scratch_accuracy(scratch_params(k), *few_labels(k), np.float32(lr), x_test, y_test))
+               for k in range(SUBSETS)] for lr in SCRATCH_LRS}
 
 
 def check_backbone_frozen(got):
@@ -297,19 +379,24 @@ def check_backbone_frozen(got):
 @points(2)
 def test_fine_tune_head_one_step(sub):
   """fine_tune_head: one step moves the head by -lr * grad and returns the backbone bit-identical"""
-  got = C.matches(sub, "fine_tune_head", ref_fine_tune, start_params(0), few_labels(), LR, rtol=1e-4, atol=1e-5)
+  got = C.matches(sub, "fine_tune_head", ref_fine_tune, start_params(0), few_labels(0), LR, rtol=1e-4, atol=1e-5)
   check_backbone_frozen(got)
 
 
 @points(3, timeout=90)
 @hidden
-def test_fine_tune_head_learns_new_classes(sub):
-  """fine_tune_head: 100 steps on 5 labels per class reach >= 65% on test digits 5-9, backbone bit-identical"""
-  p = sub.iterate("fine_tune_head", start_params(1), [few_labels()] * STEPS, LR)
-  check_backbone_frozen(p)
-  te = data.load("digits", "test")
-  keep = np.isin(te.y, NEW_CLASSES)
-  logits = np.asarray(ref_features(backbone(), te.x[keep])) @ np.asarray(p["head"]["w"]) + np.asarray(p["head"]["b"])
-  acc = float(np.mean(logits.argmax(-1) == te.y[keep]))
-  # dlfunc's reference reaches 0.79-0.81 (seeds 0, 1); 0.65 catches a wrong loss or sign.
-  C.check(acc >= ACC_BAR, f"fine_tune_head: accuracy {acc:.3f} < {ACC_BAR} on test digits 5-9 after {STEPS} steps.")
+def test_fine_tune_head_beats_scratch(sub):
+  """fine_tune_head: with 3 labels per class, the fine-tuned head beats the network trained from scratch on 5-9"""
+  accs = []
+  for k in range(SUBSETS):
+    p = sub.iterate("fine_tune_head", start_params(k), [few_labels(k)] * STEPS, LR)
+    check_backbone_frozen(p)
+    accs.append(new_class_accuracy(p["head"]))
+  scratch = scratch_accuracies()
+  best = max(SCRATCH_LRS, key=lambda lr: np.mean(scratch[lr]))
+  ft, sc = float(np.mean(accs)), float(np.mean(scratch[best]))
+  C.check(ft >= sc + MARGIN,
+          f"fine_tune_head: mean test accuracy on digits 5-9 over {SUBSETS} draws of {SHOTS} labels per class, "
+          f"{STEPS} steps at lr {LR}: fine-tuned {ft:.3f} (per draw {', '.join(f'{a:.2f}' for a in accs)}) vs "
+          f"{sc:.3f} for the same network trained from scratch (lr {best}); needs >= {sc + MARGIN:.3f}. "
+          "Check the loss (mean softmax cross-entropy of the head's logits) and the sign of the step.")
