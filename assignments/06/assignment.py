@@ -153,17 +153,21 @@ score
 # padded cells must never win, so pad with $-\infty$, not 0: use
 # `jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, wh, ww, 1), (1, sh, sw, 1), padding)`.
 # Its gradient sends the upstream gradient to the arg-max of each window.
+#
+# Pass the initial value as the plain Python float `-jnp.inf`, not as
+# `jnp.array(-jnp.inf)`: under `jax.jit` a jnp constant is traced, and
+# `reduce_window` then falls back to a generic reduction that `jax.grad` cannot
+# differentiate ("Linearization failed ...").
 
 # %% nbgrader={"grade": false, "grade_id": "max_pool2d", "locked": false, "schema_version": 3, "solution": true}
 def max_pool2d(x, window=2, strides=None, padding="VALID"):
   """Max over (wh, ww) windows of an (N, H, W, C) input; strides default to the window."""
-  # Hint: jax.lax.reduce_window with init -inf (in x's dtype), jax.lax.max, and 4-d window/strides (1, wh, ww, 1).
+  # Hint: jax.lax.reduce_window with init -jnp.inf (a Python float), jax.lax.max, and 4-d window/strides (1, wh, ww, 1).
   ### BEGIN SOLUTION
   x = jnp.asarray(x)
   window = (window, window) if isinstance(window, int) else tuple(window)
   strides = window if strides is None else ((strides, strides) if isinstance(strides, int) else tuple(strides))
-  init = jnp.array(-jnp.inf, x.dtype)
-  return jax.lax.reduce_window(x, init, jax.lax.max, (1, *window, 1), (1, *strides, 1), padding.upper())
+  return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *strides, 1), padding.upper())
   ### END SOLUTION
 
 
