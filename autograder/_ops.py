@@ -18,6 +18,7 @@ from autograder._errors import GradingTimeout, SubmissionError
 # Captured before any submission code runs, so monkeypatching jax/numpy in a
 # submission cannot change what the grader's operations do.
 _jit, _vmap, _vjp, _x64 = jax.jit, jax.vmap, jax.vjp, jax.enable_x64
+_eval_shape = jax.eval_shape
 _tree_map, _tree_leaves, _tree_structure = jax.tree_util.tree_map, jax.tree_util.tree_leaves, jax.tree_util.tree_structure
 _asarray = np.asarray
 _key_data = jax.random.key_data
@@ -123,10 +124,8 @@ def _static(opts):
 
 def _run(op, fn, fn_name, args, kwargs, opts):
   if op == "call":
-    if opts.get("x64"):
-      with _x64(True):
-        return to_numpy(fn(*args, **kwargs), fn_name)
-    return to_numpy(fn(*args, **kwargs), fn_name)
+    with _x64(bool(opts.get("x64"))):
+      return to_numpy(_call(fn, args, kwargs), fn_name)
   if op == "jit":
     return to_numpy(_jit(fn, static_argnums=_static(opts))(*args, **kwargs), fn_name)
   if op == "vmap":
@@ -156,38 +155,89 @@ def _run(op, fn, fn_name, args, kwargs, opts):
   raise SubmissionError("exception", f"unknown operation {op!r}")
 
 
+def _call(fn, args, kwargs):
+  """``fn(*args, **kwargs)``, compiled as one program when that gives what the eager call would.
+
+  Eager JAX compiles every primitive separately (a cold worker spends most of its time there), so the call
+  is traced under a *fresh* ``jax.jit`` (retraced every call: anything the function does in Python, such as
+  drawing from ``np.random``, happens on every call as it would eagerly) with Python scalars static. It runs
+  eagerly instead when it does not trace (Python control flow on values, non-array results: the student
+  gets the eager behaviour and its messages) or when an output is weakly typed (a Python number returned,
+  whose dtype would differ from the eager result's).
+  """
+  pos = [i for i, a in enumerate(args) if not _py_scalar(a)]
+  kw_arrays = {k: v for k, v in kwargs.items() if not _py_scalar(v)}
+  kw_static = {k: v for k, v in kwargs.items() if _py_scalar(v)}
+
+  def traced(values, kw):
+    full = list(args)
+    for i, v in zip(pos, values):
+      full[i] = v
+    return fn(*full, **kw, **kw_static)
+  try:
+    out = _jit(traced)([args[i] for i in pos], kw_arrays)
+    leaves = _tree_leaves(out)
+  except Exception:  # noqa: BLE001  (does not trace, or fails: the eager call decides)
+    return fn(*args, **kwargs)
+  if any(getattr(x, "weak_type", False) or not isinstance(x, jax.Array) for x in leaves):
+    return fn(*args, **kwargs)
+  return out
+
+
+def _py_scalar(x) -> bool:
+  return x is None or isinstance(x, (bool, int, float, complex, str))
+
+
 def _py_static(x) -> bool:
   """Python bool/int/str/None positional arguments stay Python values in gradient ops (flags, counts)."""
   return x is None or isinstance(x, (bool, int, str))
 
 
-def _split(args, argnums):
-  nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-  return nums, [args[i] for i in nums]
-
-
 def _vjp_op(fn, fn_name, args, kwargs, opts):
+  """``(f(*args), vjp(cotangent))`` in float64, compiled as one program under ``jax.jit`` (one compile instead
+  of one per primitive: several times faster for a cold worker); a function that does not trace is
+  differentiated eagerly instead, so a jit problem never costs gradient points."""
   argnums = opts.get("argnums", 0)
   argnums = tuple(argnums) if isinstance(argnums, list) else argnums
-  nums, primals = _split(args, argnums)
+  nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
   with _x64(True):
     args64 = [a if _py_static(a) else _tree_map(jnp.asarray, a) for a in args]
+    dyn = [i for i, a in enumerate(args64) if not _py_static(a)]
 
-    def f(*p):
-      full = list(args64)
-      for i, v in zip(nums, p):
-        full[i] = v
-      return fn(*full, **kwargs)
-    out, pullback = _vjp(f, *[args64[i] for i in nums])
-    cot = opts["cotangent"]
+    def f_of(values):
+      def f(*p):
+        full = list(args64)
+        for i, v in zip(dyn, values):
+          full[i] = v
+        for i, v in zip(nums, p):
+          full[i] = v
+        return fn(*full, **kwargs)
+      return f
+
+    def cast_cot(out):
+      cot = opts["cotangent"]
+      try:
+        if _tree_structure(cot) != _tree_structure(out):
+          raise ValueError
+        return _tree_map(lambda c, o: jnp.asarray(c, dtype=jnp.result_type(o)), cot, out)
+      except Exception:  # noqa: BLE001
+        raise SubmissionError("bad_output", f"{fn_name} returned a result whose structure/shape differs from "
+                              "the expected one, so its gradient cannot be checked.") from None
+
+    def both(values, cot):
+      out, pullback = _vjp(f_of(values), *[values[dyn.index(i)] for i in nums])
+      return out, pullback(cot)
+
+    values = [args64[i] for i in dyn]
     try:
-      if _tree_structure(cot) != _tree_structure(out):
-        raise ValueError
-      cot = _tree_map(lambda c, o: jnp.asarray(c, dtype=jnp.result_type(o)), cot, out)
-    except Exception:  # noqa: BLE001
-      raise SubmissionError("bad_output", f"{fn_name} returned a result whose structure/shape differs from "
-                            "the expected one, so its gradient cannot be checked.") from None
-    grads = pullback(cot)
+      out_shape = _eval_shape(lambda v: f_of(v)(*[v[dyn.index(i)] for i in nums]), values)
+    except Exception:  # noqa: BLE001  (does not trace: differentiate eagerly, as before)
+      out_shape = None
+    if out_shape is not None:
+      out, grads = _jit(both)(values, cast_cot(out_shape))
+    else:
+      out, pullback = _vjp(f_of(values), *[args64[i] for i in nums])
+      grads = pullback(cast_cot(out))
     grads = grads[0] if isinstance(argnums, int) else tuple(grads)
     return (to_numpy(out, fn_name), to_numpy(grads, fn_name))
 

@@ -68,3 +68,17 @@ def test_describe_handles_all_nan_and_counts_nan_without_warnings():
     assert "all NaN" in C.describe(np.full(10, np.nan, np.float32))
     text = C.describe(np.array([1.0, np.nan, 3.0, np.inf, 0.5, 2.0, 7.0], np.float32))
   assert "[0.5, 7]" in text and "2 NaN/Inf" in text
+
+
+def test_grad_matches_on_a_function_that_does_not_trace_says_so():
+  """The vjp op compiles under jax.jit (eager jax.vjp rejects the same code); the message stays plain."""
+  import jax
+
+  from autograder._errors import SubmissionError
+
+  def relu(x):
+    if float(jnp.sum(x)) > -1e9:
+      return jnp.maximum(x, 0.0)
+    return x
+  with pytest.raises(SubmissionError, match="relu fails under jax.vjp: a traced value used where a concrete"):
+    C.grad_matches(LocalSubmission({"relu": relu}), "relu", jax.nn.relu, C.normal(2, (5,), np.float64))
