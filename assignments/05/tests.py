@@ -37,6 +37,7 @@ TOTAL_TIMEOUT = 120.0
 # ---------------------------------------------------------------- references
 
 
+@functools.partial(jax.jit, static_argnames=("train", "momentum", "eps"))   # one compile, not one per primitive
 def ref_batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.99, eps=1e-5):
   y, stats = ref.batch_norm({"scale": gamma, "bias": beta}, {"mean": running_mean, "var": running_var}, x,
                             train=bool(train), momentum=momentum, eps=eps)
