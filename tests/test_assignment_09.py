@@ -106,3 +106,26 @@ def test_touching_the_backbone_is_caught(ref_ns):
   ns["fine_tune_head"] = leaky
   frac, status, msg = run(ns, "test_fine_tune_head_one_step")
   assert status == "failed" and "frozen backbone" in msg
+
+
+@pytest.mark.slow
+def test_reference_beats_scratch_and_wrong_steps_do_not(ref_ns):
+  """The transfer check: the reference passes with its measured gap; a too-small step and a wrong sign fail."""
+  frac, status, msg = run(ref_ns, "test_fine_tune_head_beats_scratch")
+  assert (frac, status) == (1.0, "passed"), msg
+  for override in ("lambda params, batch, lr: ref(params, batch, lr * 1e-3)",   # the head barely moves
+                   "lambda params, batch, lr: ref(params, batch, -lr)"):        # gradient ascent
+    ns = dict(ref_ns, ref=ref_ns["fine_tune_head"])
+    ns["fine_tune_head"] = eval(override, ns)  # noqa: S307
+    frac, status, msg = run(ns, "test_fine_tune_head_beats_scratch")
+    assert status == "failed" and "from scratch" in msg, (override, msg)
+
+
+def test_scratch_features_match_the_given_features():
+  """The grader's scratch network uses an im2col rewrite of the given features: same values to rounding."""
+  from autograder import _registry
+  t = _registry.load_assignment(AID).module
+  p = t.scratch_params(3)["backbone"]
+  x = t.few_labels(0)[0]
+  np.testing.assert_allclose(np.asarray(t._im2col_features(p, x)), np.asarray(t.ref_features(p, x)), rtol=1e-5,
+                             atol=1e-5)
