@@ -342,6 +342,15 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
     for i, v in zip(dyn, values):
       full[i] = v
     return full
+  memo = None
+  if _stable(reference):   # grade-all: the reference's vjp is computed once per input, not once per submission
+    memo = (reference.__module__, reference.__qualname__, id(reference), "vjp", nums, seed, _arg_key((args, kwargs)))
+    with _MEMO_LOCK:
+      cached = _MEMO.get(memo)
+    if cached is not None:
+      cot, out, grads = cached
+      got_out, got_grads = sub.start("vjp", name, *args, _opts={"argnums": argnums, "cotangent": cot}, **kwargs)()
+      return _judge_grads(sub, name, args, kwargs, argnums, out, grads, got_out, got_grads, rtol, atol)
   with jax.enable_x64(True):
     shapes = jax.eval_shape(lambda *d: reference(*full_args(d), **kwargs), *[args[i] for i in dyn])
   rng = np.random.default_rng(seed)
@@ -364,7 +373,16 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
   except BaseException:
     _drain(wait)
     raise
+  if memo is not None:
+    with _MEMO_LOCK:
+      if len(_MEMO) > 4096:
+        _MEMO.clear()
+      _MEMO[memo] = (cot, out, grads)
   got_out, got_grads = wait()
+  return _judge_grads(sub, name, args, kwargs, argnums, out, grads, got_out, got_grads, rtol, atol)
+
+
+def _judge_grads(sub, name, args, kwargs, argnums, out, grads, got_out, got_grads, rtol, atol):
   expected = grads[0] if isinstance(argnums, int) else grads
   call = _call_text(name, args, kwargs)
   allclose(got_out, out, f"{call} in float64", rtol, atol)

@@ -82,3 +82,17 @@ def test_grad_matches_on_a_function_that_does_not_trace_says_so():
     return x
   with pytest.raises(SubmissionError, match="relu fails under jax.vjp: a traced value used where a concrete"):
     C.grad_matches(LocalSubmission({"relu": relu}), "relu", jax.nn.relu, C.normal(2, (5,), np.float64))
+
+
+def test_grad_matches_memoises_the_reference_but_judges_every_submission():
+  """A module-level reference's vjp is computed once per input (grade-all); each student is still judged."""
+  import jax
+
+  from autograder import _checks
+  x = C.normal(7, (3,), np.float64)
+  C.grad_matches(LocalSubmission({"scale": _scale}), "scale", _scale, x, True, 2)
+  assert any(k[:4] == (_scale.__module__, _scale.__qualname__, id(_scale), "vjp") for k in _checks._MEMO)
+  wrong = LocalSubmission({"scale": lambda x, train, times: _scale(jax.lax.stop_gradient(x), train, times)})
+  with pytest.raises(CheckFailed, match="gradient of scale"):
+    C.grad_matches(wrong, "scale", _scale, x, True, 2)
+  C.grad_matches(LocalSubmission({"scale": _scale}), "scale", _scale, x, True, 2)
