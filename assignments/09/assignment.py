@@ -344,6 +344,7 @@ try:
           params, scratch = step(params, (x, y), 1.0), scratch_step(scratch, x, y)
         ft.append(accuracy(backbone, params["head"]))
         sc.append(accuracy(scratch["backbone"], scratch["head"]))
-      print(f"{n:2d} labels per class (mean of 4 draws): frozen backbone {np.mean(ft):.3f}, from scratch {np.mean(sc):.3f}")
+      print(f"{n:2d} labels per class (mean of 4 draws): frozen backbone {np.mean(ft):.3f}, "
+            f"from scratch {np.mean(sc):.3f}")
 except NotImplementedError:
   print("Finish fine_tune_head first.")
