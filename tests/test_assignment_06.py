@@ -133,3 +133,12 @@ def test_training_protocol_clears_the_bar_with_a_margin():
     lrs = np.array([lr if i < m.DECAY_EPOCH else m.LR_LATE for i, e in enumerate(epochs) for _ in e], np.float32)
     acc = m.heldout_accuracy(train(m._ref_variables(init_seed), xs, ys, lrs))
     assert acc * n_test >= m.ACC_BAR * n_test + 2, (init_seed, data_seed, lr, acc)
+
+
+def test_cnn_init_prng_catches_a_fixed_key(ref_ns):
+  import jax
+  assert run(ref_ns, "test_cnn_init_prng")[:2] == (1.0, "passed")
+  ns = dict(ref_ns)
+  ns["cnn_init"] = lambda key: ref_ns["cnn_init"](jax.random.key(0))
+  frac, status, msg = run(ns, "test_cnn_init_prng")
+  assert status == "failed" and "different key gave exactly the same" in msg
