@@ -45,3 +45,21 @@ def test_bad_input(encoder):
   with pytest.raises(TypeError, match="list of strings"):
     encoder.encode("one sentence")
   assert encoder.encode([]).shape == (0, 384)
+
+
+def test_sorting_and_chunking_do_not_change_embeddings(encoder):
+  """encode sorts by length and embed_tokens runs chunks: both must match one plain call on the whole batch."""
+  sentences = ["A man is eating food.", "Short.", "A monkey is playing drums in the park on a sunny afternoon.",
+               "Two dogs.", "The quick brown fox jumps over the lazy dog."]
+  b = encoder.tokenize(sentences)
+  whole = np.asarray(encoder._apply(encoder.variables, b["input_ids"], b["attention_mask"], b["token_type_ids"]))
+  np.testing.assert_allclose(encoder.encode(sentences, batch_size=2), whole, atol=1e-5)  # sorted, 3 batches
+  old = encoder.chunk_tokens
+  try:
+    encoder.chunk_tokens = 2 * b["input_ids"].shape[1]  # chunks of 2 sentences, the last one padded
+    np.testing.assert_allclose(encoder.embed_tokens(b["input_ids"], b["attention_mask"], b["token_type_ids"]),
+                               whole, atol=1e-5)
+  finally:
+    encoder.chunk_tokens = old
+  with pytest.raises(ValueError, match=r"\(batch, seq_len\)"):
+    encoder.embed_tokens(b["input_ids"][0])

@@ -113,16 +113,17 @@ class BertLayer(linen.Module):
     nh = c.num_attention_heads
     hd = d // nh
 
-    def heads(x):
-      return x.reshape(b, t, nh, hd)
-    q = heads(Dense(d, kernel_init=init, name="query")(h))
+    def heads(x):  # (b, t, d) -> (b, heads, t, head_dim): batch axes first, so XLA's dots need no transposes
+      return x.reshape(b, t, nh, hd).transpose(0, 2, 1, 3)
+    # the 1/sqrt(head_dim) scale goes on q (b*t*d products) rather than on the scores (b*heads*t*t)
+    q = heads(Dense(d, kernel_init=init, name="query")(h) * (1.0 / math.sqrt(hd)))
     k = heads(Dense(d, kernel_init=init, name="key")(h))
     v = heads(Dense(d, kernel_init=init, name="value")(h))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k)
     # masked keys get the dtype's most negative value (HF adds finfo.min), so they get ~0 weight
     scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
     probs = Dropout(c.attention_probs_dropout_prob)(nn.softmax(scores, axis=-1), train)
-    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, d)
+    ctx = jnp.einsum("bhqk,bhkd->bqhd", probs, v).reshape(b, t, d)
     attn = Dropout(c.hidden_dropout_prob)(Dense(d, kernel_init=init, name="attention_output")(ctx), train)
     h = LayerNorm(c.layer_norm_eps, name="attention_norm")(attn + h)
     inter = _ACTIVATIONS[c.hidden_act](Dense(c.intermediate_size, kernel_init=init, name="intermediate")(h))
