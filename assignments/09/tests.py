@@ -345,7 +345,9 @@ def _im2col_features(bb, x):
   return SCALE * f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
 
 
-@jax.jit
+# XLA's default CPU optimisation takes longer to compile this than the 16 runs take; -O0 halves the total.
+@functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
+                                              "xla_llvm_disable_expensive_passes": True})
 def _scratch_accuracy(params, x, y, lr, x_test, y_test):
   """STEPS of full-batch SGD on every leaf from ``params``, then the accuracy on (x_test, y_test)."""
   from dlfunc.losses import sparse_softmax_cross_entropy
