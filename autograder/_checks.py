@@ -287,7 +287,8 @@ def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, ch
 
   With float64 inputs, the student's function runs with float64 enabled, as the reference does.
   """
-  opts = {"x64": True} if _any_float64(args, kwargs) else {}
+  # compile: one XLA program instead of one per primitive (eagerly if it does not trace; see _ops._call)
+  opts = {"x64": True, "compile": True} if _any_float64(args, kwargs) else {"compile": True}
   wait = sub.start("call", name, *args, _opts=opts, **kwargs)   # the worker runs while the reference is computed here
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()

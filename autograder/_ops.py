@@ -125,7 +125,7 @@ def _static(opts):
 def _run(op, fn, fn_name, args, kwargs, opts):
   if op == "call":
     with _x64(bool(opts.get("x64"))):
-      return to_numpy(_call(fn, args, kwargs), fn_name)
+      return to_numpy(_call(fn, args, kwargs) if opts.get("compile") else fn(*args, **kwargs), fn_name)
   if op == "jit":
     return to_numpy(_jit(fn, static_argnums=_static(opts))(*args, **kwargs), fn_name)
   if op == "vmap":
@@ -156,7 +156,9 @@ def _run(op, fn, fn_name, args, kwargs, opts):
 
 
 def _call(fn, args, kwargs):
-  """``fn(*args, **kwargs)``, compiled as one program when that gives what the eager call would.
+  """``fn(*args, **kwargs)``, compiled as one program when that gives what the eager call would (``C.matches``
+  asks for it; a plain ``sub.call`` stays eager, since a Python loop of many steps, e.g. an optimisation
+  loop, would be unrolled into one huge program).
 
   Eager JAX compiles every primitive separately (a cold worker spends most of its time there), so the call
   is traced under a *fresh* ``jax.jit`` (retraced every call: anything the function does in Python, such as
