@@ -102,8 +102,12 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
   def one(item):
     stem, p = item
     try:
-      r = _runner.grade_submission(assignment_id, p, timeout=timeout, denied_extra=[str(folder), str(out)],
-                                   functions=functions)
+      try:
+        r = _runner.grade_submission(assignment_id, p, timeout=timeout, denied_extra=[str(folder), str(out)],
+                                     functions=functions)
+      except Exception:  # noqa: BLE001  (a failure of the grader itself is not the student's: try once more)
+        r = _runner.grade_submission(assignment_id, p, timeout=timeout, denied_extra=[str(folder), str(out)],
+                                     functions=functions)
       d = r.as_dict()
     except Exception as e:  # noqa: BLE001  (never let one submission stop the batch)
       d = _runner._all_failed(a, a.tests, stem, f"the grader failed on this submission: {type(e).__name__}: {e}",
