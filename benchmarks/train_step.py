@@ -9,7 +9,7 @@ depend on the values; all use Adam(1e-3) and softmax cross-entropy on logits):
 PyTorch runs with its faster intra-op thread count (1 or all cores, measured
 at start). Every step returns loss and accuracy (dlfunc's metrics; the hand-written JAX step
 computes the same two). Implementations are measured in interleaved rounds
-(A B C D, A B C D, ...), so drifting machine load hits all of them alike; the
+(A B C D, B C D A, ...: the order rotates), so drifting machine load hits all of them alike; the
 best round (least disturbed, as ``timeit`` reports) gives the ratios, and the
 median is printed beside it.
 
@@ -192,8 +192,12 @@ def bench(name, steps, rounds):
   for run in runs.values():  # Compile and warm up.
     run(3)
   rates = {label: [] for label in runs}
-  for _ in range(rounds):
-    for label, run in runs.items():
+  labels = list(runs)
+  for r in range(rounds):
+    # Rotate who goes first: whoever follows PyTorch (whose idle threads spin for a
+    # while) or Keras would otherwise always pay for it.
+    for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+      run = runs[label]
       t0 = time.perf_counter()
       run(steps)
       rates[label].append(steps / (time.perf_counter() - t0))
