@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc.nn import log_softmax
+from dlfunc.nn._layers import concrete_range
 
 Array = jax.Array
 
@@ -111,10 +112,7 @@ def sparse_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     raise ValueError(f"sparse_softmax_cross_entropy: labels shape {tuple(labels.shape)} must equal logits shape "
                      f"without its class axis, {tuple(logits.shape[:-1])}.")
   k = logits.shape[-1]
-  try:  # concrete labels are checked here; traced ones (inside jit) give NaN below instead
-    lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
-  except jax.errors.ConcretizationTypeError:
-    lo, hi = 0, 0
+  lo, hi = concrete_range(labels)  # traced labels (inside jit) are not checked: they give NaN below instead
   if lo < 0 or hi >= k:
     raise ValueError(f"sparse_softmax_cross_entropy: labels must be in [0, {k}) for {k} classes "
                      f"(logits shape {tuple(logits.shape)}), got labels from {lo} to {hi}.")

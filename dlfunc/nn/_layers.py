@@ -48,6 +48,18 @@ def _padding(padding: Padding, n: int):
   return pads
 
 
+def concrete_range(x: Array) -> tuple[int, int]:
+  """``(min, max)`` of integer ``x`` when its values are known (outside ``jit``); ``(0, 0)`` when traced or empty.
+
+  Lets a function reject out-of-range indices with a clear message eagerly,
+  while under ``jit`` (values unknown) it must handle them without raising.
+  """
+  try:
+    return (int(x.min()), int(x.max())) if x.size else (0, 0)
+  except jax.errors.ConcretizationTypeError:
+    return 0, 0
+
+
 def dense(params: Mapping[str, Array], x: Array) -> Array:
   r"""Fully connected layer, :math:`y = x W + b`.
 
@@ -392,10 +404,7 @@ def embedding(params: Mapping[str, Array], ids: Array) -> Array:
   if table.ndim != 2:
     raise ValueError(f"embedding: the table must be (vocab, dim), got shape {tuple(table.shape)}.")
   vocab = table.shape[0]
-  try:  # concrete ids are checked here; traced ones (inside jit) give NaN rows below instead
-    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
-  except jax.errors.ConcretizationTypeError:
-    lo, hi = 0, 0
+  lo, hi = concrete_range(ids)  # traced ids (inside jit) are not checked: they give NaN rows below instead
   if lo < 0 or hi >= vocab:
     raise ValueError(f"embedding: ids must be in [0, {vocab}) for a table of shape {tuple(table.shape)}, "
                      f"got ids from {lo} to {hi}.")
