@@ -15,6 +15,8 @@ import threading
 
 MAX_BYTES = 20 * 2**20   # a submission folder larger than this is refused
 _MAGIC = re.compile(r"^\s*(%|!)")
+_SKIP_TAG = re.compile(r"""\btags\s*=\s*\[[^\]]*["']skip-grading["']""")   # in a jupytext "# %%" cell header
+_NBGRADER_META = re.compile(r"\bnbgrader\s*=\s*(\{[^}]*\})")
 _AST_LOCK = threading.Lock()
 
 
@@ -62,12 +64,46 @@ def read_submission(path, functions=()) -> Submission:
     raise SubmissionUnreadable(f"{entry.name} is larger than {MAX_BYTES // 2**20} MB.")
   notes: list[str] = []
   if entry.suffix == ".py":
-    cells = [{"index": None, "source": entry.read_text(encoding="utf-8", errors="replace")}]
+    cells = [{"index": None, "source": _py_source(entry.read_text(encoding="utf-8", errors="replace"), notes)}]
     kind = "py"
   else:
     cells, kind = _notebook_cells(entry, notes), "ipynb"
   name = path.stem if path.is_file() else path.name
   return Submission(name=name, path=path, entry=entry, kind=kind, cells=cells, notes=notes)
+
+
+def _py_source(text: str, notes: list[str]) -> str:
+  """``text`` with the cells a notebook submission would leave out blanked (line numbers kept).
+
+  A ``.py`` submission runs as one module, but a percent-format file (what
+  jupytext writes for a notebook) marks its cells with ``# %%`` lines; cells
+  tagged ``skip-grading`` (figures, demos) and nbgrader test cells (the
+  grader runs the tests itself) are left out, as they are in a notebook.
+  """
+  lines, skipping = text.splitlines(), False
+  for i, line in enumerate(lines):
+    if line.startswith("# %%"):
+      skipping = _py_cell_skipped(line)
+      if skipping:
+        notes.append(f"line {i + 1}: {skipping} cell left out")
+    if skipping:
+      lines[i] = ""
+  return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+def _py_cell_skipped(header: str) -> str:
+  """Why the cell under a ``# %%`` header is left out ("skip-grading", "test"), or ""."""
+  if _SKIP_TAG.search(header):
+    return "skip-grading"
+  m = _NBGRADER_META.search(header)
+  if m:
+    try:
+      meta = json.loads(m.group(1))
+    except ValueError:
+      return ""
+    if isinstance(meta, dict) and meta.get("grade") and not meta.get("solution"):
+      return "test"
+  return ""
 
 
 def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:

@@ -239,6 +239,28 @@ def test_notebook_magics_skipped_and_test_cells_left_out(tmp_path):
   assert len(sub.notes) == 3
 
 
+def test_py_submission_leaves_out_skip_grading_cells_and_keeps_line_numbers(tmp_path):
+  src = ('# %%\ndef f(x):\n  return x\n'
+         '# %% tags=["skip-grading"]\nraise SystemExit("a figure cell ran")\n'
+         "# %% tags=['active-ipynb', 'skip-grading']\nplot()\n"
+         '# %% tags=["solution"]\ndef g(x):\n  return 2 * x\n'
+         '# %% nbgrader={"grade": true, "grade_id": "t", "solution": false}\nscore = grade("01", "f", globals())\n'
+         '# %% nbgrader={"grade": true, "grade_id": "s", "solution": true}\nh = 3\n')
+  p = tmp_path / "work.py"
+  p.write_text(src)
+  sub = _submission.read_submission(p)
+  out = sub.cells[0]["source"].splitlines()
+  assert len(out) == len(src.splitlines())          # tracebacks still point at the file's own lines
+  assert "raise SystemExit" not in sub.cells[0]["source"] and "plot()" not in sub.cells[0]["source"]
+  assert out[1] == "def f(x):" and out[8] == "def g(x):"
+  assert "grade(" not in sub.cells[0]["source"] and out[-1] == "h = 3"   # a graded solution cell stays
+  assert sub.notes == ["line 4: skip-grading cell left out", "line 6: skip-grading cell left out",
+                       "line 11: test cell left out"]
+  plain = tmp_path / "plain.py"
+  plain.write_text("x = 1  # %% tags=['skip-grading'] is not a cell header here\n")
+  assert _submission.read_submission(plain).cells[0]["source"] == plain.read_text()
+
+
 def test_folder_submission_finds_the_notebook(tmp_path):
   (tmp_path / "s").mkdir()
   (tmp_path / "s" / "helper.py").write_text("x = 1\n")
