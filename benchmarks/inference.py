@@ -2,6 +2,7 @@
 
     python benchmarks/inference.py                    # ResNet-50 batch 8 @ 224, MiniLM batch 32 x 128 tokens
     python benchmarks/inference.py --rounds 20 --only resnet
+    python benchmarks/inference.py --only parts       # MiniLM's matmuls and attention core, XLA vs torch
 
 Fairness: every side gets the same inputs; rows are warmed up (compilation
 excluded) and then timed in interleaved rounds (round r runs every row once,
@@ -50,13 +51,18 @@ import numpy as np  # noqa: E402
 
 
 def _interleave(cases: dict, rounds: int, warmup: int = 2) -> dict:
-  """Run each case ``warmup`` times, then ``rounds`` interleaved rounds; ``{name: (wall_times, cpu_times)}``."""
+  """Run each case ``warmup`` times, then ``rounds`` interleaved rounds (order rotated each round).
+
+  Returns ``{name: (wall_times, cpu_times)}``.
+  """
   for fn in cases.values():
     for _ in range(warmup):
       fn()
   out = {name: ([], []) for name in cases}
-  for _ in range(rounds):
-    for name, fn in cases.items():
+  order = list(cases.items())
+  for r in range(rounds):
+    # rotate the order each round: the row after PyTorch pays for its spinning idle threads
+    for name, fn in order[r % len(order):] + order[:r % len(order)]:
       c, t = time.process_time(), time.perf_counter()
       fn()
       out[name][0].append(time.perf_counter() - t)
@@ -240,6 +246,58 @@ def bench_minilm(rounds: int, batch: int, tokens: int):
   return cases, comps
 
 
+def bench_minilm_parts(chunk: int = 4, tokens: int = 128, heads: int = 12, head_dim: int = 32):
+  """Where MiniLM's time goes: its dense matmuls and its attention core, XLA vs PyTorch, in isolation.
+
+  The shapes of one 512-token chunk (what ``SentenceEncoder`` runs): the
+  query/key/value/output projections (512x384 @ 384x384), the feed-forward pair
+  (512x384 @ 384x1536, 512x1536 @ 1536x384), and softmax(q k^T) v over
+  (chunk, heads, tokens, head_dim) -- written as ``dlfunc.models.BertLayer``
+  does for XLA, and ``torch.nn.functional.scaled_dot_product_attention`` for torch.
+  """
+  import jax
+  import jax.numpy as jnp
+  cases, comps = {}, []
+  rng = np.random.default_rng(0)
+  d, rows = heads * head_dim, chunk * tokens
+  mm = jax.jit(lambda a, b: a @ b)
+
+  def core(q, k, v):
+    p = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k), axis=-1)
+    return jnp.einsum("bhqk,bhkd->bhqd", p, v).transpose(0, 2, 1, 3)
+  core = jax.jit(core)
+  shapes = {"dense 512x384x384": (rows, d, d), "dense 512x384x1536": (rows, d, 4 * d),
+            "dense 512x1536x384": (rows, 4 * d, d)}
+  arrays = {n: (rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n_)).astype(np.float32))
+            for n, (m, k, n_) in shapes.items()}
+  qkv = [rng.normal(size=(chunk, heads, tokens, head_dim)).astype(np.float32) for _ in range(3)]
+  for n, (a, b) in arrays.items():
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    cases[f"{n} xla"] = (lambda ja=ja, jb=jb: mm(ja, jb).block_until_ready())
+  jq = [jnp.asarray(x) for x in qkv]
+  cases["attention core xla"] = lambda: core(*jq).block_until_ready()
+  try:
+    import torch
+  except ImportError:
+    print("  torch: not installed, no reference rows")
+    return cases, comps
+  n_threads = os.cpu_count() or 1
+
+  def torch_case(fn):
+    def run():
+      with torch.inference_mode():
+        fn()
+    return _torch_threads(run, n_threads)
+  for n, (a, b) in arrays.items():
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    cases[f"{n} torch"] = torch_case(lambda ta=ta, tb=tb: ta @ tb)
+    comps.append((f"{n} xla", [f"{n} torch"]))
+  tq = [torch.from_numpy(x) for x in qkv]
+  cases["attention core torch sdpa"] = torch_case(lambda: torch.nn.functional.scaled_dot_product_attention(*tq))
+  comps.append(("attention core xla", ["attention core torch sdpa"]))
+  return cases, comps
+
+
 def _report(title: str, unit: str, batch: int, times: dict, comps) -> None:
   print(f"\n{title}  ({unit}: best / median over rounds; CPU = median core-seconds per batch)")
   best = {k: batch / min(w) for k, (w, _) in times.items()}
@@ -274,6 +332,13 @@ def main(argv=None) -> int:
     cases, comps = bench_minilm(args.rounds, args.text_batch, args.tokens)
     _report(f"all-MiniLM-L6-v2, batch {args.text_batch} x {args.tokens} tokens", "sentences/s",
             args.text_batch, _interleave(cases, args.rounds), comps)
+  if "parts" in only:
+    cases, comps = bench_minilm_parts()
+    calls = 20   # each timed row is 20 back-to-back calls: a ~1 ms call is otherwise dominated by the
+    #             previous row's leftovers (PyTorch's OpenMP threads spin-wait after each parallel region)
+    cases = {name: (lambda fn=fn: [fn() for _ in range(calls)]) for name, fn in cases.items()}
+    _report("MiniLM's parts on one 512-token chunk (4 sentences), XLA vs torch at all cores", "calls/s",
+            calls, _interleave(cases, 2 * args.rounds), comps)
   return 0
 
 

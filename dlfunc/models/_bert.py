@@ -123,7 +123,9 @@ class BertLayer(linen.Module):
     # masked keys get the dtype's most negative value (HF adds finfo.min), so they get ~0 weight
     scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
     probs = Dropout(c.attention_probs_dropout_prob)(nn.softmax(scores, axis=-1), train)
-    ctx = jnp.einsum("bhqk,bhkd->bqhd", probs, v).reshape(b, t, d)
+    # (b, heads, t, head_dim) out, then one transpose: asking the einsum for (b, t, heads, head_dim) directly makes
+    # XLA CPU compute the transposed product v^T p^T with a slower kernel (attention core ~1.4x slower)
+    ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v).transpose(0, 2, 1, 3).reshape(b, t, d)
     attn = Dropout(c.hidden_dropout_prob)(Dense(d, kernel_init=init, name="attention_output")(ctx), train)
     h = LayerNorm(c.layer_norm_eps, name="attention_norm")(attn + h)
     inter = _ACTIVATIONS[c.hidden_act](Dense(c.intermediate_size, kernel_init=init, name="intermediate")(h))
