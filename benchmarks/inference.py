@@ -252,20 +252,18 @@ def bench_minilm_parts(chunk: int = 4, tokens: int = 128, heads: int = 12, head_
   The shapes of one 512-token chunk (what ``SentenceEncoder`` runs): the
   query/key/value/output projections (512x384 @ 384x384), the feed-forward pair
   (512x384 @ 384x1536, 512x1536 @ 1536x384), and softmax(q k^T) v over
-  (chunk, heads, tokens, head_dim) -- written as ``dlfunc.models.BertLayer``
-  does for XLA, and ``torch.nn.functional.scaled_dot_product_attention`` for torch.
+  (chunk, heads, tokens, head_dim) -- ``BertLayer``'s own attention function for
+  XLA, and ``torch.nn.functional.scaled_dot_product_attention`` for torch.
   """
   import jax
   import jax.numpy as jnp
+  from dlfunc.models._bert import attention   # the model's own attention core
   cases, comps = {}, []
   rng = np.random.default_rng(0)
   d, rows = heads * head_dim, chunk * tokens
   mm = jax.jit(lambda a, b: a @ b)
 
-  def core(q, k, v):
-    p = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k), axis=-1)
-    return jnp.einsum("bhqk,bhkd->bhqd", p, v).transpose(0, 2, 1, 3)
-  core = jax.jit(core)
+  core = jax.jit(attention)
   shapes = {"dense 512x384x384": (rows, d, d), "dense 512x384x1536": (rows, d, 4 * d),
             "dense 512x1536x384": (rows, 4 * d, d)}
   arrays = {n: (rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n_)).astype(np.float32))

@@ -101,6 +101,25 @@ def _unpack(input_ids, attention_mask, token_type_ids):
   return input_ids, jnp.asarray(attention_mask), jnp.asarray(token_type_ids)
 
 
+def attention(q, k, v, mask=None, dropout=None):
+  """softmax(q k^T) v for q, k, v of shape (batch, heads, time, head_dim) -> (batch, time, heads, head_dim).
+
+  q carries the 1/sqrt(head_dim) scale already. ``mask`` (batch, time) marks
+  real keys with 1: padded keys get the dtype's most negative score (Hugging
+  Face adds ``finfo.min``), so they get ~0 weight. ``dropout`` (optional) maps
+  the attention probabilities, as BERT drops them in training.
+  """
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q, k)
+  if mask is not None:
+    scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
+  probs = nn.softmax(scores, axis=-1)
+  if dropout is not None:
+    probs = dropout(probs)
+  # (b, heads, t, head_dim) out, then one transpose: asking the einsum for (b, t, heads, head_dim) directly makes
+  # XLA CPU compute the transposed product v^T p^T with a slower kernel (attention core ~1.4x slower)
+  return jnp.einsum("bhqk,bhkd->bhqd", probs, v).transpose(0, 2, 1, 3)
+
+
 class BertLayer(linen.Module):
   """One post-norm transformer layer: self-attention + residual + LN, GELU MLP + residual + LN."""
   config: BertConfig
@@ -119,13 +138,8 @@ class BertLayer(linen.Module):
     q = heads(Dense(d, kernel_init=init, name="query")(h) * (1.0 / math.sqrt(hd)))
     k = heads(Dense(d, kernel_init=init, name="key")(h))
     v = heads(Dense(d, kernel_init=init, name="value")(h))
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k)
-    # masked keys get the dtype's most negative value (HF adds finfo.min), so they get ~0 weight
-    scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
-    probs = Dropout(c.attention_probs_dropout_prob)(nn.softmax(scores, axis=-1), train)
-    # (b, heads, t, head_dim) out, then one transpose: asking the einsum for (b, t, heads, head_dim) directly makes
-    # XLA CPU compute the transposed product v^T p^T with a slower kernel (attention core ~1.4x slower)
-    ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v).transpose(0, 2, 1, 3).reshape(b, t, d)
+    drop = Dropout(c.attention_probs_dropout_prob)
+    ctx = attention(q, k, v, mask, lambda p: drop(p, train)).reshape(b, t, d)
     attn = Dropout(c.hidden_dropout_prob)(Dense(d, kernel_init=init, name="attention_output")(ctx), train)
     h = LayerNorm(c.layer_norm_eps, name="attention_norm")(attn + h)
     inter = _ACTIVATIONS[c.hidden_act](Dense(c.intermediate_size, kernel_init=init, name="intermediate")(h))
