@@ -17,7 +17,9 @@ faster), for best and for median. XLA uses its default threading (all cores).
 ResNet-50 (random weights; the numbers do not depend on them):
 
 * dlfunc: ``models.ResNet50()`` (torchvision's v1.5, compared with torch) and
-  ``models.ResNet50(variant="keras")`` (Keras' v1, compared with Keras), ``jax.jit(model.apply)``, NHWC.
+  ``models.ResNet50(variant="keras")`` (Keras' v1, compared with Keras) through ``models.Predictor``
+  (compiled per input shape; on the CPU it keeps the faster of XLA's default compilation and YNNPACK
+  fusions off), NHWC; plus a row of plain ``jax.jit(model.apply)`` with XLA's defaults, for reference.
 * keras: ``keras.applications.ResNet50(weights=None)`` on the JAX backend, ``predict_on_batch``.
 * torch: torchvision's ResNet-50 module structure written out below (torchvision is
   not installed here: it needs its own torch build), eval mode, ``torch.inference_mode``, NCHW.
@@ -136,23 +138,27 @@ def bench_resnet(rounds: int, batch: int, size: int):
   """``(cases, comparisons)``: name -> zero-argument callable; (dlfunc row, [reference rows])."""
   import jax
   import jax.numpy as jnp
-  from dlfunc.models import ResNet50
+  from dlfunc.models import Predictor, ResNet50
   cases, comps = {}, []
   x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
   model = ResNet50()
   variables = _random_variables(model, jnp.zeros((1, size, size, 3)))
-  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
   xj = jnp.asarray(x)
-  cases["dlfunc (torchvision v1.5)"] = lambda: fwd(variables, xj).block_until_ready()
+  predict = Predictor(model, variables)
+  predict(xj)   # the first call per shape compiles (and on the CPU autotunes)
+  print(f"  dlfunc Predictor kept: {', '.join(sorted(set(predict.choices.values())))}")
+  cases["dlfunc Predictor (torchvision v1.5)"] = lambda: predict(xj).block_until_ready()
+  fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  cases["dlfunc jax.jit(model.apply) (XLA defaults)"] = lambda: fwd(variables, xj).block_until_ready()
   kmodel = ResNet50(variant="keras")  # v1: stride on the 1x1, fewer FLOPs; the architecture Keras runs
-  kvars = _random_variables(kmodel, jnp.zeros((1, size, size, 3)))
-  kfwd = jax.jit(lambda v, x: kmodel.apply(v, x, train=False))
-  cases["dlfunc (keras v1)"] = lambda: kfwd(kvars, xj).block_until_ready()
+  kpredict = Predictor(kmodel, _random_variables(kmodel, jnp.zeros((1, size, size, 3))))
+  kpredict(xj)
+  cases["dlfunc Predictor (keras v1)"] = lambda: kpredict(xj).block_until_ready()
   try:
     import keras
     km = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
     cases["keras (jax) predict_on_batch"] = lambda: km.predict_on_batch(x)
-    comps.append(("dlfunc (keras v1)", ["keras (jax) predict_on_batch"]))
+    comps.append(("dlfunc Predictor (keras v1)", ["keras (jax) predict_on_batch"]))
   except ImportError:
     print("  keras: not installed, no row")
   try:
@@ -167,7 +173,7 @@ def bench_resnet(rounds: int, batch: int, size: int):
     for n in sorted({1, os.cpu_count() or 1}):
       names.append(f"torch {torch.__version__} eager, {n} thread(s)")
       cases[names[-1]] = _torch_threads(run, n)
-    comps.append(("dlfunc (torchvision v1.5)", names))
+    comps.append(("dlfunc Predictor (torchvision v1.5)", names))
   except ImportError:
     print("  torch: not installed, no row")
   return cases, comps
