@@ -1,8 +1,9 @@
 """dlfunc.pretrained: weight loaders with explicit name maps (torchvision, Keras, Hugging Face BERT).
 
 Each loader returns ``(model, variables)`` such that
-``model.apply(variables, x, train=False)`` reproduces the source model. The
-core (:func:`assign`) takes a plain mapping ``name -> numpy array``; reading
+``model.apply(variables, x, train=False)`` reproduces the source model
+(``dlfunc.models.Predictor(model, variables)`` runs it compiled, and on the CPU
+autotuned). The core (:func:`assign`) takes a plain mapping ``name -> numpy array``; reading
 ``.pth`` needs torch, ``.safetensors``, ``.npz`` and Keras files do not.
 """
 from dlfunc.pretrained._bert import SentenceEncoder, hf_bert_map, load_hf_bert
