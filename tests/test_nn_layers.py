@@ -374,3 +374,42 @@ def test_embedding_with_ids_made_inside_jit():
   out = jax.jit(lambda t: nn.embedding(t, jnp.arange(4)))(table)
   np.testing.assert_array_equal(np.asarray(out), np.arange(12.0).reshape(4, 3))
   assert jax.eval_shape(lambda t: nn.embedding(t, jnp.arange(4)), table).shape == (4, 3)
+
+
+@pytest.mark.parametrize("n, size, k, stride, dilation, padding", [
+    (2, 2, 3, 1, 1, 1),              # a ResNet's last stage at 64x64 input: 3x3 conv on 2x2 maps
+    (2, 2, 3, 2, 1, "SAME"),
+    (2, 1, 3, 1, 1, "SAME"),
+    (2, 3, 2, 1, 2, ((1, 0), (0, 1))),
+    (2, 2, 2, 1, 1, "VALID"),        # input == kernel: the ordinary path, for comparison
+    (1, 2, 3, 1, 1, 1),
+    (3, 2, 3, 1, 1, 1),
+])
+def test_conv_on_inputs_smaller_than_the_kernel_matches_lax_with_gradients(n, size, k, stride, dilation, padding):
+  # inputs smaller than the (dilated) kernel take dlfunc's tap-sum path (XLA CPU's own lowering of them is
+  # ~60x slow); value and both gradients must equal lax.conv_general_dilated to float32 rounding
+  rng = np.random.default_rng(size + k)
+  x = jnp.asarray(rng.normal(size=(2,) + (size,) * n + (3,)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k,) * n + (3, 4)), jnp.float32)
+  spatial = "DHW"[3 - n:]
+  dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+  pads = [(padding, padding)] * n if isinstance(padding, int) else padding
+  pads = pads[:n] if not isinstance(pads, str) else pads
+
+  def ours(x, w):
+    return nn.conv({"kernel": w}, x, strides=stride, padding=pads, dilation=dilation)
+
+  def ref(x, w):
+    return jax.lax.conv_general_dilated(x, w, (stride,) * n, pads, rhs_dilation=(dilation,) * n, dimension_numbers=dn)
+
+  def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+  close(ours(x, w), ref(x, w))
+  for a, b in zip(jax.grad(lambda x, w: (ours(x, w) ** 2).sum(), (0, 1))(x, w),
+                  jax.grad(lambda x, w: (ref(x, w) ** 2).sum(), (0, 1))(x, w)):
+    close(a, b)
+
+
+def test_conv_smaller_than_kernel_without_padding_is_a_clear_error():
+  with pytest.raises(ValueError, match="smaller than the kernel window"):
+    nn.conv({"kernel": jnp.ones((3, 3, 1, 2))}, jnp.ones((1, 2, 2, 1)))
