@@ -382,6 +382,7 @@ def test_embedding_with_ids_made_inside_jit():
     (2, 1, 3, 1, 1, "SAME"),
     (2, 3, 2, 1, 2, ((1, 0), (0, 1))),
     (2, 2, 2, 1, 1, "VALID"),        # input == kernel: the ordinary path, for comparison
+    (2, 3, 3, 1, 1, ((1, -1), (2, 0))),   # negative padding crops: lax's own path
     (1, 2, 3, 1, 1, 1),
     (3, 2, 3, 1, 1, 1),
 ])

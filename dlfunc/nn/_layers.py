@@ -121,7 +121,8 @@ def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding =
   if isinstance(pads, str):
     pads = jax.lax.padtype_to_pads(x.shape[1:-1], extent, strides, pads)
   out = [(size + lo + hi - e) // s + 1 for size, (lo, hi), e, s in zip(x.shape[1:-1], pads, extent, strides)]
-  if groups == 1 and any(min(size, o) < e for size, o, e in zip(x.shape[1:-1], out, extent)):
+  small = any(min(size, o) < e for size, o, e in zip(x.shape[1:-1], out, extent))
+  if small and groups == 1 and min(min(p) for p in pads) >= 0:   # negative padding (cropping): lax's own path
     y = _conv_by_taps(x, kernel, strides, pads, dilation, extent, out)
   else:
     spatial = "DHW"[3 - n:]
