@@ -219,3 +219,38 @@ def test_wrong_input_shape_names_expected_and_given(digits):
   with pytest.raises(ValueError, match="eval_data inputs have shape") as e:
     fit(MLP, train, eval_data=(np.zeros((8, 28, 28, 1)), np.zeros(8, np.int32)), epochs=1, progress=False)
   _one_line(e)
+
+
+# ---------------------------------------------------------------------------- fit's pieces, each on its own
+
+
+def test_train_epoch_is_train_step_over_the_epochs_batches(digits):
+  train, _ = digits
+  x, y = np.asarray(train.x[:96]), np.asarray(train.y[:96])
+  a = create_train_state(MLP, ADAM, x[:32], jax.random.PRNGKey(3))
+  b = create_train_state(MLP, ADAM, x[:32], jax.random.PRNGKey(3))
+  a, host = _fit.train_epoch(a, x, y, batch_size=32, seed=1, epoch=2)
+  losses = []
+  for batch in data.batches(x, y, 32, seed=1, epoch=2):
+    b, m = train_step(b, batch)
+    losses.append(float(m["loss"]))
+  assert [float(h["loss"]) for h in host] == losses and len(losses) == 3
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a.params, b.params)
+  record = _fit.epoch_record(2, host, seconds=2.0, examples=96, val={"loss": 0.5})
+  assert record["epoch"] == 3 and record["loss"] == pytest.approx(np.mean(losses))
+  assert record["val_loss"] == 0.5 and record["examples_per_second"] == 48.0 and "accuracy" in record
+
+
+def test_check_finite_names_the_first_bad_step():
+  ok = [{"loss": np.float32(1.0)}] * 4
+  _fit.check_finite(ok, None, epoch=0, steps_per_epoch=4, ckpt=None)
+  bad = ok[:2] + [{"loss": np.float32(np.nan)}] + ok[:1]
+  with pytest.raises(_fit.TrainingDiverged, match=r"NaN/inf at step 7 \(epoch 2\); .*no checkpoint was written"):
+    _fit.check_finite(bad, None, epoch=1, steps_per_epoch=4, ckpt=None)
+
+
+def test_resume_or_start_without_a_workdir_starts_fresh(digits):
+  train, _ = digits
+  state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
+  same, saved = _fit.resume_or_start(None, state, resume=False, log=print)
+  assert same is state and saved == {"history": [], "epoch": 0, "early_stopping": None}

@@ -117,6 +117,158 @@ class _Monitor:
     return {"best": float(self.best), "best_epoch": int(self.best_epoch), "wait": int(self.wait)}
 
 
+# ---------------------------------------------------------------------------- the pieces of fit
+# Read as Flax's examples/mnist/train.py: train_step (in _state.py) -> train_epoch -> fit; the
+# argument checks, the resume policy and the end-of-epoch bookkeeping are small functions of their own.
+
+
+@dataclasses.dataclass
+class _Run:
+  """The checked arguments of one ``fit`` call."""
+  x: np.ndarray
+  y: np.ndarray
+  eval_data: tuple[np.ndarray, np.ndarray] | None
+  optimizer: optax.GradientTransformation
+  epochs: int
+  batch_size: int
+  early_stopping: EarlyStopping | None
+
+
+def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, resume, early_stopping) -> _Run:
+  """Validates ``fit``'s arguments at the boundary; each error is one line saying what to change."""
+  epochs = _positive_int("epochs", epochs, "epochs=10 (--epochs 10)")
+  batch_size = _positive_int("batch_size", batch_size, "batch_size=32 (--batch-size 32)")
+  x, y = _as_arrays(data, "training data")
+  if batch_size > len(x):
+    raise ValueError(f"batch_size {batch_size} is larger than the {len(x)} training examples; "
+                     f"use a batch size of at most {len(x)}.")
+  if eval_data is not None:
+    ex, ey = _as_arrays(eval_data, "eval_data")
+    if ex.shape[1:] != x.shape[1:]:
+      raise ValueError(f"eval_data inputs have shape {ex.shape[1:]} per example, training data {x.shape[1:]}; "
+                       "they must match.")
+    eval_data = (ex, ey)
+  if resume and workdir is None:
+    raise ValueError("resume=True needs the workdir of the run to continue (--workdir DIR).")
+  if isinstance(early_stopping, (int, np.integer)) and not isinstance(early_stopping, bool):
+    early_stopping = EarlyStopping(patience=_positive_int("early_stopping patience", early_stopping, "5"))
+  if optimizer is None:
+    from dlfunc import optim
+    optimizer = optim.adam(1e-3)
+  return _Run(x, y, eval_data, optimizer, epochs, batch_size, early_stopping)
+
+
+def init_state(model, run: _Run, *, seed: int, loss_fn: LossFn | None, dp) -> TrainState:
+  """The step-0 state of ``model`` (labels checked against its outputs for the default loss), placed for ``dp``."""
+  state = create_train_state(model, run.optimizer, run.x[:run.batch_size], jax.random.PRNGKey(seed), loss_fn=loss_fn)
+  if loss_fn is None:
+    _check_labels(state, run.x, run.y, "training data")
+    if run.eval_data is not None:
+      _check_labels(state, *run.eval_data, "eval_data")
+  if dp is not None:
+    state = jax.device_put(state, dp.replicated)
+  return state
+
+
+def resume_or_start(ckpt: Checkpointer | None, state: TrainState, *, resume: bool, log) -> tuple[TrainState, dict]:
+  """The resume policy: ``(state, saved)`` to start from, ``saved`` holding ``history``, ``epoch``, ``early_stopping``.
+
+  Without a workdir, or with ``resume`` and no valid checkpoint, the run starts at
+  epoch 0. A workdir that holds checkpoints without ``resume`` is an error, so
+  no run is overwritten by accident.
+  """
+  fresh = {"history": [], "epoch": 0, "early_stopping": None}
+  if ckpt is None:
+    return state, fresh
+  if not resume:
+    if ckpt.epochs():
+      raise ValueError(f"{ckpt.directory} already holds checkpoints (epochs {ckpt.epochs()}); pass resume=True "
+                       "(--resume) to continue that run, or choose a new workdir.")
+    return state, fresh
+  restored = ckpt.restore_latest(state, log=log)
+  if restored is None:
+    log(f"dlfunc: no valid checkpoint in {ckpt.directory}; starting from epoch 0.")
+    return state, fresh
+  state, meta = restored
+  saved = {"history": list(meta.get("history", [])), "epoch": int(meta["epoch"]),
+           "early_stopping": meta.get("early_stopping")}
+  log(f"dlfunc: resuming from the checkpoint of epoch {saved['epoch']} in {ckpt.directory}.")
+  return state, saved
+
+
+def train_epoch(state: TrainState, x, y, *, batch_size: int, seed: int, epoch: int, dp=None,
+                bar=None) -> tuple[TrainState, list[dict]]:
+  """One pass of ``train_step`` over the epoch's batches; returns ``(state, per-step metrics on the host)``.
+
+  The batches are ``dlfunc.data.batches(x, y, batch_size, seed=seed, epoch=epoch)``
+  (a pure function of its arguments, so a resumed run sees the same ones); with
+  ``dp`` they are split over the devices. ``bar``, a tqdm bar, advances one per step.
+  """
+  from dlfunc.data import batches
+  t0 = last_draw = time.perf_counter()
+  metrics = []
+  for i, batch in enumerate(batches(x, y, batch_size, seed=seed, epoch=epoch)):
+    if dp is not None:
+      batch = jax.device_put(batch, dp.batch)
+    state, m = train_step(state, batch)
+    metrics.append(m)
+    if bar is None:
+      continue
+    bar.update(1)
+    now = time.perf_counter()
+    if not bar.disable and now - last_draw > 0.5:
+      last_draw = now
+      shown = {k: f"{float(v):.4f}" for k, v in m.items()}
+      shown["ex/s"] = f"{(i + 1) * batch_size / (now - t0):.0f}"
+      bar.set_postfix(shown, refresh=False)
+  return state, jax.device_get(metrics)
+
+
+def check_finite(host_metrics: list[dict], host_state, *, epoch: int, steps_per_epoch: int, ckpt) -> None:
+  """Raises :class:`TrainingDiverged` when an epoch's loss or its parameters are NaN/inf, naming the step.
+
+  Parameters are checked only when ``host_state`` is given (a checkpoint is due and
+  copies them anyway); otherwise NaN parameters show up as the next NaN loss.
+  """
+  losses = np.asarray([h["loss"] for h in host_metrics])
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if not bad.size and (host_state is None or _all_finite((host_state.params, host_state.batch_stats))):
+    return
+  first = epoch * steps_per_epoch + 1
+  where = (f"the loss became NaN/inf at step {first + int(bad[0])} (epoch {epoch + 1})" if bad.size else
+           f"the parameters became NaN/inf during epoch {epoch + 1} (steps {first}-{first + steps_per_epoch - 1})")
+  kept = (f"the last good checkpoint (epoch {epoch}) is kept in {ckpt.directory}"
+          if ckpt is not None and epoch > 0 else "no checkpoint was written")
+  raise TrainingDiverged(f"{where}; training stopped and {kept}; lower the learning rate or check the data "
+                         "for NaN/inf.")
+
+
+def epoch_record(epoch: int, host_metrics: list[dict], seconds: float, examples: int, val: dict | None) -> dict:
+  """One history entry: the epoch's mean training metrics, ``val_*`` from ``val``, and throughput."""
+  record = {"epoch": epoch + 1, "loss": float(np.mean([h["loss"] for h in host_metrics]))}
+  if "accuracy" in host_metrics[0]:
+    record["accuracy"] = float(np.mean([h["accuracy"] for h in host_metrics]))
+  record.update({"val_" + k: v for k, v in (val or {}).items()})
+  record["seconds"] = seconds
+  record["examples_per_second"] = examples / seconds
+  return record
+
+
+def _show_record(bar, record: dict) -> None:
+  shown = {k: f"{v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds", "examples_per_second")}
+  bar.set_postfix(shown | {"ex/s": f"{record['examples_per_second']:.0f}"}, refresh=True)
+
+
+def _finish(ckpt: Checkpointer | None, workdir, history: list[dict]) -> None:
+  """Writes the training curve next to the checkpoints and closes them (also after an error)."""
+  if ckpt is None:
+    return
+  if history:
+    from dlfunc.train._plot import plot_history
+    plot_history(history, os.path.join(os.fspath(workdir), "training_curve.png"))
+  ckpt.close()
+
+
 def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation | None = None,
         epochs: int = 10, batch_size: int = 32, seed: int = 0, workdir: str | os.PathLike | None = None,
         resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
@@ -130,6 +282,10 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
   ``train_step`` compiles once. The run is a pure function of its arguments:
   the same seed gives the same parameters, and a resumed run ends where an
   uninterrupted one would.
+
+  ``fit`` is a short driver over pieces usable on their own: :func:`check_arguments`,
+  :func:`init_state`, :func:`resume_or_start`, :func:`train_epoch` (the loop over
+  ``train_step``), :func:`check_finite` and :func:`epoch_record`.
 
   Args:
     model: a Flax Linen module called as ``apply(variables, x, train=...)``
@@ -168,103 +324,34 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
     ['accuracy', 'epoch', 'examples_per_second']
   """
   log = log or (lambda m: print(m, file=sys.stderr))
-  epochs = _positive_int("epochs", epochs, "epochs=10 (--epochs 10)")
-  batch_size = _positive_int("batch_size", batch_size, "batch_size=32 (--batch-size 32)")
-  x, y = _as_arrays(data, "training data")
-  if batch_size > len(x):
-    raise ValueError(f"batch_size {batch_size} is larger than the {len(x)} training examples; "
-                     f"use a batch size of at most {len(x)}.")
-  if eval_data is not None:
-    ex, ey = _as_arrays(eval_data, "eval_data")
-    if ex.shape[1:] != x.shape[1:]:
-      raise ValueError(f"eval_data inputs have shape {ex.shape[1:]} per example, training data {x.shape[1:]}; "
-                       "they must match.")
-    eval_data = (ex, ey)
-  if resume and workdir is None:
-    raise ValueError("resume=True needs the workdir of the run to continue (--workdir DIR).")
-  if isinstance(early_stopping, (int, np.integer)) and not isinstance(early_stopping, bool):
-    early_stopping = EarlyStopping(patience=_positive_int("early_stopping patience", early_stopping, "5"))
-  if optimizer is None:
-    from dlfunc import optim
-    optimizer = optim.adam(1e-3)
-
-  dp = data_parallel(batch_size)
-  state = create_train_state(model, optimizer, x[:batch_size], jax.random.PRNGKey(seed), loss_fn=loss_fn)
-  if loss_fn is None:
-    _check_labels(state, x, y, "training data")
-    if eval_data is not None:
-      _check_labels(state, *eval_data, "eval_data")
-  if dp is not None:
-    state = jax.device_put(state, dp.replicated)
-
-  history: list[dict] = []
-  start_epoch, saved_monitor = 0, None
+  run = check_arguments(data, eval_data=eval_data, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                        workdir=workdir, resume=resume, early_stopping=early_stopping)
+  dp = data_parallel(run.batch_size)
+  state = init_state(model, run, seed=seed, loss_fn=loss_fn, dp=dp)
   ckpt = Checkpointer(workdir) if workdir is not None else None
-  if ckpt is not None:
-    if resume:
-      restored = ckpt.restore_latest(state, log=log)
-      if restored is None:
-        log(f"dlfunc: no valid checkpoint in {ckpt.directory}; starting from epoch 0.")
-      else:
-        state, meta = restored
-        history, start_epoch = list(meta.get("history", [])), int(meta["epoch"])
-        saved_monitor = meta.get("early_stopping")
-        log(f"dlfunc: resuming from the checkpoint of epoch {start_epoch} in {ckpt.directory}.")
-    elif ckpt.epochs():
-      raise ValueError(f"{ckpt.directory} already holds checkpoints (epochs {ckpt.epochs()}); pass resume=True "
-                       "(--resume) to continue that run, or choose a new workdir.")
-  monitor = _Monitor(early_stopping, eval_data is not None, saved_monitor)
+  state, saved = resume_or_start(ckpt, state, resume=resume, log=log)
+  history, start_epoch = saved["history"], saved["epoch"]
+  monitor = _Monitor(run.early_stopping, run.eval_data is not None, saved["early_stopping"])
 
-  from dlfunc.data import batches, num_batches
+  from dlfunc.data import num_batches
   from tqdm.auto import tqdm
-  steps_per_epoch = num_batches(len(x), batch_size)
-  bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+  steps_per_epoch = num_batches(len(run.x), run.batch_size)
+  bar = tqdm(total=run.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
              unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.25, leave=True)
   try:
-    for epoch in range(start_epoch, epochs):
-      bar.set_description(f"epoch {epoch + 1}/{epochs}")
-      t0 = last_draw = time.perf_counter()
-      metrics = []
-      for i, batch in enumerate(batches(x, y, batch_size, seed=seed, epoch=epoch)):
-        if dp is not None:
-          batch = jax.device_put(batch, dp.batch)
-        state, m = train_step(state, batch)
-        metrics.append(m)
-        bar.update(1)
-        now = time.perf_counter()
-        if progress and now - last_draw > 0.5:
-          last_draw = now
-          shown = {k: f"{float(v):.4f}" for k, v in m.items()}
-          shown["ex/s"] = f"{(i + 1) * batch_size / (now - t0):.0f}"
-          bar.set_postfix(shown, refresh=False)
-      host = jax.device_get(metrics)
-      losses = np.asarray([h["loss"] for h in host])
-      bad = np.flatnonzero(~np.isfinite(losses))
-      # Parameters are checked on the host only when a checkpoint is due (the save
-      # copies them anyway); otherwise NaN parameters show up as the next NaN loss.
+    for epoch in range(start_epoch, run.epochs):
+      bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
+      t0 = time.perf_counter()
+      state, host = train_epoch(state, run.x, run.y, batch_size=run.batch_size, seed=seed, epoch=epoch, dp=dp,
+                                bar=bar)
       host_state = jax.device_get(state) if ckpt is not None else None
-      if bad.size or (host_state is not None and not _all_finite((host_state.params, host_state.batch_stats))):
-        first = epoch * steps_per_epoch + 1
-        where = (f"the loss became NaN/inf at step {first + int(bad[0])} (epoch {epoch + 1})" if bad.size else
-                 f"the parameters became NaN/inf during epoch {epoch + 1} (steps {first}-{first + steps_per_epoch - 1})")
-        kept = (f"the last good checkpoint (epoch {epoch}) is kept in {ckpt.directory}"
-                if ckpt is not None and epoch > 0 else "no checkpoint was written")
-        raise TrainingDiverged(f"{where}; training stopped and {kept}; lower the learning rate or check the data "
-                               "for NaN/inf.")
+      check_finite(host, host_state, epoch=epoch, steps_per_epoch=steps_per_epoch, ckpt=ckpt)
       seconds = time.perf_counter() - t0
-      record = {"epoch": epoch + 1, "loss": float(losses.mean())}
-      if "accuracy" in host[0]:
-        record["accuracy"] = float(np.mean([h["accuracy"] for h in host]))
-      if eval_data is not None:
-        ev = evaluate(state, eval_data, batch_size=eval_batch_size, sharding=dp.batch if dp else None)
-        record.update({"val_" + k: v for k, v in ev.items()})
-      record["seconds"] = seconds
-      record["examples_per_second"] = steps_per_epoch * batch_size / seconds
-      history.append(record)
-      bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds",
-                                                                              "examples_per_second")}
-                      | {"ex/s": f"{record['examples_per_second']:.0f}"}, refresh=True)
-      stop = monitor.update(record, state)
+      val = None if run.eval_data is None else evaluate(state, run.eval_data, batch_size=eval_batch_size,
+                                                        sharding=dp.batch if dp else None)
+      history.append(epoch_record(epoch, host, seconds, steps_per_epoch * run.batch_size, val))
+      _show_record(bar, history[-1])
+      stop = monitor.update(history[-1], state)
       if ckpt is not None:
         ckpt.save(epoch + 1, host_state, {"history": history, "early_stopping": monitor.saved()})
       if stop:
@@ -273,11 +360,7 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
         break
   finally:
     bar.close()
-    if ckpt is not None:
-      if history:
-        from dlfunc.train._plot import plot_history
-        plot_history(history, os.path.join(os.fspath(workdir), "training_curve.png"))
-      ckpt.close()
+    _finish(ckpt, workdir, history)
   if monitor.cfg is not None and monitor.cfg.restore_best and monitor.best_state is not None:
     state = jax.device_put(monitor.best_state, dp.replicated if dp else None)
   return state, history
