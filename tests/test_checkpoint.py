@@ -140,3 +140,57 @@ def test_nan_parameters_are_caught_before_they_are_checkpointed(small, tmp_path)
     assert ck.epochs() == [1]
   finally:
     ck.close()
+
+
+RESUME_OTHER_WIDTH = r"""
+import sys
+import numpy as np
+from dlfunc import models, optim
+from dlfunc.train import fit
+x, y = np.load(sys.argv[1] + "/x.npy"), np.load(sys.argv[1] + "/y.npy")
+try:
+  fit(models.MLP(hidden=(16,)), (x, y), optimizer=optim.adam(3e-3), epochs=3, batch_size=32,
+      workdir=sys.argv[1] + "/run", resume=True, progress=False)
+except ValueError as e:
+  print("ValueError:", e)
+"""
+
+
+def _files(root):
+  out = {}
+  for dirpath, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(dirpath, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = f.read()
+  return out
+
+
+def test_resume_with_another_width_raises_and_leaves_the_run_untouched(small, tmp_path):
+  """A 16-wide model resumed on a 32-wide run: ValueError naming both shapes, no file touched, no traceback."""
+  import subprocess
+  import sys
+  _run(small, tmp_path / "run", 2)
+  np.save(tmp_path / "x.npy", small[0])
+  np.save(tmp_path / "y.npy", small[1])
+  before = _files(tmp_path / "run")
+  out = subprocess.run([sys.executable, "-c", RESUME_OTHER_WIDTH, str(tmp_path)], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert ("ValueError: the checkpoint of epoch 2 in" in out.stdout and "does not fit this model: "
+          "params/Dense_0/bias is (32,) float32 in the checkpoint but (16,) float32 in the model" in out.stdout), out
+  assert "Traceback" not in out.stderr and "corrupt" not in out.stderr, out.stderr[-3000:]
+  after = _files(tmp_path / "run")
+  assert sorted(after) == sorted(before) and all(after[k] == before[k] for k in before)
+
+
+def test_first_difference_names_structure_shape_and_dtype():
+  from dlfunc.train._checkpoint import first_difference, tree_signature
+  a = tree_signature({"params": {"b": np.zeros(3, np.float32), "w": np.zeros((2, 3), np.float32)}})
+  assert first_difference(a, a) is None
+  dtype = tree_signature({"params": {"b": np.zeros(3, np.float32), "w": np.zeros((2, 3), np.float16)}})
+  assert first_difference(a, dtype) == "params/w is (2, 3) float32 in the checkpoint but (2, 3) float16 in the model"
+  more = tree_signature({"params": {"b": np.zeros(3, np.float32), "v": np.zeros(1), "w": np.zeros((2, 3))}})
+  assert first_difference(a, more) == "params/v ((1,) float64) is in the model but not in the checkpoint"
+  assert first_difference(more, a) == "params/v ((1,) float64) is in the checkpoint but not in the model"
+  assert first_difference(a, a[:1]) == "params/w ((2, 3) float32) is in the checkpoint but not in the model"

@@ -33,6 +33,50 @@ def tree_checksum(tree: Any) -> str:
   return h.hexdigest()
 
 
+def _key_name(key) -> str:
+  for attr in ("name", "key", "idx"):  # GetAttrKey, DictKey / FlattenedIndexKey, SequenceKey.
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def tree_signature(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
+  """``(path, shape, dtype)`` of every leaf, paths as ``"params/Dense_0/kernel"``.
+
+  Example:
+    >>> tree_signature({"params": {"w": np.zeros((2, 3), np.float32)}, "step": np.int32(0)})
+    [('params/w', (2, 3), 'float32'), ('step', (), 'int32')]
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return [("/".join(_key_name(k) for k in path), tuple(int(d) for d in np.shape(leaf)), np.dtype(leaf.dtype).name
+           if hasattr(leaf, "dtype") else np.asarray(leaf).dtype.name) for path, leaf in leaves]
+
+
+def _describe(entry) -> str:
+  return f"{tuple(entry[1])} {entry[2]}"
+
+
+def first_difference(saved: list, wanted: list) -> str | None:
+  """The first leaf where two :func:`tree_signature` lists differ, in words, or ``None`` when they agree."""
+  saved_paths = {s[0] for s in saved}
+  for s, w in zip(saved, wanted):
+    if s[0] == w[0] and (tuple(s[1]), s[2]) != (tuple(w[1]), w[2]):
+      return f"{s[0]} is {_describe(s)} in the checkpoint but {_describe(w)} in the model"
+    if s[0] != w[0]:
+      if w[0] not in saved_paths:
+        return f"{w[0]} ({_describe(w)}) is in the model but not in the checkpoint"
+      return f"{s[0]} ({_describe(s)}) is in the checkpoint but not in the model"
+  if len(saved) > len(wanted):
+    return f"{saved[len(wanted)][0]} ({_describe(saved[len(wanted)])}) is in the checkpoint but not in the model"
+  if len(wanted) > len(saved):
+    return f"{wanted[len(saved)][0]} ({_describe(wanted[len(saved)])}) is in the model but not in the checkpoint"
+  return None
+
+
+class _DoesNotFit(ValueError):
+  """A checkpoint written by another model: never skipped as corrupt, never overwritten."""
+
+
 class Checkpointer:
   """Saves ``(state, meta)`` per epoch under ``workdir/checkpoints/<epoch>``.
 
@@ -57,7 +101,7 @@ class Checkpointer:
   def save(self, epoch: int, state: Any, meta: dict) -> None:
     """Writes the checkpoint of a completed ``epoch`` (blocking; atomic rename)."""
     ocp = _ocp()
-    meta = dict(meta, epoch=int(epoch), checksum=tree_checksum(state))
+    meta = dict(meta, epoch=int(epoch), checksum=tree_checksum(state), signature=tree_signature(state))
     if int(epoch) in self.epochs():  # A corrupt one skipped on resume, or a stale one past it.
       self._manager.delete(int(epoch))
     self._manager.save(int(epoch), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -67,29 +111,53 @@ class Checkpointer:
   def restore_latest(self, target: Any, *, log=None) -> tuple[Any, dict] | None:
     """Restores the newest checkpoint that loads and passes its checksum.
 
+    A checkpoint is first compared with ``target`` leaf by leaf (path, shape,
+    dtype, from its stored :func:`tree_signature`): one written by another
+    model or optimizer raises, before any array is read, and is never called
+    corrupt (``fit`` would otherwise start over and overwrite it).
+
     Args:
       target: a state with the structure, shapes and shardings to restore into.
       log: ``log(message)`` for skipped checkpoints (default: print to stderr).
 
     Returns:
       ``(state, meta)`` or ``None`` when no valid checkpoint exists.
+
+    Raises:
+      ValueError: a checkpoint does not fit ``target``; names the first differing
+        leaf and both shapes.
     """
     ocp = _ocp()
     log = log or (lambda m: print(m, file=sys.stderr))
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for epoch in reversed(self.epochs()):
       try:
+        meta = dict(self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+        if "signature" in meta:
+          self._check_fits(epoch, meta["signature"], tree_signature(target))
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         state, meta = restored.state, dict(restored.meta)
         if meta.get("checksum") != tree_checksum(state):
           raise ValueError("checksum mismatch")
-      except Exception as e:  # noqa: BLE001 -- any failure means "do not trust this one".
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        log(f"dlfunc: checkpoint of epoch {epoch} in {self.directory} is corrupt or partial ({reason}); skipping it.")
+      except _DoesNotFit:
+        raise
+      except Exception as e:  # noqa: BLE001 -- any other failure means "do not trust this one".
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "not compatible with the stored shape" in reason:  # Written before signatures were stored.
+          raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} was written by another model "
+                            f"({reason[:160]}); resume with the model that wrote it, or choose a new workdir.") from None
+        log(f"dlfunc: checkpoint of epoch {epoch} in {self.directory} is corrupt or partial ({reason[:160]}); "
+            "skipping it.")
         continue
       return state, meta
     return None
+
+  def _check_fits(self, epoch: int, saved: list, wanted: list) -> None:
+    difference = first_difference([tuple(s) for s in saved], wanted)
+    if difference:
+      raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} does not fit this model: {difference}; "
+                        "resume with the model and optimizer that wrote it, or choose a new workdir.")
 
   def close(self) -> None:
     self._manager.close()

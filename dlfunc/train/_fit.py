@@ -2,6 +2,7 @@
 early stopping, checkpoints, resume, the training-curve PNG and data parallelism."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -259,10 +260,8 @@ def _show_record(bar, record: dict) -> None:
   bar.set_postfix(shown | {"ex/s": f"{record['examples_per_second']:.0f}"}, refresh=True)
 
 
-def _finish(ckpt: Checkpointer | None, workdir, history: list[dict]) -> None:
+def _finish(ckpt: Checkpointer, workdir, history: list[dict]) -> None:
   """Writes the training curve next to the checkpoints and closes them (also after an error)."""
-  if ckpt is None:
-    return
   if history:
     from dlfunc.train._plot import plot_history
     plot_history(history, os.path.join(os.fspath(workdir), "training_curve.png"))
@@ -328,18 +327,21 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
                         workdir=workdir, resume=resume, early_stopping=early_stopping)
   dp = data_parallel(run.batch_size)
   state = init_state(model, run, seed=seed, loss_fn=loss_fn, dp=dp)
-  ckpt = Checkpointer(workdir) if workdir is not None else None
-  state, saved = resume_or_start(ckpt, state, resume=resume, log=log)
-  history, start_epoch = saved["history"], saved["epoch"]
-  monitor = _Monitor(run.early_stopping, run.eval_data is not None, saved["early_stopping"])
-
   from dlfunc.data import num_batches
   from tqdm.auto import tqdm
   steps_per_epoch = num_batches(len(run.x), run.batch_size)
-  bar = tqdm(total=run.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
-             unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.25, leave=True)
-  try:
-    for epoch in range(start_epoch, run.epochs):
+  history: list[dict] = []
+  with contextlib.ExitStack() as cleanup:
+    ckpt = Checkpointer(workdir) if workdir is not None else None
+    if ckpt is not None:
+      cleanup.callback(_finish, ckpt, workdir, history)  # Also after an error: the curve so far, closed files.
+    state, saved = resume_or_start(ckpt, state, resume=resume, log=log)
+    history.extend(saved["history"])
+    monitor = _Monitor(run.early_stopping, run.eval_data is not None, saved["early_stopping"])
+    bar = cleanup.enter_context(tqdm(
+        total=run.epochs * steps_per_epoch, initial=saved["epoch"] * steps_per_epoch, disable=not progress,
+        unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.25, leave=True))
+    for epoch in range(saved["epoch"], run.epochs):
       bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
       t0 = time.perf_counter()
       state, host = train_epoch(state, run.x, run.y, batch_size=run.batch_size, seed=seed, epoch=epoch, dp=dp,
@@ -358,9 +360,6 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
         log(f"dlfunc: early stopping after epoch {epoch + 1}: {monitor.key} has not improved for "
             f"{monitor.cfg.patience} epochs (best at epoch {monitor.best_epoch}).")
         break
-  finally:
-    bar.close()
-    _finish(ckpt, workdir, history)
   if monitor.cfg is not None and monitor.cfg.restore_best and monitor.best_state is not None:
     state = jax.device_put(monitor.best_state, dp.replicated if dp else None)
   return state, history
