@@ -61,6 +61,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--data-dir", default=None, help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
   p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  from dlfunc.train import _distributed
+  _distributed.add_arguments(p)  # --coordinator, --num-processes, --process-id, --distributed
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:
@@ -77,6 +79,8 @@ def _train(args: argparse.Namespace, t0: float) -> int:
   from dlfunc.train import TrainConfig, train_and_evaluate
   if args.resume and not args.workdir:
     return _fail("--resume needs the --workdir of the run to continue.")
+  from dlfunc.train._distributed import initialize_from_args
+  initialize_from_args(args)  # Multi-host: joins jax.distributed when the flags ask to.
   config = TrainConfig(model=args.model, dataset=args.dataset, optimizer=args.optimizer, lr=args.lr,
                        epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule, seed=args.seed,
                        data_dir=args.data_dir, early_stopping=args.early_stopping, progress=not args.no_progress)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from dlfunc.train._checkpoint import Checkpointer
+from dlfunc.train._distributed import is_main_process
 from dlfunc.train._fit import EarlyStopping, fit
 from dlfunc.train._state import LossFn, create_train_state, evaluate
 
@@ -133,6 +134,8 @@ def _targets(spec: ModelSpec, split) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_json(path: str, obj: dict) -> None:
+  if not is_main_process():  # Multi-host: process 0 writes the files.
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
@@ -167,7 +170,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike | None = 
   saved = {k: v for k, v in dataclasses.asdict(c).items() if k != "progress"}
   if workdir is not None:
     workdir = os.fspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    if is_main_process():  # Multi-host: Orbax makes the directory on process 0 and waits for it.
+      os.makedirs(workdir, exist_ok=True)
     cfg_path = os.path.join(workdir, "config.json")
     if resume and os.path.exists(cfg_path):
       with open(cfg_path) as f:

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from dlfunc.train._checkpoint import Checkpointer
+from dlfunc.train._distributed import is_main_process
 from dlfunc.train._sharding import data_parallel
 from dlfunc.train._state import LossFn, TrainState, create_train_state, evaluate, train_step
 
@@ -167,7 +168,7 @@ def init_state(model, run: _Run, *, seed: int, loss_fn: LossFn | None, dp) -> Tr
     if run.eval_data is not None:
       _check_labels(state, *run.eval_data, "eval_data")
   if dp is not None:
-    state = jax.device_put(state, dp.replicated)
+    state = dp.replicate(state)  # Across hosts: every process holds the same copy.
   return state
 
 
@@ -210,7 +211,7 @@ def train_epoch(state: TrainState, x, y, *, batch_size: int, seed: int, epoch: i
   metrics = []
   for i, batch in enumerate(batches(x, y, batch_size, seed=seed, epoch=epoch)):
     if dp is not None:
-      batch = jax.device_put(batch, dp.batch)
+      batch = dp.put_batch(batch)  # Across hosts: each process feeds only its rows.
     state, m = train_step(state, batch)
     metrics.append(m)
     if bar is None:
@@ -262,7 +263,7 @@ def _show_record(bar, record: dict) -> None:
 
 def _finish(ckpt: Checkpointer, workdir, history: list[dict]) -> None:
   """Writes the training curve next to the checkpoints and closes them (also after an error)."""
-  if history:
+  if history and is_main_process():  # Multi-host: process 0 writes the files.
     from dlfunc.train._plot import plot_history
     plot_history(history, os.path.join(os.fspath(workdir), "training_curve.png"))
   ckpt.close()
@@ -339,7 +340,8 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
     history.extend(saved["history"])
     monitor = _Monitor(run.early_stopping, run.eval_data is not None, saved["early_stopping"])
     bar = cleanup.enter_context(tqdm(
-        total=run.epochs * steps_per_epoch, initial=saved["epoch"] * steps_per_epoch, disable=not progress,
+        total=run.epochs * steps_per_epoch, initial=saved["epoch"] * steps_per_epoch,
+        disable=not progress or not is_main_process(),  # Multi-host: one bar, process 0's.
         unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.25, leave=True))
     for epoch in range(saved["epoch"], run.epochs):
       bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
@@ -354,8 +356,9 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
       history.append(epoch_record(epoch, host, seconds, steps_per_epoch * run.batch_size, val))
       _show_record(bar, history[-1])
       stop = monitor.update(history[-1], state)
-      if ckpt is not None:
-        ckpt.save(epoch + 1, host_state, {"history": history, "early_stopping": monitor.saved()})
+      if ckpt is not None:  # Across hosts, Orbax saves the global arrays collectively.
+        ckpt.save(epoch + 1, state if dp is not None and dp.multi_process else host_state,
+                  {"history": history, "early_stopping": monitor.saved()})
       if stop:
         log(f"dlfunc: early stopping after epoch {epoch + 1}: {monitor.key} has not improved for "
             f"{monitor.cfg.patience} epochs (best at epoch {monitor.best_epoch}).")
