@@ -11,7 +11,7 @@ import pytest
 from dlfunc import cli
 from dlfunc.train import MODELS, register_model
 
-DLFUNC = [sys.executable, "-m", "dlfunc.cli"]
+DLFUNC = [sys.executable, "-m", "dlfunc"]
 
 
 def _main(capsys, *argv):
