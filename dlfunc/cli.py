@@ -215,7 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     try:
       add_arguments = _resolve(command.add_arguments)
     except ImportError as e:  # the command stays listed; using it says what to install
-      p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
       p.set_defaults(_import_error=e)
     else:
       add_arguments(p)
@@ -230,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
   rest = [a for a in argv if a != "--debug"]
   if not rest or (rest[0] not in COMMANDS and rest[0] not in ("-h", "--help")):
     argv = [a for a in argv if a == "--debug"] + ["train"] + rest  # `dlfunc` alone == `dlfunc train`.
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, unknown = parser.parse_known_args(argv)
+  if unknown and getattr(args, "_import_error", None) is None:  # An unavailable command accepts any flags.
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}")
   try:
     if getattr(args, "_import_error", None) is not None:
       raise args._import_error
