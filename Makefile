@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 export KERAS_BACKEND := jax
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test test-fast bench venv venv-test clean
+.PHONY: demo test test-fast bench venv venv-test docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PIP) install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[docs]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -39,6 +43,10 @@ test-fast: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/train_step.py
+
+# The API reference (mkdocs.yml, docs/hooks.py) into build/docs: offline, strict (a warning fails it).
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/mkdocs build --strict --clean
 
 clean:
 	rm -rf $(VENV) build *.egg-info

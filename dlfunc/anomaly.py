@@ -26,6 +26,9 @@ import numpy as np
 
 from dlfunc import losses
 
+__all__ = ["Detector", "HoldoutSplit", "holdout_split", "reconstruction_errors", "fit_detector", "scores", "auroc",
+           "precision_recall", "evaluate", "pca_scores", "holdout_experiment"]
+
 
 class Detector(NamedTuple):
   """A trained reconstruction-error detector (a value; no hidden state).

@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Callable, Union
 
+__all__ = ["main", "build_parser", "Command", "COMMANDS", "register_command", "AFTER_TRAIN"]
+
 #: Called after ``dlfunc train`` as ``hook(state, summary, args)``.
 AFTER_TRAIN: list[Callable] = []
 

