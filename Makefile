@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 export KERAS_BACKEND := jax
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test test-fast bench venv venv-test docs clean
+.PHONY: demo test test-fast bench venv venv-test docs lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 
 $(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
 	$(PIP) install -q -e '.[docs]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -47,6 +51,14 @@ bench: $(VENV)/.installed-test
 # The API reference (mkdocs.yml, docs/hooks.py) into build/docs: offline, strict (a warning fails it).
 docs: $(VENV)/.installed-docs
 	$(VENV)/bin/mkdocs build --strict --clean
+
+# ruff (lint and format, [tool.ruff]) and pyright (basic, [tool.pyright]) over the library and the grader.
+LINT_PATHS ?= dlfunc autograder
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/pyright $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -236,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
   if unknown and getattr(args, "_import_error", None) is None:  # An unavailable command accepts any flags.
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")
   try:
-    if getattr(args, "_import_error", None) is not None:
-      raise args._import_error
+    import_error = getattr(args, "_import_error", None)
+    if import_error is not None:
+      raise import_error
     return _resolve(COMMANDS[args.command].run)(args, t0)
   except ImportError as e:
     if args.debug:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import os
 import pkgutil
 import re
 from pathlib import Path
@@ -49,7 +48,8 @@ def public_names(module) -> list[str]:
   """
   names = getattr(module, "__all__", None)
   if names is None:
-    own = [n for n, v in vars(module).items() if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__]
+    own = [n for n, v in vars(module).items()
+           if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__]
     if own:
       log.warning("%s has public names %s but no __all__: add `__all__ = [...]` listing what it exports.",
                   module.__name__, ", ".join(sorted(own)))
@@ -85,7 +85,8 @@ def module_page(module_name: str) -> str:
   if missing:
     log.warning("%s: public names without a docstring: %s (write one: what it does, its arguments).",
                 module_name, ", ".join(missing))
-  out = [f"# `{module_name}`\n", f"::: {module_name}\n    options:\n      members: false\n      show_root_heading: false\n"]
+  out = [f"# `{module_name}`\n",
+         f"::: {module_name}\n    options:\n      members: false\n      show_root_heading: false\n"]
   for name in names:
     out.append(f"::: {module_name}.{name}\n    options:\n      heading_level: 2\n")
   return "\n".join(out)

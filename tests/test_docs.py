@@ -35,8 +35,17 @@ def test_every_public_name_of_dlfunc_and_autograder_checks_is_documented(hooks, 
 
 
 def test_missing_docstrings_and_absent_names_are_reported(hooks, caplog):
+  def documented():
+    """Does a thing."""
+
+  def bare():
+    pass
+
+  class Bare:
+    pass
+
   mod = types.ModuleType("fake_public")
-  exec("def documented():\n  '''Does a thing.'''\n\ndef bare():\n  pass\n\nclass Bare:\n  pass\n", mod.__dict__)
+  mod.documented, mod.bare, mod.Bare = documented, bare, Bare
   mod.__all__ = ["documented", "bare", "Bare", "absent"]
   with caplog.at_level(logging.WARNING, logger="mkdocs"):
     names = hooks.public_names(mod)

@@ -78,7 +78,7 @@ def plot_score_histogram(scores, is_anomaly, threshold: float, path: str | os.Pa
   plt = _plt()
   scores, is_anomaly = np.asarray(scores), np.asarray(is_anomaly, bool)
   fig, ax = plt.subplots(figsize=(6, 3.8))
-  bins = np.linspace(0, float(np.percentile(scores, 99.5)), 40)
+  bins = np.linspace(0, float(np.percentile(scores, 99.5)), 40).tolist()
   ax.hist(scores[~is_anomaly], bins=bins, alpha=0.6, label="normal (other digits)")
   ax.hist(scores[is_anomaly], bins=bins, alpha=0.6, label=f"held out ({holdout})")
   ax.axvline(threshold, color="k", ls="--", label="threshold")
