@@ -56,9 +56,11 @@ docs: $(VENV)/.installed-docs
 LINT_PATHS ?= dlfunc autograder
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check $(LINT_PATHS)
-	$(VENV)/bin/ruff format --check $(LINT_PATHS)
-	$(VENV)/bin/pyright $(LINT_PATHS)
+	@rc=0; \
+	$(VENV)/bin/ruff check $(LINT_PATHS) || rc=1; \
+	$(VENV)/bin/ruff format --check $(LINT_PATHS) || rc=1; \
+	$(VENV)/bin/pyright $(LINT_PATHS) || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info

