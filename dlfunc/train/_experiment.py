@@ -97,13 +97,14 @@ class TrainConfig:
   early_stopping: int | None = None
   progress: bool = True
 
-  def resolved(self) -> "TrainConfig":
+  def resolved(self) -> "_ResolvedConfig":
     """A copy with every default filled in and every value checked (one-line errors)."""
     spec = _lookup(MODELS, "model", self.model)
-    c = dataclasses.replace(self)
+    values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     for f in ("dataset", "optimizer", "lr", "epochs", "batch_size", "schedule"):
-      if getattr(c, f) is None:
-        setattr(c, f, getattr(spec, f))
+      if values[f] is None:
+        values[f] = getattr(spec, f)
+    c = _ResolvedConfig(**values)
     from dlfunc import data
     if c.dataset not in data.DATASETS and not c.dataset.startswith("tfds:"):
       _lookup(data.DATASETS, "data set", c.dataset)
@@ -121,7 +122,18 @@ class TrainConfig:
     return c
 
 
-def _optimizer(c: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+@dataclasses.dataclass
+class _ResolvedConfig(TrainConfig):
+  """A :class:`TrainConfig` after :meth:`TrainConfig.resolved`: no ``None`` left among the defaults."""
+  dataset: str = "digits"
+  optimizer: str = "adam"
+  lr: float = 1e-3
+  epochs: int = 10
+  batch_size: int = 32
+  schedule: str = "cosine"
+
+
+def _optimizer(c: _ResolvedConfig, steps_per_epoch: int) -> optax.GradientTransformation:
   lr: Any = float(c.lr)
   if c.schedule == "cosine":
     lr = optax.cosine_decay_schedule(float(c.lr), max(1, c.epochs * steps_per_epoch))
