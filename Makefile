@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 export KERAS_BACKEND := jax
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test test-fast bench venv venv-test clean
+.PHONY: demo test test-fast bench venv venv-test docs lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PIP) install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[docs]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -39,6 +47,20 @@ test-fast: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/train_step.py
+
+# The API reference (mkdocs.yml, docs/hooks.py) into build/docs: offline, strict (a warning fails it).
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/mkdocs build --strict --clean
+
+# ruff (lint and format, [tool.ruff]) and pyright (basic, [tool.pyright]) over the library and the grader.
+LINT_PATHS ?= dlfunc autograder
+
+lint: $(VENV)/.installed-dev
+	@rc=0; \
+	$(VENV)/bin/ruff check $(LINT_PATHS) || rc=1; \
+	$(VENV)/bin/ruff format --check $(LINT_PATHS) || rc=1; \
+	$(VENV)/bin/pyright $(LINT_PATHS) || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info

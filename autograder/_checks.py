@@ -45,10 +45,12 @@ def key(seed: int):
 
 
 def fail(message: str):
+  """Fails the check with ``message`` (what the student sees): raises :class:`CheckFailed`."""
   raise CheckFailed(message)
 
 
 def check(condition, message: str):
+  """Fails the check with ``message`` unless ``condition`` is true."""
   if not bool(condition):
     raise CheckFailed(message)
 
@@ -118,6 +120,7 @@ def shape_dtype(got, shape, dtype, what: str):
 
 
 def finite(got, what: str):
+  """Fails, naming the first bad index, if the array ``got`` (called ``what``) holds a NaN or an infinity."""
   a = np.asarray(got)
   if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
     idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
@@ -125,6 +128,7 @@ def finite(got, what: str):
 
 
 def keys_are(tree, expected: set, what: str):
+  """Fails unless ``tree`` (called ``what``) is a dict with exactly the keys ``expected``."""
   if not isinstance(tree, dict):
     fail(f"{what}: expected a dict with keys {sorted(expected)}, got {type(tree).__name__} {describe(tree)}.")
   if set(tree) != set(expected):

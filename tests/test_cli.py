@@ -11,7 +11,7 @@ import pytest
 from dlfunc import cli
 from dlfunc.train import MODELS, register_model
 
-DLFUNC = [sys.executable, "-m", "dlfunc.cli"]
+DLFUNC = [sys.executable, "-m", "dlfunc"]
 
 
 def _main(capsys, *argv):
@@ -147,3 +147,42 @@ def test_sigkill_mid_run_then_resume_ends_with_the_same_parameters(data_dir, tmp
   evaluated = json.loads(ev.stdout.strip().splitlines()[-1])
   assert evaluated["epochs"] == int(epochs)
   assert evaluated["test_accuracy"] == pytest.approx(reference["test_accuracy"], abs=1e-7)
+
+
+# ---------------------------------------------------------------------------- the command table
+
+
+def test_python_m_dlfunc_lists_the_same_commands_as_the_script():
+  script = os.path.join(os.path.dirname(sys.executable), "dlfunc")
+  outs = []
+  for argv in ([script], [sys.executable, "-m", "dlfunc"], [sys.executable, "-m", "dlfunc.cli"]):
+    run = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=120, env=_env())
+    assert run.returncode == 0, run.stderr[-2000:]
+    outs.append(run.stdout.split("\n", 1)[1])  # After "usage: dlfunc ...", identical.
+  assert outs[0] == outs[1] == outs[2]
+  flat = " ".join(outs[0].split())
+  for name, command in cli.COMMANDS.items():
+    assert f"{name} {command.help}" in flat, (name, flat)
+  assert list(cli.COMMANDS) == ["train", "evaluate", "anomaly", "finetune", "embed"]
+
+
+def test_missing_optional_dependency_is_one_line(capsys, monkeypatch, tmp_path):
+  monkeypatch.setitem(sys.modules, "tokenizers", None)  # `import tokenizers` now raises ModuleNotFoundError.
+  code, out, err = _main(capsys, "embed", "--model", str(tmp_path), "a sentence")
+  assert code == 1 and out == "" and err.count("\n") == 1, err
+  assert "`dlfunc embed` needs the package 'tokenizers', which is not installed: " in err
+  assert "pip install 'dlfunc[pretrained]'" in err and "Traceback" not in err
+
+  # A subcommand whose module cannot be imported stays listed, the others work, and using it says what to install.
+  (tmp_path / "dlfunc_fake_cmd.py").write_text("import dlfunc_not_installed_pkg\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  cli.register_command("fake", "needs a missing package", "dlfunc_fake_cmd:add_arguments", "dlfunc_fake_cmd:run",
+                       install="pip install dlfunc-not-installed-pkg")
+  try:
+    code, out, err = _main(capsys, "fake", "--flag")
+    assert code == 1 and err.count("\n") == 1, err
+    assert "needs the package 'dlfunc_not_installed_pkg'" in err and "pip install dlfunc-not-installed-pkg" in err
+    code, _, err = _main(capsys, "train", "--lr", "0")
+    assert code == 2 and "learning rate" in err
+  finally:
+    cli.COMMANDS.pop("fake")

@@ -41,3 +41,67 @@ def test_resume_with_different_settings_is_refused(monkeypatch, tmp_path):
   with pytest.raises(ValueError, match=r"different settings.*lr 0.003 -> 0.1") as e:
     train_and_evaluate(TrainConfig(lr=0.1, progress=False), str(workdir), resume=True)
   assert "\n" not in str(e.value)
+
+
+_FRESH_PROCESS = r"""
+import json, sys
+from dlfunc.train import TrainConfig, train_and_evaluate, write_figures
+out = {}
+for model in ("rnn", "vae"):
+  state, summary = train_and_evaluate(TrainConfig(model=model, epochs=1, progress=False, data_dir=sys.argv[1]))
+  out[model] = dict(summary, figures=write_figures(model, state, sys.argv[2], data_dir=sys.argv[1]))
+out["cli_imported"] = any(m.startswith("dlfunc.cli") or m == "dlfunc._transfer_cli" for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def test_builtin_experiments_train_in_a_fresh_process_without_the_cli(tmp_path):
+  """The sequence models and autoencoders are library specs: no CLI module needs importing first."""
+  import subprocess
+  import sys
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  run = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(tmp_path / "tfds"), str(tmp_path / "figs")],
+                       capture_output=True, text=True, timeout=300, env=env)
+  assert run.returncode == 0, run.stderr[-3000:]
+  out = json.loads(run.stdout.strip().splitlines()[-1])
+  assert out["cli_imported"] is False
+  assert out["rnn"]["dataset"] == "digits-seq" and out["rnn"]["epochs"] == 1 and out["rnn"]["figures"] == []
+  assert 0.0 <= out["rnn"]["test_accuracy"] <= 1.0 and out["rnn"]["lr"] == 5e-3
+  assert out["vae"]["dataset"] == "digits" and "test_accuracy" not in out["vae"]  # Reconstructs its inputs.
+  assert [os.path.basename(p) for p in out["vae"]["figures"]] == ["reconstructions.png", "latent.png"]
+  assert all(os.path.getsize(p) > 1000 for p in out["vae"]["figures"])
+
+
+def test_one_optimizer_registry_for_the_library_and_the_cli(capsys):
+  import functools
+
+  import jax.numpy as jnp
+
+  from dlfunc import cli, optim, train
+  assert train.OPTIMIZERS is optim.OPTIMIZERS and train.register_optimizer is optim.register_optimizer
+  grads, params = jnp.ones(3), jnp.zeros(3)
+
+  def two_steps(tx):
+    state, out = tx.init(params), []
+    for _ in range(2):
+      updates, state = tx.update(grads, state, params)
+      out.append(updates)
+    return jnp.stack(out)
+
+  # `momentum` is sgd with momentum 0.9, written once; an explicit momentum overrides it.
+  assert jnp.allclose(two_steps(optim.get_optimizer("momentum", 0.1)), two_steps(optim.sgd(0.1, momentum=0.9)))
+  assert jnp.allclose(two_steps(optim.get_optimizer("Momentum", 0.1, momentum=0.5)),
+                      two_steps(optim.sgd(0.1, momentum=0.5)))
+  optim.register_optimizer("nesterov-test", functools.partial(optim.sgd, momentum=0.9, nesterov=True))
+  try:
+    with pytest.raises(ValueError, match="already registered"):
+      optim.register_optimizer("nesterov-test", optim.sgd)
+    assert train.TrainConfig(optimizer="nesterov-test").resolved().optimizer == "nesterov-test"
+    assert jnp.allclose(two_steps(optim.get_optimizer("nesterov-test", 0.1)),
+                        two_steps(optim.sgd(0.1, momentum=0.9, nesterov=True)))
+    help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "nesterov-test" in help_text
+  finally:
+    optim.OPTIMIZERS.pop("nesterov-test")
+  with pytest.raises(ValueError, match="unknown optimizer 'nesterov-test'"):
+    train.TrainConfig(optimizer="nesterov-test").resolved()

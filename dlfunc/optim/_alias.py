@@ -234,21 +234,3 @@ def adamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
       scale_by_learning_rate(learning_rate),
   )
 
-
-_BUILDERS = {"sgd": sgd, "momentum": sgd, "rmsprop": rmsprop, "adam": adam, "adamw": adamw}
-OPTIMIZER_NAMES = tuple(_BUILDERS)
-
-
-def get_optimizer(name: str, learning_rate: ScalarOrSchedule, **kwargs: Any) -> GradientTransformation:
-  """Build an optimizer by name, e.g. for a command line: ``get_optimizer("adam", 1e-3)``.
-
-  Names (:data:`OPTIMIZER_NAMES`): ``sgd``, ``momentum`` (``sgd`` with
-  ``momentum=0.9`` unless given), ``rmsprop``, ``adam``, ``adamw``. Extra keyword
-  arguments go to the optimizer.
-  """
-  key = str(name).lower()
-  if key not in _BUILDERS:
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZER_NAMES)}.")
-  if key == "momentum":
-    kwargs.setdefault("momentum", 0.9)
-  return _BUILDERS[key](learning_rate, **kwargs)

@@ -1,13 +1,17 @@
-"""Experiments by name: registries of models and optimizers, and ``train_and_evaluate``.
+"""Experiments by name: the model registry, ``train_and_evaluate`` and ``evaluate_workdir``.
 
 As in the Flax examples, the library function ``train_and_evaluate(config, workdir)``
-does the work and the CLI only parses flags. Other modules extend the registries::
+does the work and the CLI only parses flags. The built-in models (``mlp``,
+``cnn``, ``lenet``, ``rnn``, ``lstm``, ``gru``, ``cnn1d``, the autoencoders and
+the VAE) are registered here, with their defaults (``_specs.py``); optimizers
+come from the one registry of :mod:`dlfunc.optim` (``OPTIMIZERS``). Other modules
+extend the registries::
 
     from dlfunc.train import register_model
-    register_model("lstm", lambda num_classes: LSTMClassifier(num_classes=num_classes),
+    register_model("deep-lstm", lambda num_classes=10: RNNClassifier("lstm", 256, num_classes),
                    dataset="digits-seq", epochs=20, lr=3e-3)
 
-and ``dlfunc train --model lstm`` works.
+and ``dlfunc train --model deep-lstm`` works.
 """
 from __future__ import annotations
 
@@ -21,10 +25,14 @@ from typing import Any, Callable
 import numpy as np
 import optax
 
+from dlfunc.optim import OPTIMIZERS, get_optimizer, register_optimizer
 from dlfunc.train._checkpoint import Checkpointer
 from dlfunc.train._distributed import is_main_process
 from dlfunc.train._fit import EarlyStopping, fit
 from dlfunc.train._state import LossFn, create_train_state, evaluate
+
+__all__ = ["MODELS", "OPTIMIZERS", "ModelSpec", "TrainConfig", "evaluate_workdir", "register_model",
+           "register_optimizer", "train_and_evaluate", "write_figures"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +45,8 @@ class ModelSpec:
     loss_fn: ``loss_fn(outputs, targets)``; ``None`` is sparse softmax cross-entropy.
     targets: ``"labels"`` (classifiers) or ``"inputs"`` (autoencoders reconstruct x).
     description: one line for ``dlfunc train --help``.
+    figures: ``figures(model, variables, test_split, out_dir) -> [paths]``, the
+      model's own figures (:func:`write_figures`), or ``None``.
   """
   factory: Callable[..., Any]
   dataset: str = "digits"
@@ -48,12 +58,11 @@ class ModelSpec:
   loss_fn: LossFn | None = None
   targets: str = "labels"
   description: str = ""
+  figures: Callable[..., list[str]] | None = None
 
 
 #: Registry: model name -> :class:`ModelSpec`.
 MODELS: dict[str, ModelSpec] = {}
-#: Registry: optimizer name -> ``make(learning_rate) -> optax.GradientTransformation``.
-OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {}
 SCHEDULES = ("cosine", "constant")
 
 
@@ -66,14 +75,6 @@ def register_model(name: str, factory: Callable[..., Any], *, overwrite: bool = 
     raise ValueError(f"targets must be 'labels' or 'inputs', got {spec.targets!r}.")
   MODELS[name] = spec
   return spec
-
-
-def register_optimizer(name: str, make: Callable[[Any], optax.GradientTransformation], *,
-                       overwrite: bool = False) -> None:
-  """Adds ``make(learning_rate) -> GradientTransformation`` under ``name`` (``--optimizer``)."""
-  if name in OPTIMIZERS and not overwrite:
-    raise ValueError(f"optimizer {name!r} is already registered; pass overwrite=True to replace it.")
-  OPTIMIZERS[name] = make
 
 
 def _lookup(registry: dict, kind: str, name: str):
@@ -97,13 +98,14 @@ class TrainConfig:
   early_stopping: int | None = None
   progress: bool = True
 
-  def resolved(self) -> "TrainConfig":
+  def resolved(self) -> "_ResolvedConfig":
     """A copy with every default filled in and every value checked (one-line errors)."""
     spec = _lookup(MODELS, "model", self.model)
-    c = dataclasses.replace(self)
+    values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     for f in ("dataset", "optimizer", "lr", "epochs", "batch_size", "schedule"):
-      if getattr(c, f) is None:
-        setattr(c, f, getattr(spec, f))
+      if values[f] is None:
+        values[f] = getattr(spec, f)
+    c = _ResolvedConfig(**values)
     from dlfunc import data
     if c.dataset not in data.DATASETS and not c.dataset.startswith("tfds:"):
       _lookup(data.DATASETS, "data set", c.dataset)
@@ -121,11 +123,22 @@ class TrainConfig:
     return c
 
 
-def _optimizer(c: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+@dataclasses.dataclass
+class _ResolvedConfig(TrainConfig):
+  """A :class:`TrainConfig` after :meth:`TrainConfig.resolved`: no ``None`` left among the defaults."""
+  dataset: str = "digits"
+  optimizer: str = "adam"
+  lr: float = 1e-3
+  epochs: int = 10
+  batch_size: int = 32
+  schedule: str = "cosine"
+
+
+def _optimizer(c: _ResolvedConfig, steps_per_epoch: int) -> optax.GradientTransformation:
   lr: Any = float(c.lr)
   if c.schedule == "cosine":
     lr = optax.cosine_decay_schedule(float(c.lr), max(1, c.epochs * steps_per_epoch))
-  return OPTIMIZERS[c.optimizer](lr)
+  return get_optimizer(c.optimizer, lr)
 
 
 def _targets(spec: ModelSpec, split) -> tuple[np.ndarray, np.ndarray]:
@@ -240,19 +253,27 @@ def evaluate_workdir(workdir: str | os.PathLike, *, split: str = "test", data_di
   return out
 
 
+def write_figures(model: str, state, out_dir: str | os.PathLike, *, dataset: str | None = None,
+                  data_dir: str | None = None) -> list[str]:
+  """Draws the figures of registered ``model`` (its ``ModelSpec.figures``) into ``out_dir``; returns their paths.
+
+  For the autoencoders: ``reconstructions.png`` (test images above their
+  reconstructions) and ``latent.png`` (the test codes in 2-D, by class). A model
+  without figures returns ``[]``. ``state`` is the trained state of
+  :func:`train_and_evaluate`; ``dataset`` defaults to the model's.
+  """
+  spec = _lookup(MODELS, "model", model)
+  if spec.figures is None:
+    return []
+  from dlfunc import data
+  test = data.load(dataset or spec.dataset, "test", data_dir)
+  return spec.figures(spec.factory(num_classes=test.num_classes), state.variables, test, os.fspath(out_dir))
+
+
 def _register_builtins() -> None:
-  from dlfunc import models, optim
-  register_optimizer("sgd", lambda lr: optim.sgd(lr))
-  register_optimizer("momentum", lambda lr: optim.sgd(lr, momentum=0.9))
-  register_optimizer("rmsprop", lambda lr: optim.rmsprop(lr))
-  register_optimizer("adam", lambda lr: optim.adam(lr))
-  register_optimizer("adamw", lambda lr: optim.adamw(lr))
-  register_model("mlp", lambda num_classes=10: models.MLP(num_classes=num_classes), lr=3e-3, epochs=40,
-                 batch_size=32, description="the seed MLP: flatten -> 128 relu -> classes")
-  register_model("cnn", lambda num_classes=10: models.CNN(num_classes=num_classes), lr=3e-3, epochs=20,
-                 batch_size=32, description="the seed CNN: conv 32 3x3 + relu -> dense")
-  register_model("lenet", lambda num_classes=10: models.LeNet(num_classes=num_classes), lr=3e-3, epochs=10,
-                 batch_size=32, description="LeNet: 2 x [conv, batch norm, relu, max-pool], dense, dropout")
+  from dlfunc.train._specs import builtin_models
+  for name, spec in builtin_models().items():
+    register_model(name, **spec)
 
 
 _register_builtins()

@@ -23,12 +23,20 @@ from dlfunc.train._distributed import global_devices, put_global_batch, put_repl
 
 
 class DataParallel(NamedTuple):
+  """Where data-parallel training puts arrays: the device mesh and its two shardings.
+
+  Attributes:
+    mesh: a one-axis mesh (``"data"``) over the devices.
+    batch: batches are split along their leading axis, one slice per device.
+    replicated: parameters and optimizer state, a full copy on every device.
+  """
   mesh: Mesh
   batch: NamedSharding       # PartitionSpec("data"): split the leading axis.
   replicated: NamedSharding  # PartitionSpec(): a full copy on every device.
 
   @property
   def num_devices(self) -> int:
+    """How many devices share each batch."""
     return self.mesh.size
 
   @property
