@@ -254,3 +254,28 @@ def test_resume_or_start_without_a_workdir_starts_fresh(digits):
   state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
   same, saved = _fit.resume_or_start(None, state, resume=False, log=print)
   assert same is state and saved == {"history": [], "epoch": 0, "early_stopping": None}
+
+
+def test_train_state_create_and_apply_gradients_equal_train_steps_update(digits):
+  """flax.training's API: TrainState.create(apply_fn=, params=, tx=) and .apply_gradients(grads=)."""
+  from dlfunc.train import TrainState
+  train, _ = digits
+  x, y = train.x[:32], train.y[:32]
+  made = create_train_state(MLP, ADAM, x, jax.random.PRNGKey(2))
+  created = TrainState.create(apply_fn=MLP.apply, params=jax.tree_util.tree_map(jnp.copy, made.params), tx=ADAM)
+  assert int(created.step) == 0 and created.batch_stats == {}
+  grads = jax.grad(lambda p: losses.sparse_softmax_cross_entropy(MLP.apply({"params": p}, x), y))(created.params)
+  manual = created.apply_gradients(grads=grads)
+  stepped, _ = train_step(made, (x, y))
+  assert int(manual.step) == int(stepped.step) == 1
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), manual.params,
+                         stepped.params)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), manual.opt_state,
+                         stepped.opt_state)
+
+
+def test_state_docstring_examples_run():
+  import doctest
+  from dlfunc.train import _state
+  result = doctest.testmod(_state, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0

@@ -44,8 +44,9 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
 
 import jax
 import numpy as np
+import optax
 
-from dlfunc.optim._base import GradientTransformation, PyTree, set_to_zero
+from dlfunc.optim._base import GradientTransformation, GradientTransformationExtraArgs, PyTree, set_to_zero
 
 
 class MaskedNode(NamedTuple):
@@ -141,16 +142,18 @@ def masked(inner: GradientTransformation, mask: Union[PyTree, Callable[[PyTree],
       raise selects_nothing("masked", "the mask", tree)
     return [bool(k) for k in keep]
 
+  inner = optax.with_extra_args_support(inner)
+
   def init_fn(params):
     return MaskedState(inner_state=inner.init(_select(params, keep_of(params))))
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
     keep = keep_of(updates)
     sub_params = None if params is None else _select(params, keep)
-    sub_updates, inner_state = inner.update(_select(updates, keep), state.inner_state, sub_params)
+    sub_updates, inner_state = inner.update(_select(updates, keep), state.inner_state, sub_params, **extra_args)
     return _merge(updates, sub_updates, keep), MaskedState(inner_state=inner_state)
 
-  return GradientTransformation(init_fn, update_fn)
+  return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def partition(transforms: Mapping[Hashable, GradientTransformation],
@@ -179,6 +182,7 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
   """
   if not transforms:
     raise ValueError("partition: transforms is empty; pass e.g. {'train': adam(1e-3), 'frozen': set_to_zero()}.")
+  transforms = {label: optax.with_extra_args_support(tx) for label, tx in transforms.items()}
 
   def keeps_of(tree):
     labels = param_labels(tree) if callable(param_labels) else param_labels
@@ -197,17 +201,18 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
     keeps = keeps_of(params)
     return PartitionState({label: tx.init(_select(params, keeps[label])) for label, tx in transforms.items()})
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
     keeps = keeps_of(updates)
     out, new_states = updates, {}
     for label, tx in transforms.items():
       keep = keeps[label]
       sub_params = None if params is None else _select(params, keep)
-      sub_updates, new_states[label] = tx.update(_select(updates, keep), state.inner_states[label], sub_params)
+      sub_updates, new_states[label] = tx.update(_select(updates, keep), state.inner_states[label], sub_params,
+                                                 **extra_args)
       out = _merge(out, sub_updates, keep)
     return out, PartitionState(new_states)
 
-  return GradientTransformation(init_fn, update_fn)
+  return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def labels_by_path(params: PyTree, rules: Mapping[str, Hashable], default: Hashable = None) -> PyTree:

@@ -59,6 +59,48 @@ class TrainState:
       v["batch_stats"] = self.batch_stats
     return v
 
+  @classmethod
+  def create(cls, *, apply_fn: Callable, params, tx: optax.GradientTransformation, batch_stats=None, rng=None,
+             **kwargs) -> "TrainState":
+    """A state at step 0, as ``flax.training.train_state.TrainState.create``.
+
+    Args:
+      apply_fn: the model's ``apply``.
+      params: the ``params`` collection (``model.init(...)["params"]``).
+      tx: the optimizer; its state is ``tx.init(params)``.
+      batch_stats: the ``batch_stats`` collection, if the model has one.
+      rng: the run's key for dropout (default ``jax.random.PRNGKey(0)``).
+      **kwargs: other fields (``loss_fn``, ``input_shape``).
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from dlfunc import models, optim
+      >>> model = models.MLP(hidden=(4,))
+      >>> params = model.init(jax.random.key(0), np.zeros((1, 3)))["params"]
+      >>> state = TrainState.create(apply_fn=model.apply, params=params, tx=optim.sgd(0.1))
+      >>> grads = jax.tree.map(np.ones_like, params)
+      >>> state = state.apply_gradients(grads=grads)
+      >>> int(state.step), state.params["Dense_0"]["bias"]
+      (1, Array([-0.1, -0.1, -0.1, -0.1], dtype=float32))
+    """
+    if rng is None:
+      rng = jax.random.PRNGKey(0)
+    elif jax.dtypes.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
+      rng = jax.random.key_data(rng)
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+               batch_stats={} if batch_stats is None else batch_stats, rng=jnp.asarray(rng, jnp.uint32),
+               apply_fn=apply_fn, tx=tx, **kwargs)
+
+  def apply_gradients(self, *, grads, **kwargs) -> "TrainState":
+    """One optimizer step with ``grads``: ``step + 1``, new ``params`` and ``opt_state``, as flax.training's.
+
+    ``kwargs`` replace other fields at the same time (``batch_stats=`` after a
+    training-mode forward pass).
+    """
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    params = optax.apply_updates(self.params, updates)
+    return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **kwargs)
+
 
 def _one_line(e: BaseException) -> str:
   text = str(e).strip()
@@ -151,13 +193,10 @@ def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
     return state.loss_fn(outputs, y), (outputs, new_stats)
 
   (loss, (outputs, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss}
   if _is_classification(outputs, y):
     metrics["accuracy"] = jnp.mean(jnp.argmax(outputs, -1) == y)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, batch_stats=new_stats)
-  return new_state, metrics
+  return state.apply_gradients(grads=grads, batch_stats=new_stats), metrics
 
 
 @jax.jit
