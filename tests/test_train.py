@@ -386,3 +386,61 @@ def test_fit_runs_your_own_train_step_in_its_loop(digits):
   with pytest.raises(ValueError, match="metrics must be a dict with a 'loss' entry") as e:
     fit(MLP, (train.x[:64], train.y[:64]), epochs=1, progress=False, train_step=lambda s, b: (s, {"l": 0.0}))
   _one_line(e)
+
+
+class NoTrainArgument(linen.Module):
+  @linen.compact
+  def __call__(self, x):
+    return Dense(10)(x.reshape((x.shape[0], -1)))
+
+
+# (fit or evaluate call on the digits, error type, the exact hint the one-line message must contain)
+BAD_INPUT = [
+    (lambda tr, te: fit(MLP, tr, optimizer=optim.adam, epochs=1, progress=False), TypeError,
+     "optimizer must be an optax GradientTransformation, got adam; call it: optimizer=adam(1e-3)."),
+    (lambda tr, te: fit(MLP, {"image": tr.x, "label": tr.y}, epochs=1, progress=False), TypeError,
+     "training data is a dict with keys ['image', 'label']; pass a pair (inputs, labels), e.g. "
+     "(d['image'], d['label'])"),
+    (lambda tr, te: fit(models.MLP, tr, epochs=1, progress=False), TypeError,
+     "model is the class MLP, not a module; create one: MLP(...)."),
+    (lambda tr, te: fit(NoTrainArgument(), tr, epochs=1, progress=False), ValueError,
+     "NoTrainArgument.__call__ has no train argument, which fit and train_step pass; define it as "
+     "def __call__(self, x, train: bool = False)"),
+    (lambda tr, te: fit(models.LeNet(features=(4,), hidden=8), (np.zeros((8, 1, 28, 28), np.float32),
+                                                               np.zeros(8, np.int32)), epochs=1, batch_size=4,
+                        progress=False), ValueError,
+     "LeNet got images of shape (4, 1, 28, 28), channels first (NCHW); images are NHWC: x.transpose(0, 2, 3, 1)."),
+    (lambda tr, te: evaluate(create_train_state(MLP, ADAM, tr.x[:4], jax.random.PRNGKey(0)),
+                             (te.x[:0], te.y[:0])), ValueError,
+     "evaluate: data is empty (0 examples); pass at least one example."),
+    (lambda tr, te: evaluate({"params": {}}, te), TypeError,
+     "evaluate takes a TrainState (from fit or create_train_state) first, got dict"),
+    (lambda tr, te: fit(MLP, tr, epochs=1, eval_batch_size=0, progress=False), ValueError,
+     "eval_batch_size must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("call, error, text", BAD_INPUT, ids=["optimizer-not-called", "data-dict", "model-class",
+                                                              "no-train-argument", "nchw", "evaluate-empty",
+                                                              "evaluate-not-a-state", "eval-batch-size"])
+def test_bad_input_says_what_to_change(digits, call, error, text):
+  with pytest.raises(error) as e:
+    call(*digits)
+  assert text in str(e.value), str(e.value)
+  _one_line(e)
+
+
+def test_nchw_images_are_caught_at_init_by_every_image_model():
+  nchw = np.zeros((2, 3, 32, 32), np.float32)
+  for model in (models.CNN(), models.LeNet(), models.ResNet18(num_classes=3, width=8, stem="small"),
+                models.VGG11(num_classes=3)):
+    with pytest.raises(ValueError, match=r"channels first \(NCHW\); images are NHWC: x\.transpose\(0, 2, 3, 1\)\."):
+      jax.eval_shape(model.init, jax.random.key(0), nchw)
+    jax.eval_shape(model.init, jax.random.key(0), nchw.transpose(0, 2, 3, 1))  # NHWC: fine
+
+
+def test_models_checks_docstring_examples_run():
+  import doctest
+  from dlfunc.models import _checks
+  result = doctest.testmod(_checks, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0

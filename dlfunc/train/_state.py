@@ -160,6 +160,8 @@ def _init_error(model, sample_x, e: BaseException) -> ValueError:
   if "unexpected keyword argument 'train'" in str(e):
     return ValueError(f"{name}.__call__ has no train argument, which fit and train_step pass; define it as "
                       "def __call__(self, x, train: bool = False) (and hand train on to dropout and batch norm).")
+  if "images are NHWC" in str(e):  # dlfunc.models' own check already says what to change.
+    return ValueError(_one_line(e))
   return ValueError(f"{name} cannot take inputs of shape {describe(sample_x)}: {_one_line(e)}")
 
 
