@@ -444,3 +444,15 @@ def test_models_checks_docstring_examples_run():
   from dlfunc.models import _checks
   result = doctest.testmod(_checks, optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.attempted > 0 and result.failed == 0
+
+
+def test_readme_your_own_model_example_runs(capsys):
+  import pathlib
+  import re
+  text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  code = re.search(r"```python\n(.*?)```", text[text.index("### Your own model"):], re.S).group(1)
+  namespace: dict = {}
+  exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+  history = namespace["history"]
+  assert len(history) == 2 and "l2" in history[0] and history[-1]["loss"] < history[0]["loss"]
+  assert "'head/kernel'" in capsys.readouterr().out
