@@ -342,8 +342,8 @@ def test_fit_from_given_variables_with_a_zero_update_changes_nothing(digits):
   after = evaluate(again, test)
   assert after["accuracy"] == before["accuracy"] > 0.5 and after["loss"] == before["loss"]
   jax.tree_util.tree_map(np.testing.assert_array_equal, again.params, variables["params"])  # still readable
-  with pytest.raises(ValueError, match=r"variables do not fit MLP: params/Dense_0/bias is \(128,\) float32 in variables "
-                                       r"but \(64,\) float32 in the model") as e:
+  with pytest.raises(ValueError, match=r"variables do not fit MLP: params/Dense_0/bias is \(128,\) float32 in "
+                                       r"variables but \(64,\) float32 in the model") as e:
     fit(models.MLP(hidden=(64,)), train, epochs=1, progress=False, variables=variables)
   _one_line(e)
 

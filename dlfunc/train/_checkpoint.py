@@ -150,8 +150,9 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 -- any other failure means "do not trust this one".
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if "not compatible with the stored shape" in reason:  # Written before signatures were stored.
-          raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} was written by another model "
-                            f"({reason[:160]}); resume with the model that wrote it, or choose a new workdir.") from None
+          raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} was written by another "
+                            f"model ({reason[:160]}); resume with the model that wrote it, or choose a new "
+                            "workdir.") from None
         log(f"dlfunc: checkpoint of epoch {epoch} in {self.directory} is corrupt or partial ({reason[:160]}); "
             "skipping it.")
         continue

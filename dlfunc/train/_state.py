@@ -169,8 +169,8 @@ def _given_variables(model, init_key, sample_x, variables) -> dict:
   """``variables`` checked leaf by leaf against what ``model.init`` would make, copied (the state is donated)."""
   from dlfunc.train._checkpoint import first_difference, tree_signature
   if not isinstance(variables, Mapping) or "params" not in variables:
-    raise ValueError(f"variables must be a dict of collections with 'params' (as model.init returns), got "
-                     f"{type(variables).__name__}{' with keys ' + str(list(variables)) if isinstance(variables, Mapping) else ''}.")
+    got = f"keys {list(variables)}" if isinstance(variables, Mapping) else type(variables).__name__
+    raise ValueError(f"variables must be a dict of collections with 'params' (as model.init returns), got {got}.")
   unknown = sorted(set(variables) - {"params", "batch_stats"})
   if unknown:
     raise ValueError(f"variables holds collections {unknown} that the train state cannot carry; pass only "
