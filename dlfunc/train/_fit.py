@@ -16,7 +16,7 @@ import optax
 
 from dlfunc.train._checkpoint import Checkpointer
 from dlfunc.train._sharding import data_parallel
-from dlfunc.train._state import (LossFn, TrainState, _pair, batches, create_train_state, evaluate, num_examples,
+from dlfunc.train._state import (LossFn, TrainState, batches, create_train_state, evaluate, num_examples, pair_of,
                                  shapes, take, train_step)
 
 
@@ -51,7 +51,7 @@ def _positive_int(name: str, value, flag: str) -> int:
 
 def _as_arrays(data, what: str) -> tuple[Any, np.ndarray]:
   """``(x, y)`` with ``x`` an array or a pytree of arrays (``(x, mask)``, a dict) of one row per example."""
-  x, y = _pair(data, what)
+  x, y = pair_of(data, what)
   n = num_examples(x, f"{what}: the inputs")
   if n != len(y):
     raise ValueError(f"{what}: x has {n} examples but y has {len(y)}; they must match.")

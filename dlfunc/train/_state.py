@@ -345,7 +345,7 @@ def evaluate(state: TrainState, data, *, batch_size: int = 256, sharding=None) -
   if not isinstance(state, TrainState):
     raise TypeError(f"evaluate takes a TrainState (from fit or create_train_state) first, got "
                     f"{type(state).__name__}; for raw variables use dlfunc.models.Predictor(model, variables).")
-  x, y = _pair(data, "evaluate: data")
+  x, y = pair_of(data, "evaluate: data")
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}; pass e.g. 256.")
   n = num_examples(x, "evaluate: inputs")
@@ -371,7 +371,7 @@ def evaluate(state: TrainState, data, *, batch_size: int = 256, sharding=None) -
   return out
 
 
-def _pair(data, what: str):
+def pair_of(data, what: str):
   """``(x, y)`` from a pair or a ``dlfunc.data.Split``, with ``x`` any pytree of arrays; one-line errors."""
   if isinstance(data, Mapping):
     keys = list(data)
