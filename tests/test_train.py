@@ -274,10 +274,11 @@ def test_train_state_create_and_apply_gradients_equal_train_steps_update(digits)
                          stepped.opt_state)
 
 
-def test_state_docstring_examples_run():
+@pytest.mark.parametrize("module", ["_state", "_fit", "_checkpoint"])
+def test_train_docstring_examples_run(module):
   import doctest
-  from dlfunc.train import _state
-  result = doctest.testmod(_state, optionflags=doctest.NORMALIZE_WHITESPACE)
+  import importlib
+  result = doctest.testmod(importlib.import_module(f"dlfunc.train.{module}"), optionflags=doctest.NORMALIZE_WHITESPACE)
   assert result.attempted > 0 and result.failed == 0
 
 
