@@ -257,3 +257,39 @@ def test_rmsprop_eps_placement_on_one_step_by_hand():
     params = jnp.zeros(())
     u, _ = tx.update(jnp.asarray(g), tx.init(params), params)
     np.testing.assert_allclose(float(u), want, rtol=1e-6)
+
+
+# ------------------------------------------------------------- optax's extra-args convention
+
+
+def _scale_by_value():
+  """An optax transform that reads the extra ``value=`` argument (as a line search does)."""
+  def update(updates, state, params=None, *, value, **extra):
+    del params, extra
+    return jax.tree.map(lambda u: u * value, updates), state
+  return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optim.adam(1e-3), lambda: optim.sgd(0.1, momentum=0.9), lambda: optim.rmsprop(1e-3),
+    lambda: optim.adamw(1e-3, mask=lambda p: jax.tree.map(lambda _: True, p)),
+    lambda: optim.freeze(optim.adam(1e-3), "^scale"),
+], ids=["adam", "sgd", "rmsprop", "adamw-masked", "freeze"])
+def test_update_accepts_and_ignores_extra_arguments_under_jit(make):
+  tx = make()
+  assert isinstance(tx, optax.GradientTransformationExtraArgs)
+  params = jax.tree.map(jnp.asarray, _init_params())
+  grads = jax.tree.map(_grad, params)
+  state = tx.init(params)
+  want, _ = tx.update(grads, state, params)
+  got, _ = jax.jit(lambda g, s, p: tx.update(g, s, p, some_extra=1))(grads, state, params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+
+
+def test_extra_arguments_reach_an_optax_transform_inside_chain_and_freeze():
+  params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+  grads = jax.tree.map(jnp.ones_like, params)
+  tx = optim.freeze(optim.chain(_scale_by_value(), optim.sgd(1.0)), "^a")
+  updates, _ = tx.update(grads, tx.init(params), params, value=jnp.float32(3.0))
+  np.testing.assert_array_equal(updates["b"], -3.0)
+  np.testing.assert_array_equal(updates["a"], -0.0)

@@ -82,3 +82,28 @@ def test_several_inputs_reach_the_model():
   variables = model.init(jax.random.key(0), ids, mask, types)
   got = Predictor(model, variables)(ids, mask, types)
   _close(got, model.apply(variables, ids, mask, types, train=False))
+
+
+def test_a_dict_or_tuple_input_reaches_the_model_as_is():
+  import flax.linen as linen
+
+  class DictIn(linen.Module):
+    @linen.compact
+    def __call__(self, batch, train: bool = False):
+      assert isinstance(batch, dict) and set(batch) == {"x", "scale"}, type(batch)
+      return linen.Dense(3)(batch["x"]) * batch["scale"]
+
+  batch = {"x": np.ones((2, 4), np.float32), "scale": np.full((2, 1), 2.0, np.float32)}
+  variables = DictIn().init(jax.random.key(0), batch)
+  _close(Predictor(DictIn(), variables, autotune=False)(batch), DictIn().apply(variables, batch))
+
+  class PairIn(linen.Module):
+    @linen.compact
+    def __call__(self, inputs, train: bool = False):
+      assert isinstance(inputs, tuple), type(inputs)  # not stacked into one array
+      x, mask = inputs
+      return linen.Dense(3)(x * mask)
+
+  pair = (np.ones((2, 4), np.float32), np.asarray([[1, 1, 0, 0]] * 2, np.float32))
+  variables = PairIn().init(jax.random.key(0), pair)
+  _close(Predictor(PairIn(), variables, autotune=False)(pair), PairIn().apply(variables, pair))

@@ -254,3 +254,206 @@ def test_resume_or_start_without_a_workdir_starts_fresh(digits):
   state = create_train_state(MLP, ADAM, train.x[:32], jax.random.PRNGKey(0))
   same, saved = _fit.resume_or_start(None, state, resume=False, log=print)
   assert same is state and saved == {"history": [], "epoch": 0, "early_stopping": None}
+
+
+def test_train_state_create_and_apply_gradients_equal_train_steps_update(digits):
+  """flax.training's API: TrainState.create(apply_fn=, params=, tx=) and .apply_gradients(grads=)."""
+  from dlfunc.train import TrainState
+  train, _ = digits
+  x, y = train.x[:32], train.y[:32]
+  made = create_train_state(MLP, ADAM, x, jax.random.PRNGKey(2))
+  created = TrainState.create(apply_fn=MLP.apply, params=jax.tree_util.tree_map(jnp.copy, made.params), tx=ADAM)
+  assert int(created.step) == 0 and created.batch_stats == {}
+  grads = jax.grad(lambda p: losses.sparse_softmax_cross_entropy(MLP.apply({"params": p}, x), y))(created.params)
+  manual = created.apply_gradients(grads=grads)
+  stepped, _ = train_step(made, (x, y))
+  assert int(manual.step) == int(stepped.step) == 1
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), manual.params,
+                         stepped.params)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), manual.opt_state,
+                         stepped.opt_state)
+
+
+@pytest.mark.parametrize("module", ["_state", "_fit", "_checkpoint"])
+def test_train_docstring_examples_run(module):
+  import doctest
+  import importlib
+  result = doctest.testmod(importlib.import_module(f"dlfunc.train.{module}"), optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------------------- an open fit (issue 14)
+
+
+class MaskedMLP(linen.Module):
+  """Takes ``(x, mask)``: features the mask zeroes are dropped (as padded tokens would be)."""
+
+  @linen.compact
+  def __call__(self, inputs, train: bool = False):
+    x, mask = inputs
+    return Dense(10)(jax.nn.relu(Dense(32)(x * mask)))
+
+
+class TwoInputs(linen.Module):
+  """Takes ``{"pixels": ..., "extra": ...}``."""
+
+  @linen.compact
+  def __call__(self, batch, train: bool = False):
+    h = jnp.concatenate([batch["pixels"].reshape(batch["pixels"].shape[0], -1), batch["extra"]], -1)
+    return Dense(10)(jax.nn.relu(Dense(32)(h)))
+
+
+def _flat(split, n):
+  x = np.asarray(split.x[:n]).reshape(n, -1)
+  return x, np.asarray(split.y[:n])
+
+
+def test_fit_evaluate_and_predictor_take_a_tuple_input(digits):
+  train, test = digits
+  (x, y), (tx, ty) = _flat(train, 512), _flat(test, 200)
+  mask, tmask = ((np.random.default_rng(0).random(a.shape) < 0.8).astype(np.float32) for a in (x, tx))
+  state, history = fit(MaskedMLP(), ((x, mask), y), eval_data=((tx, tmask), ty), optimizer=optim.adam(1e-2),
+                       epochs=3, batch_size=64, progress=False)
+  assert history[-1]["loss"] < history[0]["loss"] and history[-1]["val_accuracy"] > 0.6
+  ev = evaluate(state, ((tx, tmask), ty))
+  logits = np.asarray(models.Predictor(MaskedMLP(), state.variables, autotune=False)((tx, tmask)))
+  assert ev["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == ty), abs=1e-7)
+  with pytest.raises(ValueError, match="every array needs the same leading") as e:
+    fit(MaskedMLP(), ((x, mask[:10]), y), epochs=1, progress=False)
+  _one_line(e)
+
+
+def test_fit_takes_a_dict_input(digits):
+  train, _ = digits
+  x, y = np.asarray(train.x[:256]), np.asarray(train.y[:256])
+  inputs = {"pixels": x, "extra": np.ones((256, 3), np.float32)}
+  state, history = fit(TwoInputs(), (inputs, y), optimizer=optim.adam(1e-2), epochs=2, batch_size=32,
+                       progress=False)
+  assert state.input_shape == ((3,), (8, 8, 1)) and history[-1]["loss"] < history[0]["loss"]
+  assert set(evaluate(state, (inputs, y))) == {"loss", "accuracy"}
+
+
+def test_fit_from_given_variables_with_a_zero_update_changes_nothing(digits):
+  train, test = digits
+  state, _ = fit(MLP, train, optimizer=ADAM, epochs=1, batch_size=32, progress=False)
+  variables = state.variables
+  before = evaluate(state, test)
+  again, _ = fit(MLP, train, optimizer=optax.set_to_zero(), epochs=1, batch_size=32, progress=False,
+                 variables=variables)
+  after = evaluate(again, test)
+  assert after["accuracy"] == before["accuracy"] > 0.5 and after["loss"] == before["loss"]
+  jax.tree_util.tree_map(np.testing.assert_array_equal, again.params, variables["params"])  # still readable
+  with pytest.raises(ValueError, match=r"variables do not fit MLP: params/Dense_0/bias is \(128,\) float32 in "
+                                       r"variables but \(64,\) float32 in the model") as e:
+    fit(models.MLP(hidden=(64,)), train, epochs=1, progress=False, variables=variables)
+  _one_line(e)
+
+
+def test_loss_fn_with_params_and_aux_metrics_fills_the_history(digits):
+  train, test = digits
+
+  def loss_fn(outputs, y, params):
+    ce = losses.sparse_softmax_cross_entropy(outputs, y)
+    l2 = sum(jnp.sum(w ** 2) for w in jax.tree_util.tree_leaves(params))
+    return ce + 1e-4 * l2, {"ce": ce, "l2": l2}
+
+  state, history = fit(MLP, (train.x[:256], train.y[:256]), eval_data=(test.x[:100], test.y[:100]),
+                       optimizer=ADAM, epochs=2, batch_size=32, progress=False, loss_fn=loss_fn)
+  h = history[-1]
+  assert {"loss", "ce", "l2", "val_loss", "val_ce", "val_l2", "accuracy", "val_accuracy"} <= set(h)
+  assert h["loss"] == pytest.approx(h["ce"] + 1e-4 * h["l2"], rel=1e-5) and h["l2"] > 1.0
+  assert h["val_loss"] == pytest.approx(h["val_ce"] + 1e-4 * h["val_l2"], rel=1e-5)
+
+
+def test_fit_runs_your_own_train_step_in_its_loop(digits):
+  """A hand-written step (plain SGD on a squared-logit penalty) driven by fit's loop, checkpoints included."""
+  train, _ = digits
+  calls = []
+
+  def my_step(state, batch):
+    calls.append(1)  # Python side effect: runs once per trace, so counts compilations.
+    x, y = batch
+
+    def loss(params):
+      logits = state.apply_fn({"params": params}, x, train=True)
+      return losses.sparse_softmax_cross_entropy(logits, y) + 1e-3 * jnp.mean(logits ** 2), logits
+
+    (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+    return state.apply_gradients(grads=grads), {"loss": value, "mean_logit": jnp.mean(logits)}
+
+  _, history = fit(MLP, (train.x[:256], train.y[:256]), optimizer=optim.sgd(0.1), epochs=2, batch_size=32,
+                   progress=False, train_step=my_step)
+  assert len(calls) == 1 and "mean_logit" in history[0] and history[-1]["loss"] < history[0]["loss"]
+  with pytest.raises(ValueError, match="metrics must be a dict with a 'loss' entry") as e:
+    fit(MLP, (train.x[:64], train.y[:64]), epochs=1, progress=False, train_step=lambda s, b: (s, {"l": 0.0}))
+  _one_line(e)
+
+
+class NoTrainArgument(linen.Module):
+  @linen.compact
+  def __call__(self, x):
+    return Dense(10)(x.reshape((x.shape[0], -1)))
+
+
+# (fit or evaluate call on the digits, error type, the exact hint the one-line message must contain)
+BAD_INPUT = [
+    (lambda tr, te: fit(MLP, tr, optimizer=optim.adam, epochs=1, progress=False), TypeError,
+     "optimizer must be an optax GradientTransformation, got adam; call it: optimizer=adam(1e-3)."),
+    (lambda tr, te: fit(MLP, {"image": tr.x, "label": tr.y}, epochs=1, progress=False), TypeError,
+     "training data is a dict with keys ['image', 'label']; pass a pair (inputs, labels), e.g. "
+     "(d['image'], d['label'])"),
+    (lambda tr, te: fit(models.MLP, tr, epochs=1, progress=False), TypeError,
+     "model is the class MLP, not a module; create one: MLP(...)."),
+    (lambda tr, te: fit(NoTrainArgument(), tr, epochs=1, progress=False), ValueError,
+     "NoTrainArgument.__call__ has no train argument, which fit and train_step pass; define it as "
+     "def __call__(self, x, train: bool = False)"),
+    (lambda tr, te: fit(models.LeNet(features=(4,), hidden=8), (np.zeros((8, 1, 28, 28), np.float32),
+                                                               np.zeros(8, np.int32)), epochs=1, batch_size=4,
+                        progress=False), ValueError,
+     "LeNet got images of shape (4, 1, 28, 28), channels first (NCHW); images are NHWC: x.transpose(0, 2, 3, 1)."),
+    (lambda tr, te: evaluate(create_train_state(MLP, ADAM, tr.x[:4], jax.random.PRNGKey(0)),
+                             (te.x[:0], te.y[:0])), ValueError,
+     "evaluate: data is empty (0 examples); pass at least one example."),
+    (lambda tr, te: evaluate({"params": {}}, te), TypeError,
+     "evaluate takes a TrainState (from fit or create_train_state) first, got dict"),
+    (lambda tr, te: fit(MLP, tr, epochs=1, eval_batch_size=0, progress=False), ValueError,
+     "eval_batch_size must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("call, error, text", BAD_INPUT, ids=["optimizer-not-called", "data-dict", "model-class",
+                                                              "no-train-argument", "nchw", "evaluate-empty",
+                                                              "evaluate-not-a-state", "eval-batch-size"])
+def test_bad_input_says_what_to_change(digits, call, error, text):
+  with pytest.raises(error) as e:
+    call(*digits)
+  assert text in str(e.value), str(e.value)
+  _one_line(e)
+
+
+def test_nchw_images_are_caught_at_init_by_every_image_model():
+  nchw = np.zeros((2, 3, 32, 32), np.float32)
+  for model in (models.CNN(), models.LeNet(), models.ResNet18(num_classes=3, width=8, stem="small"),
+                models.VGG11(num_classes=3)):
+    with pytest.raises(ValueError, match=r"channels first \(NCHW\); images are NHWC: x\.transpose\(0, 2, 3, 1\)\."):
+      jax.eval_shape(model.init, jax.random.key(0), nchw)
+    jax.eval_shape(model.init, jax.random.key(0), nchw.transpose(0, 2, 3, 1))  # NHWC: fine
+
+
+def test_models_checks_docstring_examples_run():
+  import doctest
+  from dlfunc.models import _checks
+  result = doctest.testmod(_checks, optionflags=doctest.NORMALIZE_WHITESPACE)
+  assert result.attempted > 0 and result.failed == 0
+
+
+def test_readme_your_own_model_example_runs(capsys):
+  import pathlib
+  import re
+  text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  code = re.search(r"```python\n(.*?)```", text[text.index("### Your own model"):], re.S).group(1)
+  namespace: dict = {}
+  exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+  history = namespace["history"]
+  assert len(history) == 2 and "l2" in history[0] and history[-1]["loss"] < history[0]["loss"]
+  assert "'head/kernel'" in capsys.readouterr().out

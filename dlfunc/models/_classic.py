@@ -7,6 +7,7 @@ import flax.linen as linen
 import jax.numpy as jnp
 
 from dlfunc import nn
+from dlfunc.models._checks import check_nhwc
 from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout
 
 
@@ -17,6 +18,7 @@ def _images(name: str, x):
   if x.ndim != 4:
     raise ValueError(f"{name} expects images shaped (batch, height, width, channels) or (batch, height, width), "
                      f"got shape {tuple(x.shape)}.")
+  check_nhwc(name, x)
   return x
 
 

@@ -54,7 +54,9 @@ class Predictor:
     repeats: timed calls per candidate when autotuning (best of them counts).
     **kwargs: extra keyword arguments for ``model.apply`` (static).
 
-  ``choices`` maps each input signature seen to the candidate kept, so a run
+  Each input may be an array or any pytree of arrays (``(x, mask)``, a dict),
+  handed to ``model.apply`` as is. ``choices`` maps each input signature seen
+  to the candidate kept, so a run
   can report what it used. Example::
 
       model, variables = dlfunc.pretrained.load_torchvision("resnet50", "resnet50.pth")
@@ -72,7 +74,7 @@ class Predictor:
     self._fn = jax.jit(lambda v, *xs: model.apply(v, *xs, train=False, **kwargs))
 
   def __call__(self, *inputs):
-    inputs = tuple(jnp.asarray(x) for x in inputs)
+    inputs = jax.tree_util.tree_map(jnp.asarray, inputs)  # Each input an array or a pytree of them, as is.
     sig = _signature(inputs)
     compiled = self._compiled.get(sig)
     if compiled is None:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc import nn
+from dlfunc.models._checks import check_nhwc
 from dlfunc.models._layers import BatchNorm, Conv, Dense
 
 _VARIANTS = ("torchvision", "keras")
@@ -144,6 +145,7 @@ class ResNet(linen.Module):
     x = jnp.asarray(x, jnp.float32)
     if x.ndim != 4:
       raise ValueError(f"ResNet expects images shaped (batch, height, width, channels), got shape {tuple(x.shape)}.")
+    check_nhwc(type(self).__name__, x)
     keras = self.variant == "keras"
     if self.stem == "imagenet":
       x = Conv(self.width, (7, 7), 2, ((3, 3), (3, 3)), use_bias=keras, kernel_init=_conv_init(), name="conv1")(x)

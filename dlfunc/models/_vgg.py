@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc import nn
+from dlfunc.models._checks import check_nhwc
 from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout
 
 # Channels per conv, block by block (torchvision's cfgs "A" and "D").
@@ -89,6 +90,7 @@ class VGG(linen.Module):
     x = jnp.asarray(x, jnp.float32)
     if x.ndim != 4:
       raise ValueError(f"VGG expects images shaped (batch, height, width, channels), got shape {tuple(x.shape)}.")
+    check_nhwc(type(self).__name__, x)
     for b, block in enumerate(CONFIGS[self.depth], start=1):
       for i, features in enumerate(block, start=1):
         x = Conv(features, (3, 3), 1, ((1, 1), (1, 1)), name=f"block{b}_conv{i}",

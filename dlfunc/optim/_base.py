@@ -4,7 +4,12 @@ An optimizer is an :class:`optax.GradientTransformation`: a NamedTuple of two
 pure functions,
 
 * ``init(params) -> state`` — the optimizer state is a pytree (a value), and
-* ``update(grads, state, params=None) -> (updates, new_state)``.
+* ``update(grads, state, params=None, **extra_args) -> (updates, new_state)``.
+
+As optax's own, every dlfunc optimizer is a ``GradientTransformationExtraArgs``:
+``update`` accepts extra keyword arguments (a line search passes ``value=``,
+``grad=``, ``value_fn=``) and hands them to the transforms inside it, which
+ignore those they do not use.
 
 Nothing is stored in an object; a training step threads ``state`` through.
 Because the type is optax's own, every dlfunc transform mixes freely with
@@ -21,12 +26,22 @@ import numpy as np
 import optax
 
 GradientTransformation = optax.GradientTransformation
+GradientTransformationExtraArgs = optax.GradientTransformationExtraArgs
 PyTree = Any
 ScalarOrSchedule = Any  # a float, a 0-d array, or a schedule ``count -> float``
 
 
 class EmptyState(NamedTuple):
   """The state of a transform that remembers nothing (no leaves at all)."""
+
+
+def transformation(init_fn, update_fn) -> GradientTransformationExtraArgs:
+  """A transform from ``init_fn(params)`` and ``update_fn(updates, state, params=None)``.
+
+  Its ``update`` also accepts extra keyword arguments and ignores them, as
+  optax's transforms do (``optax.with_extra_args_support``).
+  """
+  return optax.with_extra_args_support(GradientTransformation(init_fn, update_fn))
 
 
 def identity() -> GradientTransformation:
@@ -40,7 +55,7 @@ def identity() -> GradientTransformation:
     del params
     return updates, state
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 def set_to_zero() -> GradientTransformation:
@@ -60,7 +75,7 @@ def set_to_zero() -> GradientTransformation:
     del params
     return jax.tree.map(lambda u: jnp.full_like(u, -0.0), updates), state
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
@@ -70,6 +85,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
   ``tuple`` holding one state per transform (as ``optax.chain``), so
   ``adam`` is ``chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))``
   and its state is ``(ScaleByAdamState(count, mu, nu), EmptyState())``.
+  Extra keyword arguments of ``update`` go to every transform (as in optax).
 
   Args:
     *transforms: ``optax.GradientTransformation`` s (dlfunc's or optax's).
@@ -81,18 +97,19 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     if not (hasattr(t, "init") and hasattr(t, "update")):
       raise TypeError(f"chain: argument {i} is a {type(t).__name__}, not a GradientTransformation "
                       "(an object with .init and .update); build it with e.g. dlfunc.optim.scale_by_adam().")
+  transforms = tuple(optax.with_extra_args_support(t) for t in transforms)
 
   def init_fn(params):
     return tuple(t.init(params) for t in transforms)
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
     new_states = []
     for t, s in zip(transforms, state):
-      updates, s = t.update(updates, s, params)
+      updates, s = t.update(updates, s, params, **extra_args)
       new_states.append(s)
     return updates, tuple(new_states)
 
-  return GradientTransformation(init_fn, update_fn)
+  return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:

@@ -7,14 +7,29 @@ r"""Freezing and parameter groups for transfer learning.
   optimizer state** (Adam's two moment buffers are never allocated for them),
   so freezing a backbone also saves its optimizer memory.
 * :func:`labels_by_path` / :func:`mask_by_path` name groups with regular
-  expressions over parameter paths such as ``"params/Dense_0/kernel"``.
+  expressions over parameter paths.
 
-Example::
+Paths are those of the tree the optimizer is given: ``fit`` and ``TrainState``
+hand it the ``params`` *collection*, ``model.init(...)["params"]``, so a path
+reads ``"Dense_0/kernel"`` -- with no ``"params/"`` in front. :func:`paths`
+lists them. A pattern, mask or label that selects no parameter is an error
+that shows the real paths, never a silent no-op.
 
-  params = {"backbone": {"kernel": w1, "bias": b1}, "head": {"kernel": w2, "bias": b2}}
-  tx = freeze(adam(1e-3), r"^backbone/")              # train only the head
-  tx = partition({"slow": adam(1e-5), "fast": adam(1e-3)},
-                 labels_by_path(params, {r"^backbone/": "slow"}, default="fast"))
+Example:
+  >>> import jax, numpy as np
+  >>> from dlfunc import models, optim
+  >>> params = models.MLP(hidden=(4,)).init(jax.random.key(0), np.zeros((1, 3)))["params"]
+  >>> optim.paths(params)
+  ['Dense_0/bias', 'Dense_0/kernel', 'Dense_1/bias', 'Dense_1/kernel']
+  >>> tx = optim.freeze(optim.adam(1e-3), r"^Dense_0/")  # train only the head, Dense_1
+  >>> tx = optim.partition({"slow": optim.adam(1e-5), "fast": optim.adam(1e-3)},
+  ...                      optim.labels_by_path(params, {r"^Dense_0/": "slow"}, default="fast"))
+  >>> optim.freeze(optim.adam(1e-3), r"^params/Dense_0/").init(params)
+  Traceback (most recent call last):
+  ...
+  ValueError: freeze: the pattern '^params/Dense_0/' selects no parameter; paths are ['Dense_0/bias',
+  'Dense_0/kernel', 'Dense_1/bias', 'Dense_1/kernel'] (the optimizer sees model.init(...)['params'],
+  whose paths have no 'params/' in front).
 
 How this differs elsewhere: PyTorch freezes with ``requires_grad_(False)``
 (gradients are not even computed) or by leaving parameters out of the
@@ -29,8 +44,9 @@ from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
 
 import jax
 import numpy as np
+import optax
 
-from dlfunc.optim._base import GradientTransformation, PyTree, set_to_zero
+from dlfunc.optim._base import GradientTransformation, GradientTransformationExtraArgs, PyTree, set_to_zero
 
 
 class MaskedNode(NamedTuple):
@@ -66,6 +82,19 @@ def paths(tree: PyTree) -> list[str]:
   return [_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+def _shown_paths(tree: PyTree, n: int = 6) -> str:
+  ps = paths(tree)
+  return repr(ps) if len(ps) <= n else f"[{', '.join(map(repr, ps[:n]))}, ...] ({len(ps)} in all)"
+
+
+def selects_nothing(who: str, what: str, tree: PyTree) -> ValueError:
+  """The error for a pattern, mask or label that selects no leaf of ``tree``: names it and shows real paths."""
+  hint = ""
+  if "params/" in what and not any(q.startswith("params/") for q in paths(tree)):
+    hint = " (the optimizer sees model.init(...)['params'], whose paths have no 'params/' in front)"
+  return ValueError(f"{who}: {what} selects no parameter; paths are {_shown_paths(tree)}{hint}.")
+
+
 def _broadcast(name: str, prefix: PyTree, tree: PyTree) -> list:
   """Expand a per-leaf (or prefix) tree of labels/bools to one value per leaf of ``tree``."""
   try:
@@ -99,7 +128,7 @@ def masked(inner: GradientTransformation, mask: Union[PyTree, Callable[[PyTree],
   Args:
     inner: the transform to restrict.
     mask: pytree of Python bools with the params' structure (or a prefix of it),
-      or a callable ``params -> mask``.
+      or a callable ``params -> mask``. A mask with no ``True`` is an error.
   """
 
   def keep_of(tree):
@@ -109,22 +138,27 @@ def masked(inner: GradientTransformation, mask: Union[PyTree, Callable[[PyTree],
       if not isinstance(k, (bool, np.bool_)):
         raise TypeError(f"masked: mask leaves must be Python bools, got {type(k).__name__}; "
                         "build the mask outside jit, e.g. with mask_by_path(params, pattern).")
+    if keep and not any(keep):
+      raise selects_nothing("masked", "the mask", tree)
     return [bool(k) for k in keep]
+
+  inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
     return MaskedState(inner_state=inner.init(_select(params, keep_of(params))))
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
     keep = keep_of(updates)
     sub_params = None if params is None else _select(params, keep)
-    sub_updates, inner_state = inner.update(_select(updates, keep), state.inner_state, sub_params)
+    sub_updates, inner_state = inner.update(_select(updates, keep), state.inner_state, sub_params, **extra_args)
     return _merge(updates, sub_updates, keep), MaskedState(inner_state=inner_state)
 
-  return GradientTransformation(init_fn, update_fn)
+  return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def partition(transforms: Mapping[Hashable, GradientTransformation],
-              param_labels: Union[PyTree, Callable[[PyTree], PyTree]]) -> GradientTransformation:
+              param_labels: Union[PyTree, Callable[[PyTree], PyTree]], *, _who: str = "partition",
+              _must_select: tuple | None = None) -> GradientTransformation:
   """Run ``transforms[label]`` on the parameters labelled ``label`` (like ``optax.partition``).
 
   Each group's transform sees only its own leaves, so its state (momentum,
@@ -137,6 +171,7 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
     param_labels: a pytree of labels with the params' structure (or a prefix of
       it, e.g. ``{"backbone": "frozen", "head": "train"}``), or a callable
       ``params -> labels`` such as ``lambda p: labels_by_path(p, {...})``.
+      Every label of ``transforms`` must label at least one parameter.
 
   Returns:
     An ``optax.GradientTransformation`` with a :class:`PartitionState`.
@@ -147,71 +182,108 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
   """
   if not transforms:
     raise ValueError("partition: transforms is empty; pass e.g. {'train': adam(1e-3), 'frozen': set_to_zero()}.")
+  transforms = {label: optax.with_extra_args_support(tx) for label, tx in transforms.items()}
 
   def keeps_of(tree):
     labels = param_labels(tree) if callable(param_labels) else param_labels
     per_leaf = _broadcast("partition", labels, tree)
     unknown = sorted({repr(lab) for lab in per_leaf if lab not in transforms})
     if unknown:
-      raise ValueError(f"partition: parameter labels {', '.join(unknown)} have no transform; "
+      raise ValueError(f"{_who}: parameter labels {', '.join(unknown)} have no transform; "
                        f"transforms has {sorted(map(repr, transforms))}. Add them or relabel the parameters.")
-    return {label: [lab == label for lab in per_leaf] for label in transforms}
+    keeps = {label: [lab == label for lab in per_leaf] for label in transforms}
+    for label in (transforms if _must_select is None else _must_select):
+      if per_leaf and not any(keeps[label]):
+        raise selects_nothing(_who, f"the label {label!r}", tree)
+    return keeps
 
   def init_fn(params):
     keeps = keeps_of(params)
     return PartitionState({label: tx.init(_select(params, keeps[label])) for label, tx in transforms.items()})
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
     keeps = keeps_of(updates)
     out, new_states = updates, {}
     for label, tx in transforms.items():
       keep = keeps[label]
       sub_params = None if params is None else _select(params, keep)
-      sub_updates, new_states[label] = tx.update(_select(updates, keep), state.inner_states[label], sub_params)
+      sub_updates, new_states[label] = tx.update(_select(updates, keep), state.inner_states[label], sub_params,
+                                                 **extra_args)
       out = _merge(out, sub_updates, keep)
     return out, PartitionState(new_states)
 
-  return GradientTransformation(init_fn, update_fn)
+  return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def labels_by_path(params: PyTree, rules: Mapping[str, Hashable], default: Hashable = None) -> PyTree:
   r"""Label each leaf by the first regular expression that matches its path.
 
-  Paths join dict keys (and attribute names / list indices) with ``/``, e.g.
-  Flax's ``{"params": {"Dense_0": {"kernel": ...}}}`` gives ``"params/Dense_0/kernel"``.
+  Paths join dict keys (and attribute names / list indices) with ``/``. Pass
+  the tree the optimizer sees: for a Flax model that is the ``params``
+  collection, whose paths read ``"Dense_0/kernel"`` (no ``"params/"`` prefix).
   Matching uses ``re.search`` (anywhere in the path; anchor with ``^``/``$``).
 
   Args:
     params: the parameter pytree (only its structure and key names are used).
-    rules: ``{regex: label}``, tried in order.
+    rules: ``{regex: label}``, tried in order; a rule that labels no leaf is an error.
     default: label for leaves no rule matches; ``None`` makes an unmatched leaf an error.
 
   Returns:
     A pytree of labels with the structure of ``params``, for :func:`partition`.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> from dlfunc import models
+    >>> params = models.MLP(hidden=(4,)).init(jax.random.key(0), np.zeros((1, 3)))["params"]
+    >>> labels_by_path(params, {r"kernel$": "decay"}, default="no_decay")
+    {'Dense_0': {'bias': 'no_decay', 'kernel': 'decay'}, 'Dense_1': {'bias': 'no_decay', 'kernel': 'decay'}}
+    >>> labels_by_path(params, {r"^fc/": "head"}, default="body")
+    Traceback (most recent call last):
+    ...
+    ValueError: labels_by_path: the rule '^fc/' selects no parameter; paths are ['Dense_0/bias',
+    'Dense_0/kernel', 'Dense_1/bias', 'Dense_1/kernel'].
   """
+  return _labels_by_path(params, rules, default, "labels_by_path", "the rule")
+
+
+def _labels_by_path(params: PyTree, rules: Mapping[str, Hashable], default: Hashable, who: str,
+                    what: str) -> PyTree:
   compiled = []
   for pattern, label in rules.items():
     try:
       compiled.append((re.compile(pattern), label))
     except re.error as e:
-      raise ValueError(f"labels_by_path: {pattern!r} is not a valid regular expression ({e}).") from None
+      raise ValueError(f"{who}: {pattern!r} is not a valid regular expression ({e}).") from None
+  used = [False] * len(compiled)
 
   def label_of(path, _):
     s = _path_str(path)
-    for rx, label in compiled:
+    for i, (rx, label) in enumerate(compiled):
       if rx.search(s):
+        used[i] = True
         return label
     if default is None:
-      raise ValueError(f"labels_by_path: no rule matches parameter {s!r}; add a rule for it or pass default=...; "
+      raise ValueError(f"{who}: no rule matches parameter {s!r}; add a rule for it or pass default=...; "
                        f"rules: {list(rules)}.")
     return default
 
-  return jax.tree_util.tree_map_with_path(label_of, params)
+  labels = jax.tree_util.tree_map_with_path(label_of, params)
+  for (pattern, _), hit in zip(rules.items(), used):
+    if not hit and jax.tree.leaves(params):
+      raise selects_nothing(who, f"{what} {pattern!r}", params)
+  return labels
 
 
-def mask_by_path(params: PyTree, pattern: str) -> PyTree:
-  """A pytree of bools: ``True`` where the leaf's path matches the regex ``pattern`` (``re.search``)."""
-  return labels_by_path(params, {pattern: True}, default=False)
+def mask_by_path(params: PyTree, pattern: str, *, _who: str = "mask_by_path") -> PyTree:
+  """A pytree of bools: ``True`` where the leaf's path matches the regex ``pattern`` (``re.search``).
+
+  A pattern that matches no path is an error (see :func:`labels_by_path` for the paths).
+
+  Example:
+    >>> mask_by_path({"Dense_0": {"kernel": 1.0, "bias": 0.0}}, r"kernel$")
+    {'Dense_0': {'bias': False, 'kernel': True}}
+  """
+  return _labels_by_path(params, {pattern: True}, False, _who, "the pattern")
 
 
 def freeze(optimizer: GradientTransformation, frozen: Union[str, PyTree, Callable[[PyTree], PyTree]]
@@ -223,10 +295,11 @@ def freeze(optimizer: GradientTransformation, frozen: Union[str, PyTree, Callabl
 
   Args:
     optimizer: the optimizer for the trainable parameters, e.g. ``adam(1e-3)``.
-    frozen: which parameters to freeze — a regex over leaf paths
-      (``r"^params/backbone/"``), a pytree of bools with ``True`` = frozen
+    frozen: which parameters to freeze — a regex over leaf paths as the
+      optimizer sees them (``r"^backbone/"``, ``r"^Dense_0/"``: no ``params/``
+      prefix, see :func:`paths`), a pytree of bools with ``True`` = frozen
       (the params' structure or a prefix of it, e.g. ``{"backbone": True, "head": False}``),
-      or a callable ``params -> such a pytree``.
+      or a callable ``params -> such a pytree``. Selecting no parameter is an error.
 
   Example:
     >>> import jax.numpy as jnp
@@ -255,9 +328,10 @@ def freeze(optimizer: GradientTransformation, frozen: Union[str, PyTree, Callabl
 
   if isinstance(frozen, str):
     pattern = frozen
-    labels = lambda tree: jax.tree.map(to_labels, mask_by_path(tree, pattern))  # noqa: E731
+    labels = lambda tree: jax.tree.map(to_labels, mask_by_path(tree, pattern, _who="freeze"))  # noqa: E731
   elif callable(frozen):
     labels = lambda tree: jax.tree.map(to_labels, frozen(tree))  # noqa: E731
   else:
     labels = jax.tree.map(to_labels, frozen)
-  return partition({"trainable": optimizer, "frozen": set_to_zero()}, labels)
+  return partition({"trainable": optimizer, "frozen": set_to_zero()}, labels, _who="freeze",
+                   _must_select=("frozen",))

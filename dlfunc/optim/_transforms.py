@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc.optim._base import (EmptyState, GradientTransformation, ScalarOrSchedule, check_learning_rate,
-                                check_range, identity, safe_increment, zero_count)
+                                check_range, identity, safe_increment, transformation, zero_count)
 
 Array = jax.Array
 
@@ -78,7 +78,7 @@ def scale(step_size: Any) -> GradientTransformation:
     del params
     return jax.tree.map(lambda g: _times(step_size, g), updates), state
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -115,7 +115,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
     updates = jax.tree.map(lambda g: jnp.array(sign * eta, dtype=g.dtype) * g, updates)
     return updates, ScaleByScheduleState(count=safe_increment(state.count))
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 # -------------------------------------------------------------------- momentum
@@ -160,7 +160,7 @@ def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Optional[Any] =
       updates = new_trace
     return updates, TraceState(trace=_cast(new_trace, accumulator_dtype))
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------- RMSprop
@@ -214,7 +214,7 @@ def scale_by_rms(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, ep
     updates = jax.tree.map(lambda g, v: g * _rms_scale(v, eps, eps_in_sqrt), updates, nu_hat)
     return updates, ScaleByRmsState(count=count, nu=nu)
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 class ScaleByStddevState(NamedTuple):
@@ -253,7 +253,7 @@ def scale_by_stddev(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0,
     updates = jax.tree.map(lambda g, m, v: g * _rms_scale(v - _abs_sq(m), eps, eps_in_sqrt), updates, mu_hat, nu_hat)
     return updates, ScaleByStddevState(count=count, mu=mu, nu=nu)
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 # ------------------------------------------------------------------------ Adam
@@ -322,7 +322,7 @@ def scale_by_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any
     nu = jax.tree.map(lambda new, old: new.astype(old.dtype), nu, state.nu)
     return updates, ScaleByAdamState(count=count, mu=_cast(mu, mu_dtype), nu=nu)
 
-  return GradientTransformation(init_fn, update_fn)
+  return transformation(init_fn, update_fn)
 
 
 # ---------------------------------------------------------------- weight decay
@@ -370,7 +370,7 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None) 
       return updates, state
     return jax.tree.map(lambda g, p: g + _times(lam, p), updates, params), state
 
-  tx = GradientTransformation(init_fn, update_fn)
+  tx = transformation(init_fn, update_fn)
   if mask is None:
     return tx
   from dlfunc.optim._freeze import masked  # noqa: PLC0415 - _freeze imports this module's siblings

@@ -56,20 +56,25 @@ def _describe(entry) -> str:
   return f"{tuple(entry[1])} {entry[2]}"
 
 
-def first_difference(saved: list, wanted: list) -> str | None:
-  """The first leaf where two :func:`tree_signature` lists differ, in words, or ``None`` when they agree."""
+def first_difference(saved: list, wanted: list, *, names: tuple[str, str] = ("the checkpoint", "the model")
+                     ) -> str | None:
+  """The first leaf where two :func:`tree_signature` lists differ, in words, or ``None`` when they agree.
+
+  ``names`` say what ``saved`` and ``wanted`` are in the message.
+  """
+  a, b = names
   saved_paths = {s[0] for s in saved}
   for s, w in zip(saved, wanted):
     if s[0] == w[0] and (tuple(s[1]), s[2]) != (tuple(w[1]), w[2]):
-      return f"{s[0]} is {_describe(s)} in the checkpoint but {_describe(w)} in the model"
+      return f"{s[0]} is {_describe(s)} in {a} but {_describe(w)} in {b}"
     if s[0] != w[0]:
       if w[0] not in saved_paths:
-        return f"{w[0]} ({_describe(w)}) is in the model but not in the checkpoint"
-      return f"{s[0]} ({_describe(s)}) is in the checkpoint but not in the model"
+        return f"{w[0]} ({_describe(w)}) is in {b} but not in {a}"
+      return f"{s[0]} ({_describe(s)}) is in {a} but not in {b}"
   if len(saved) > len(wanted):
-    return f"{saved[len(wanted)][0]} ({_describe(saved[len(wanted)])}) is in the checkpoint but not in the model"
+    return f"{saved[len(wanted)][0]} ({_describe(saved[len(wanted)])}) is in {a} but not in {b}"
   if len(wanted) > len(saved):
-    return f"{wanted[len(saved)][0]} ({_describe(wanted[len(saved)])}) is in the model but not in the checkpoint"
+    return f"{wanted[len(saved)][0]} ({_describe(wanted[len(saved)])}) is in {b} but not in {a}"
   return None
 
 
@@ -145,8 +150,9 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 -- any other failure means "do not trust this one".
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if "not compatible with the stored shape" in reason:  # Written before signatures were stored.
-          raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} was written by another model "
-                            f"({reason[:160]}); resume with the model that wrote it, or choose a new workdir.") from None
+          raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} was written by another "
+                            f"model ({reason[:160]}); resume with the model that wrote it, or choose a new "
+                            "workdir.") from None
         log(f"dlfunc: checkpoint of epoch {epoch} in {self.directory} is corrupt or partial ({reason[:160]}); "
             "skipping it.")
         continue

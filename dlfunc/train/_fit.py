@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -17,7 +17,8 @@ import optax
 from dlfunc.train._checkpoint import Checkpointer
 from dlfunc.train._distributed import is_main_process
 from dlfunc.train._sharding import data_parallel
-from dlfunc.train._state import LossFn, TrainState, create_train_state, evaluate, train_step
+from dlfunc.train._state import (LossFn, TrainState, batches, create_train_state, evaluate, num_examples, pair_of,
+                                 shapes, take, train_step)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -49,26 +50,37 @@ def _positive_int(name: str, value, flag: str) -> int:
   return int(value)
 
 
-def _as_arrays(data, what: str) -> tuple[np.ndarray, np.ndarray]:
-  try:
-    x, y = data
-  except (TypeError, ValueError):
-    raise TypeError(f"{what} must be a pair (x, y) of arrays or a dlfunc.data.Split, got {type(data).__name__}.") from None
-  x, y = np.asarray(x), np.asarray(y)
-  if len(x) != len(y):
-    raise ValueError(f"{what}: x has {len(x)} examples but y has {len(y)}; they must match.")
-  if len(x) == 0:
-    raise ValueError(f"{what} is empty.")
+def _as_arrays(data, what: str) -> tuple[Any, np.ndarray]:
+  """``(x, y)`` with ``x`` an array or a pytree of arrays (``(x, mask)``, a dict) of one row per example."""
+  x, y = pair_of(data, what)
+  n = num_examples(x, f"{what}: the inputs")
+  if n != len(y):
+    raise ValueError(f"{what}: x has {n} examples but y has {len(y)}; they must match.")
+  if n == 0:
+    raise ValueError(f"{what} is empty (0 examples); pass at least one batch of examples.")
   return x, y
 
 
-def _check_labels(state: TrainState, x: np.ndarray, y: np.ndarray, what: str) -> None:
+def _check_model_and_optimizer(model, optimizer) -> None:
+  if isinstance(model, type):
+    raise TypeError(f"model is the class {model.__name__}, not a module; create one: {model.__name__}(...).")
+  if not (hasattr(model, "init") and hasattr(model, "apply")):
+    raise TypeError(f"model must be a Flax Linen module (with .init and .apply), got {type(model).__name__}.")
+  if optimizer is not None and not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+    name = getattr(optimizer, "__name__", type(optimizer).__name__)
+    hint = f"call it: optimizer={name}(1e-3)" if callable(optimizer) else "e.g. optimizer=dlfunc.optim.adam(1e-3)"
+    raise TypeError(f"optimizer must be an optax GradientTransformation, got {name}; {hint}.")
+
+
+def _check_labels(state: TrainState, x, y: np.ndarray, what: str) -> None:
   """For the default loss: integer labels inside the model's output range."""
   if not np.issubdtype(y.dtype, np.integer):
     raise ValueError(f"{what}: the default loss (sparse softmax cross-entropy) needs integer class labels, got "
                      f"{y.dtype}; for regression or autoencoders pass loss_fn=, e.g. dlfunc.losses.mse.")
-  out = jax.eval_shape(lambda v, xb: state.apply_fn(v, xb, train=False), state.variables,
-                       jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+  spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype), x)
+  out = jax.eval_shape(lambda v, xb: state.apply_fn(v, xb, train=False), state.variables, spec)
+  if not isinstance(out, jax.ShapeDtypeStruct):
+    return  # Several outputs: the loss decides what they mean.
   k = out.shape[-1]
   lo, hi = int(y.min()), int(y.max())
   if lo < 0 or hi >= k:
@@ -127,27 +139,32 @@ class _Monitor:
 @dataclasses.dataclass
 class _Run:
   """The checked arguments of one ``fit`` call."""
-  x: np.ndarray
+  x: Any  # An array or a pytree of arrays with a common leading axis.
   y: np.ndarray
-  eval_data: tuple[np.ndarray, np.ndarray] | None
+  eval_data: tuple[Any, np.ndarray] | None
   optimizer: optax.GradientTransformation
   epochs: int
   batch_size: int
   early_stopping: EarlyStopping | None
 
 
-def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, resume, early_stopping) -> _Run:
+def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, resume, early_stopping,
+                    model=None, eval_batch_size: int = 256) -> _Run:
   """Validates ``fit``'s arguments at the boundary; each error is one line saying what to change."""
+  if model is not None:
+    _check_model_and_optimizer(model, optimizer)
   epochs = _positive_int("epochs", epochs, "epochs=10 (--epochs 10)")
   batch_size = _positive_int("batch_size", batch_size, "batch_size=32 (--batch-size 32)")
+  _positive_int("eval_batch_size", eval_batch_size, "eval_batch_size=256")
   x, y = _as_arrays(data, "training data")
-  if batch_size > len(x):
-    raise ValueError(f"batch_size {batch_size} is larger than the {len(x)} training examples; "
-                     f"use a batch size of at most {len(x)}.")
+  n = num_examples(x)
+  if batch_size > n:
+    raise ValueError(f"batch_size {batch_size} is larger than the {n} training examples; "
+                     f"use a batch size of at most {n}.")
   if eval_data is not None:
     ex, ey = _as_arrays(eval_data, "eval_data")
-    if ex.shape[1:] != x.shape[1:]:
-      raise ValueError(f"eval_data inputs have shape {ex.shape[1:]} per example, training data {x.shape[1:]}; "
+    if jax.tree.structure(ex) != jax.tree.structure(x) or shapes(ex) != shapes(x):
+      raise ValueError(f"eval_data inputs have shape {shapes(ex)} per example, training data {shapes(x)}; "
                        "they must match.")
     eval_data = (ex, ey)
   if resume and workdir is None:
@@ -160,9 +177,13 @@ def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, 
   return _Run(x, y, eval_data, optimizer, epochs, batch_size, early_stopping)
 
 
-def init_state(model, run: _Run, *, seed: int, loss_fn: LossFn | None, dp) -> TrainState:
-  """The step-0 state of ``model`` (labels checked against its outputs for the default loss), placed for ``dp``."""
-  state = create_train_state(model, run.optimizer, run.x[:run.batch_size], jax.random.PRNGKey(seed), loss_fn=loss_fn)
+def init_state(model, run: _Run, *, seed: int, loss_fn: LossFn | None, dp, variables=None) -> TrainState:
+  """The step-0 state of ``model`` (labels checked against its outputs for the default loss), placed for ``dp``.
+
+  With ``variables`` (``{"params": ..., "batch_stats": ...}``) it starts from them instead of ``model.init``.
+  """
+  state = create_train_state(model, run.optimizer, take(run.x, slice(0, run.batch_size)), jax.random.PRNGKey(seed),
+                             loss_fn=loss_fn, variables=variables)
   if loss_fn is None:
     _check_labels(state, run.x, run.y, "training data")
     if run.eval_data is not None:
@@ -199,20 +220,21 @@ def resume_or_start(ckpt: Checkpointer | None, state: TrainState, *, resume: boo
 
 
 def train_epoch(state: TrainState, x, y, *, batch_size: int, seed: int, epoch: int, dp=None,
-                bar=None) -> tuple[TrainState, list[dict]]:
+                bar=None, step_fn=None) -> tuple[TrainState, list[dict]]:
   """One pass of ``train_step`` over the epoch's batches; returns ``(state, per-step metrics on the host)``.
 
   The batches are ``dlfunc.data.batches(x, y, batch_size, seed=seed, epoch=epoch)``
-  (a pure function of its arguments, so a resumed run sees the same ones); with
-  ``dp`` they are split over the devices. ``bar``, a tqdm bar, advances one per step.
+  (a pure function of its arguments, so a resumed run sees the same ones; ``x``
+  may be a pytree of arrays); with ``dp`` they are split over the devices.
+  ``bar``, a tqdm bar, advances one per step. ``step_fn`` replaces :func:`train_step`.
   """
-  from dlfunc.data import batches
+  step_fn = step_fn or train_step
   t0 = last_draw = time.perf_counter()
   metrics = []
   for i, batch in enumerate(batches(x, y, batch_size, seed=seed, epoch=epoch)):
     if dp is not None:
       batch = dp.put_batch(batch)  # Across hosts: each process feeds only its rows.
-    state, m = train_step(state, batch)
+    state, m = step_fn(state, batch)
     metrics.append(m)
     if bar is None:
       continue
@@ -232,6 +254,10 @@ def check_finite(host_metrics: list[dict], host_state, *, epoch: int, steps_per_
   Parameters are checked only when ``host_state`` is given (a checkpoint is due and
   copies them anyway); otherwise NaN parameters show up as the next NaN loss.
   """
+  if not isinstance(host_metrics[0], Mapping) or "loss" not in host_metrics[0]:
+    got = sorted(host_metrics[0]) if isinstance(host_metrics[0], Mapping) else type(host_metrics[0]).__name__
+    raise ValueError(f"the train step's metrics must be a dict with a 'loss' entry, got {got}; return "
+                     "(state, {'loss': loss, ...}) from your train_step.")
   losses = np.asarray([h["loss"] for h in host_metrics])
   bad = np.flatnonzero(~np.isfinite(losses))
   if not bad.size and (host_state is None or _all_finite((host_state.params, host_state.batch_stats))):
@@ -246,10 +272,10 @@ def check_finite(host_metrics: list[dict], host_state, *, epoch: int, steps_per_
 
 
 def epoch_record(epoch: int, host_metrics: list[dict], seconds: float, examples: int, val: dict | None) -> dict:
-  """One history entry: the epoch's mean training metrics, ``val_*`` from ``val``, and throughput."""
-  record = {"epoch": epoch + 1, "loss": float(np.mean([h["loss"] for h in host_metrics]))}
-  if "accuracy" in host_metrics[0]:
-    record["accuracy"] = float(np.mean([h["accuracy"] for h in host_metrics]))
+  """One history entry: the epoch's mean training metrics (``loss``, ``accuracy``, a loss's auxiliary metrics),
+  ``val_*`` from ``val``, and throughput."""
+  keys = [k for k in ("loss", "accuracy") if k in host_metrics[0]] + sorted(set(host_metrics[0]) - {"loss", "accuracy"})
+  record = {"epoch": epoch + 1} | {k: float(np.mean([h[k] for h in host_metrics])) for k in keys}
   record.update({"val_" + k: v for k, v in (val or {}).items()})
   record["seconds"] = seconds
   record["examples_per_second"] = examples / seconds
@@ -273,7 +299,8 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
         epochs: int = 10, batch_size: int = 32, seed: int = 0, workdir: str | os.PathLike | None = None,
         resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
         early_stopping: EarlyStopping | int | None = None, eval_batch_size: int = 256,
-        log: Callable[[str], Any] | None = None) -> tuple[TrainState, list[dict]]:
+        log: Callable[[str], Any] | None = None, variables: Mapping | None = None,
+        train_step: Callable | None = None) -> tuple[TrainState, list[dict]]:
   """Trains ``model`` on ``data`` with mini-batch gradient descent.
 
   Each epoch visits the examples in the order ``dlfunc.data.epoch_permutation(n,
@@ -290,7 +317,9 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
   Args:
     model: a Flax Linen module called as ``apply(variables, x, train=...)``
       (with or without ``batch_stats`` and dropout).
-    data: ``(x, y)`` arrays or a :class:`dlfunc.data.Split`.
+    data: ``(x, y)`` or a :class:`dlfunc.data.Split`. ``x`` is an array or any
+      pytree of arrays with a common leading axis -- ``(tokens, mask)``,
+      ``{"ids": ..., "mask": ...}`` -- passed as is to ``model.apply``.
     eval_data: optional ``(x, y)`` evaluated after every epoch (``val_*`` keys).
     optimizer: an optax ``GradientTransformation``; default ``dlfunc.optim.adam(1e-3)``.
     epochs, batch_size: positive integers.
@@ -301,11 +330,24 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
     progress: draw a tqdm bar (stderr) with loss, accuracy and examples/s.
     loss_fn: ``loss_fn(outputs, y) -> scalar`` (batch mean); default sparse
       softmax cross-entropy. Accuracy is reported when ``y`` holds integer labels
-      and the outputs have one more axis.
+      and the outputs have one more axis. It may take ``params`` (a keyword
+      argument of that name, for a penalty) and return ``(loss, {"name": value})``:
+      the auxiliary metrics are averaged into the history (see :func:`train_step`).
     early_stopping: an :class:`EarlyStopping`, or an int patience on ``val_loss``
       (``loss`` without ``eval_data``).
     eval_batch_size: batch size of the per-epoch evaluation.
     log: ``log(message)`` for notices (default: print to stderr).
+    variables: start from these (``{"params": ..., "batch_stats": ...}``: a
+      pretrained or earlier model's) instead of initialising; checked leaf by
+      leaf against the model's and copied. Freeze parts of them with
+      ``dlfunc.optim.freeze``.
+    train_step: your own ``train_step(state, batch) -> (state, metrics)`` in
+      place of :func:`dlfunc.train.train_step`, run by the same loop (batches,
+      progress bar, evaluation, checkpoints, sharding); ``batch`` is ``(x, y)``,
+      ``metrics`` a dict with ``"loss"``. It is jit-compiled unless it already is
+      (jit it yourself with ``donate_argnums=0`` to reuse the state's memory).
+      Build it from ``state.apply_fn``, ``state.variables`` and
+      ``state.apply_gradients(grads=...)``.
 
   Returns:
     ``(state, history)``: the final :class:`TrainState` and one dict per epoch
@@ -325,12 +367,14 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
   """
   log = log or (lambda m: print(m, file=sys.stderr))
   run = check_arguments(data, eval_data=eval_data, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                        workdir=workdir, resume=resume, early_stopping=early_stopping)
+                        workdir=workdir, resume=resume, early_stopping=early_stopping, model=model,
+                        eval_batch_size=eval_batch_size)
+  step_fn = train_step if train_step is None or hasattr(train_step, "lower") else jax.jit(train_step)
   dp = data_parallel(run.batch_size)
-  state = init_state(model, run, seed=seed, loss_fn=loss_fn, dp=dp)
+  state = init_state(model, run, seed=seed, loss_fn=loss_fn, dp=dp, variables=variables)
   from dlfunc.data import num_batches
   from tqdm.auto import tqdm
-  steps_per_epoch = num_batches(len(run.x), run.batch_size)
+  steps_per_epoch = num_batches(num_examples(run.x), run.batch_size)
   history: list[dict] = []
   with contextlib.ExitStack() as cleanup:
     ckpt = Checkpointer(workdir) if workdir is not None else None
@@ -347,7 +391,7 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
       bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
       t0 = time.perf_counter()
       state, host = train_epoch(state, run.x, run.y, batch_size=run.batch_size, seed=seed, epoch=epoch, dp=dp,
-                                bar=bar)
+                                bar=bar, step_fn=step_fn)
       host_state = jax.device_get(state) if ckpt is not None else None
       check_finite(host, host_state, epoch=epoch, steps_per_epoch=steps_per_epoch, ckpt=ckpt)
       seconds = time.perf_counter() - t0
