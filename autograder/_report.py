@@ -38,12 +38,18 @@ def text_table(report: dict, *, self_check: bool = False) -> str:
 
 
 def gradescope(report: dict) -> dict:
-  """Gradescope's results.json: score, max_score, tests[name, score, max_score, output, visibility]."""
+  """Gradescope's results.json: top-level score (it overrides the sum), tests with status and visibility.
+
+  Hidden tests are ``after_published`` (students see them once grades are published), public ones ``visible``; a
+  partly passed test is ``failed`` (Gradescope knows only passed/failed) with its partial score.
+  """
   tests = [{"name": t["name"], "score": t["score"], "max_score": t["max_score"],
-            "output": t["output"] or ("passed" if t["status"] == "passed" else ""),
-            "visibility": "after_published" if t["hidden"] else "visible"} for t in report["tests"]]
-  out = {"score": report["score"], "max_score": report["max_score"], "tests": tests,
-         "visibility": "visible", "stdout_visibility": "hidden"}
+            "status": "passed" if t["status"] == "passed" else "failed",
+            "output": t["output"] or ("passed" if t["status"] == "passed" else ""), "output_format": "text",
+            "visibility": "after_published" if t["hidden"] else "visible", "tags": [t["function"]]}
+           for t in report["tests"]]
+  out = {"score": report["score"], "execution_time": int(round(report.get("seconds", 0))), "output": "",
+         "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
   if report.get("notes"):
     out["output"] = "\n".join(report["notes"])
   return out
