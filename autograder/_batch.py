@@ -171,6 +171,8 @@ def scan(folder: pathlib.Path, out: pathlib.Path | None = None) -> tuple[list[En
       entries.append(Entry(name, p, "a symbolic link: not followed (submit the file itself)"))
     elif p.name.startswith("."):
       entries.append(Entry(name, p, "a hidden file or folder (its name starts with '.')"))
+    elif p.name == "__pycache__":
+      entries.append(Entry(name, p, "Python's bytecode cache"))
     elif p.is_dir():
       stems.setdefault(name, []).append(p)
     elif p.is_file() and p.suffix in GRADABLE:
@@ -204,8 +206,8 @@ def record_path(out: pathlib.Path, key: str) -> pathlib.Path:
 # ---------------------------------------------------------------- refused operations
 
 _REFUSAL_PATTERNS = [
+    re.compile(r"uses ([^\n]*?), which submissions may not use"),
     re.compile(r"submissions may (?:not|only) [^\n]*?(?=(?:\.|;)?(?:\s*$|\n| \(from an earlier))", re.M),
-    re.compile(r"uses [^\n]*?, which submissions may not use"),
     re.compile(r"replaced [^\n]*? while running; monkeypatching"),
     re.compile(r"raised PermissionError[^\n]*"),
     re.compile(r"Read-only file system[^\n]*"),
@@ -234,7 +236,8 @@ def refused_operations(report: dict) -> list[dict]:
   for t in report.get("tests", []):
     text = t.get("output") or ""
     for pat in _REFUSAL_PATTERNS:     # most specific first: one message gives one entry
-      hits = [m.group(0).strip()[:200] for m in pat.finditer(text)]
+      hits = [(f"uses {m.group(1)} (forbidden)" if pat.groups else m.group(0).strip())[:200]
+              for m in pat.finditer(text)]
       for what in hits:
         found[(t.get("function", "?"), what)] = None
       if hits:
@@ -275,6 +278,10 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
   """
   from autograder import _registry, _runner
   a = _registry.load_assignment(assignment_id)
+  unknown = sorted(set(functions or ()) - set(a.functions))
+  if unknown:
+    raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
+                     f"its functions are {', '.join(a.functions)}.")
   folder, out = pathlib.Path(folder).resolve(), pathlib.Path(out).resolve()
   if not folder.is_dir():
     raise ValueError(f"{folder} is not a folder of submissions.")
@@ -312,8 +319,6 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
     try:
       try:
         r = _runner.grade_submission(assignment_id, e.path, timeout=timeout, denied_extra=denied, functions=functions)
-      except ValueError:
-        raise
       except Exception:  # noqa: BLE001  (a failure of the grader itself is not the student's: try once more)
         r = _runner.grade_submission(assignment_id, e.path, timeout=timeout, denied_extra=denied, functions=functions)
       d = r.as_dict()

@@ -170,3 +170,24 @@ def test_collect_refuses_while_a_shard_is_missing(tmp_path):
 def test_dockerfile_runs_the_cli():
   text = (DEPLOY / "Dockerfile").read_text()
   assert 'ENTRYPOINT ["autograder"]' in text and "setup.sh" in text
+
+
+def test_refused_operations_read_from_report_messages():
+  report = {"notes": ["relu uses jax.nn.relu: refused, its tests score 0.",
+                      "top-level code replaced numpy.sum; the originals were restored (monkeypatching is not allowed)."],
+            "tests": [{"function": "relu", "output": "relu: uses jax.nn.relu, which submissions may not use (dlfunc)"},
+                      {"function": "tanh", "output": "tanh raised PermissionError at line 3: submissions may not open "
+                                                     "a network socket (socket.__new__)"},
+                      {"function": "tanh", "output": "tanh raised PermissionError at line 3: submissions may not open "
+                                                     "a network socket (socket.__new__) (from an earlier test)"},
+                      {"function": "dense", "output": "dense: wrong values"}]}
+  assert _batch.refused_operations(report) == [
+      {"function": "relu", "what": "uses jax.nn.relu (forbidden)"},
+      {"function": "(top level)", "what": "replaced numpy.sum"},
+      {"function": "tanh", "what": "submissions may not open a network socket (socket.__new__)"}]
+
+
+def test_unknown_function_is_one_clear_error(tmp_path):
+  (tmp_path / "subs").mkdir()
+  r = _cli("grade-all", "01", tmp_path / "subs", "--out", tmp_path / "out", "--only", "nosuch")
+  assert r.returncode == 2 and "nosuch" in r.stderr and not (tmp_path / "out" / "grades.csv").exists()
