@@ -200,7 +200,11 @@ def scan(folder: pathlib.Path, out: pathlib.Path | None = None) -> tuple[list[En
 
 
 def record_path(out: pathlib.Path, key: str) -> pathlib.Path:
-  return pathlib.Path(out) / f"{key}.json"
+  """``out/<key>.json``; a key too long for a file name is cut and given a hash of the whole."""
+  name = key
+  if len(name.encode("utf-8")) > 200:
+    name = name.encode("utf-8")[:150].decode("utf-8", "ignore") + "#" + hashlib.sha256(key.encode()).hexdigest()[:12]
+  return pathlib.Path(out) / f"{name}.json"
 
 
 # ---------------------------------------------------------------- refused operations
@@ -296,7 +300,13 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
   for e in mine:
     if e.skip:
       rec = _skipped_record(a, e, max_score)
-      atomic_write(record_path(out, e.key), json.dumps(rec, indent=1) + "\n")
+      text, dest = json.dumps(rec, indent=1) + "\n", record_path(out, e.key)
+      try:
+        same = dest.read_text(encoding="utf-8") == text
+      except (OSError, ValueError):
+        same = False
+      if not same:        # left alone when unchanged, like a reused grade
+        atomic_write(dest, text)
       records[e.key] = rec
       continue
     digest = content_hash(e.path)
@@ -337,7 +347,11 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
       d["notes"] = [f"name collision: also submitted as {', '.join(e.collision)}; each was graded, pick one."] \
           + d.get("notes", [])
     d["refused"] = refused_operations(d)
-    atomic_write(record_path(out, e.key), json.dumps(d, indent=1) + "\n")
+    try:
+      atomic_write(record_path(out, e.key), json.dumps(d, indent=1) + "\n")
+    except (OSError, ValueError) as ex:   # e.g. a full disk: report it, go on with the others
+      d["status"] = "grader failed"
+      d["notes"] = [f"its record could not be written: {type(ex).__name__}: {ex}"] + d.get("notes", [])
     return d
 
   with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -111,12 +111,13 @@ def footprint_table(aid: str | None = None) -> str:
   if not FOOTPRINT.is_file():
     return "(not measured yet: run benchmarks/grading_footprint.py)\n"
   data = json.loads(FOOTPRINT.read_text())
-  rows = ["| assignment | grading time (s) | peak RSS, grader + worker (MB) | largest process (MB) |",
+  rows = ["| assignment | grading time (s) | peak memory, grader + worker: PSS / RSS (MB) | largest process (MB) |",
           "|---|---|---|---|"]
   for k in sorted(data["assignments"]):
     d = data["assignments"][k]
     mark = " **<- this bundle**" if k == aid else ""
-    rows.append(f"| {k}{mark} | {d['seconds']:.0f} | {d['peak_tree_mb']:.0f} | {d['peak_single_mb']:.0f} |")
+    pss = f"{d['peak_pss_mb']:.0f} / " if "peak_pss_mb" in d else ""
+    rows.append(f"| {k}{mark} | {d['seconds']:.0f} | {pss}{d['peak_tree_mb']:.0f} | {d['peak_single_mb']:.0f} |")
   return "\n".join(rows) + f"\n\nMeasured: {data['how']}\n"
 
 

@@ -57,6 +57,8 @@ def batch(tmp_path_factory):
   (subs / "zed.py").write_text(ref)
   (subs / "zed.ipynb").write_text("{}")
   (subs / "notes.txt").write_text("my answers are in the pdf")
+  (subs / ".DS_Store").write_bytes(b"\0\0")
+  (subs / "link.py").symlink_to(a.source)            # a link to the reference: not followed
   (subs / "=1+1.py").write_text(ref)
   (subs / "-cmd.py").write_text(blank)
   (subs / "shell.py").write_text(ref.replace("def relu(x):", "def relu(x):\n  import os\n  os.system('id')", 1))
@@ -84,7 +86,7 @@ def test_shards_plus_collect_equal_one_run(batch):
   keys = [json.loads((batch["sharded"] / "_shards" / f"{i}-of-{batch['n']}.json").read_text())["keys"]
           for i in range(batch["n"])]
   flat = [k for ks in keys for k in ks]
-  assert len(flat) == len(set(flat)) == len(_rows(batch["one"] / "grades.csv")) == 10
+  assert len(flat) == len(set(flat)) == len(_rows(batch["one"] / "grades.csv")) == 12
   assert sum(1 for ks in keys if ks) >= 2
 
 
@@ -96,6 +98,8 @@ def test_every_entry_is_a_row_and_scores_are_honest(batch):
   assert rows["notes.txt"]["status"] == "skipped" and rows["notes.txt"]["score"] == ""
   assert ".txt" in rows["notes.txt"]["notes"]
   assert "notes.txt" in batch["run"].stdout and "skipped" in batch["run"].stdout
+  assert rows[".DS_Store"]["status"] == "skipped" and "hidden" in rows[".DS_Store"]["notes"]
+  assert rows["link.py"]["status"] == "skipped" and "link" in rows["link.py"]["notes"]
   # zed.py and zed.ipynb: both graded under their full names, both flagged
   assert rows["zed.py"]["score"] == full and rows["zed.ipynb"]["score"] == "0"
   assert rows["zed.py"]["collision"] == "zed.ipynb" and rows["zed.ipynb"]["collision"] == "zed.py"
@@ -138,7 +142,7 @@ def test_reuse_only_for_unchanged_content(batch, tmp_path):
   assert rows["bob"]["score"] == f"{batch['a'].points_for('relu'):g}"
   after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
   assert after["bob.json"] != before["bob.json"]
-  unchanged = [k for k in before if k not in ("bob.json", "notes.txt.json")]
+  unchanged = [k for k in before if k != "bob.json"]
   assert {k: after[k] for k in unchanged} == {k: before[k] for k in unchanged}
   assert "1 now" in r.stdout
 
@@ -165,6 +169,19 @@ def test_collect_refuses_while_a_shard_is_missing(tmp_path):
     _batch.collect(out)
   r = _cli("collect", out)
   assert r.returncode == 2 and "1/2" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["collect"], ["export"], ["grade-all"]])
+def test_help(argv, capsys):
+  from autograder import cli
+  with pytest.raises(SystemExit) as info:
+    cli.main([*argv, "--help"])
+  assert info.value.code == 0 and capsys.readouterr().out.startswith("usage:")
+
+
+def test_long_names_get_a_record_file():
+  p = _batch.record_path(pathlib.Path("/x"), "n" * 400)
+  assert len(p.name.encode()) < 255 and p.name.endswith(".json")
 
 
 def test_dockerfile_runs_the_cli():
