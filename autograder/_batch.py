@@ -266,7 +266,8 @@ def _reusable(rec_path: pathlib.Path, digest: str, graded_for: dict) -> dict | N
     old = json.loads(rec_path.read_text(encoding="utf-8"))
   except (OSError, ValueError):
     return None
-  if not isinstance(old, dict) or old.get("sha256") != digest or old.get("graded_for") != graded_for:
+  if not isinstance(old, dict) or old.get("sha256") != digest or old.get("graded_for") != graded_for \
+      or old.get("status") == "grader failed":      # the grader's own failure is retried, never kept
     return None
   return old
 

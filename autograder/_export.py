@@ -26,6 +26,7 @@ PROJECT = pathlib.Path(__file__).resolve().parent.parent
 EXTRA_GRADING_REQUIREMENTS = ("hypothesis",)   # imported by an assignment's tests (06), not by the library
 FOOTPRINT = pathlib.Path(__file__).with_name("footprint.json")
 EXEC = 0o755
+GS_DEFAULT_MB, GS_DEFAULT_S = 768, 600     # Gradescope's default container: about 768 MB, 0.5 CPU, 10 minutes
 
 
 # ---------------------------------------------------------------- ingredients
@@ -111,13 +112,19 @@ def footprint_table(aid: str | None = None) -> str:
   if not FOOTPRINT.is_file():
     return "(not measured yet: run benchmarks/grading_footprint.py)\n"
   data = json.loads(FOOTPRINT.read_text())
-  rows = ["| assignment | grading time (s) | peak memory, grader + worker: PSS / RSS (MB) | largest process (MB) |",
-          "|---|---|---|---|"]
+  rows = ["| assignment | grading time (s) | peak memory, grader + worker: PSS / RSS (MB) | largest process (MB) "
+          "| on Gradescope |", "|---|---|---|---|---|"]
   for k in sorted(data["assignments"]):
     d = data["assignments"][k]
     mark = " **<- this bundle**" if k == aid else ""
-    pss = f"{d['peak_pss_mb']:.0f} / " if "peak_pss_mb" in d else ""
-    rows.append(f"| {k}{mark} | {d['seconds']:.0f} | {pss}{d['peak_tree_mb']:.0f} | {d['peak_single_mb']:.0f} |")
+    pss = d.get("peak_pss_mb", d["peak_tree_mb"])
+    advice = []
+    if pss > 0.75 * GS_DEFAULT_MB:
+      advice.append("raise memory to 1.5 GB or more")
+    if 2 * d["seconds"] > 0.5 * GS_DEFAULT_S:
+      advice.append("raise the timeout")
+    rows.append(f"| {k}{mark} | {d['seconds']:.0f} | {pss:.0f} / {d['peak_tree_mb']:.0f} | {d['peak_single_mb']:.0f} "
+                f"| {'; '.join(advice) or 'defaults suffice'} |")
   return "\n".join(rows) + f"\n\nMeasured: {data['how']}\n"
 
 

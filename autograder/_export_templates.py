@@ -102,10 +102,11 @@ fine: the file defining the most graded functions is graded, and the results say
 Peak memory of a full grade of each assignment's reference solution, grader and worker together, and its time:
 
 {footprint}
-Settings to raise (Autograder settings): where the peak above is near or over 768 MB, give the container more
-memory (the grader and the worker each load JAX; an out-of-memory kill gives the "autograder failed" result). At
-0.5 CPU a grade takes about twice the time above (measured on 2 cores); where that nears 10 minutes, raise the
-timeout, and raise `deadline_s` in `bundle.json` with it (keep it about a minute below the timeout).
+PSS counts the pages grader and worker share (JAX's libraries) once, as a container's memory limit does; RSS
+counts them twice (an upper bound). Leave headroom: the limit also charges the page cache. Where the last column
+says so, raise the container's memory in the autograder settings (an out-of-memory kill gives the "autograder
+failed" result, score 0). At 0.5 CPU a grade takes about twice the time above (measured on 2 cores), far below the
+10 minutes; if you raise the timeout, raise `deadline_s` in `bundle.json` with it (about a minute below it).
 
 ## Try it without Gradescope
 

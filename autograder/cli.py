@@ -1,4 +1,4 @@
-"""``autograder``: list, check, grade, grade-all, collect, export, release, validate. Parses flags and calls the library."""
+"""``autograder``: list, check, grade, grade-all, release, validate. Parses flags and calls the library."""
 from __future__ import annotations
 
 import argparse
