@@ -73,8 +73,14 @@ rc=$?
 if [ "$rc" -ne 0 ] || [ ! -s "$RESULTS" ]; then
   # The grader could not run at all (or was killed, e.g. out of memory): one visible test says so, score 0.
   SECS=$(( $(date +%s) - START ))
-  MSG="The autograder itself failed (exit status $rc) before it could grade this submission; this is not necessarily your code's fault. Your score is 0 for now: your instructor can see the details and regrade."
-  printf '{"score": 0, "execution_time": %d, "output": "%s", "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": [{"name": "The autograder failed on this submission", "score": 0, "max_score": 0, "status": "failed", "output": "%s", "output_format": "text", "visibility": "visible", "tags": []}]}\n' "$SECS" "$MSG" "$MSG" > "$RESULTS"
+  MSG="The autograder itself failed (exit status $rc) before it could grade this submission; this is not"
+  MSG="$MSG necessarily your code's fault. Your score is 0 for now: your instructor can see the details and regrade."
+  {
+    printf '{"score": 0, "execution_time": %d, "output": "%s", "output_format": "text", ' "$SECS" "$MSG"
+    printf '"visibility": "visible", "stdout_visibility": "hidden", "tests": [{"name": '
+    printf '"The autograder failed on this submission", "score": 0, "max_score": 0, "status": "failed", '
+    printf '"output": "%s", "output_format": "text", "visibility": "visible", "tags": []}]}\n' "$MSG"
+  } > "$RESULTS"
   echo "run_autograder: the grader exited with status $rc; wrote a results.json saying so" >&2
 fi
 exit 0
@@ -133,7 +139,8 @@ cd "$ROOT"
 "$PY" -P -m autograder._adapters prairielearn "$ROOT"
 rc=$?
 if [ "$rc" -ne 0 ] || [ ! -s "$RESULTS" ]; then
-  printf '{"gradable": true, "score": 0, "message": "The autograder itself failed (exit status %d); ask your instructor to regrade.", "output": "", "tests": []}\n' "$rc" > "$RESULTS"
+  printf '{"gradable": true, "score": 0, "message": "The autograder itself failed (exit status %d); %s", %s}\n' \
+    "$rc" "ask your instructor to regrade." '"output": "", "tests": []' > "$RESULTS"
 fi
 exit 0
 """

@@ -119,7 +119,8 @@ def test_formula_names_neutralised_and_odd_names_escaped(batch):
   text = (batch["one"] / "grades.csv").read_text()
   cells = [row[0] for row in csv.reader(io.StringIO(text))]
   assert "'=1+1" in cells and "'-cmd" in cells
-  assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for row in csv.reader(io.StringIO(text)) for c in row)
+  starts = ("=", "+", "-", "@", "\t", "\r")
+  assert not any(c.startswith(starts) for row in csv.reader(io.StringIO(text)) for c in row)
   assert "caf\\xe9" in cells       # reported escaped; the batch went on past it
   assert (batch["one"] / "caf\\xe9.json").is_file()
   json.loads((batch["one"] / "caf\\xe9.json").read_text())
@@ -191,7 +192,8 @@ def test_dockerfile_runs_the_cli():
 
 def test_refused_operations_read_from_report_messages():
   report = {"notes": ["relu uses jax.nn.relu: refused, its tests score 0.",
-                      "top-level code replaced numpy.sum; the originals were restored (monkeypatching is not allowed)."],
+                      "top-level code replaced numpy.sum; the originals were restored (monkeypatching is not "
+                      "allowed)."],
             "tests": [{"function": "relu", "output": "relu: uses jax.nn.relu, which submissions may not use (dlfunc)"},
                       {"function": "tanh", "output": "tanh raised PermissionError at line 3: submissions may not open "
                                                      "a network socket (socket.__new__)"},
