@@ -151,7 +151,9 @@ Made by `autograder export {aid} --prairielearn DIR`.
 
 1. Build the grading image (deploy/Dockerfile in the dlfunc repository) and push it as `{image}` (or edit the
    name below).
-2. Copy `tests/` into the question's folder (PrairieLearn mounts it at `/grade/tests`; keep `run.sh` executable).
+2. Copy `tests/` into the question's folder (PrairieLearn mounts it at `/grade/tests`; keep `run.sh` executable,
+   or write the entrypoint as `bash /grade/tests/run.sh`: PrairieLearn splits it on spaces and it replaces the
+   image's own entrypoint).
 3. Merge into the question's `info.json` (timeout in seconds):
 
 {snippet}
