@@ -38,12 +38,18 @@ def text_table(report: dict, *, self_check: bool = False) -> str:
 
 
 def gradescope(report: dict) -> dict:
-  """Gradescope's results.json: score, max_score, tests[name, score, max_score, output, visibility]."""
+  """Gradescope's results.json: top-level score (it overrides the sum), tests with status and visibility.
+
+  Hidden tests are ``after_published`` (students see them once grades are published), public ones ``visible``; a
+  partly passed test is ``failed`` (Gradescope knows only passed/failed) with its partial score.
+  """
   tests = [{"name": t["name"], "score": t["score"], "max_score": t["max_score"],
-            "output": t["output"] or ("passed" if t["status"] == "passed" else ""),
-            "visibility": "after_published" if t["hidden"] else "visible"} for t in report["tests"]]
-  out = {"score": report["score"], "max_score": report["max_score"], "tests": tests,
-         "visibility": "visible", "stdout_visibility": "hidden"}
+            "status": "passed" if t["status"] == "passed" else "failed",
+            "output": t["output"] or ("passed" if t["status"] == "passed" else ""), "output_format": "text",
+            "visibility": "after_published" if t["hidden"] else "visible", "tags": [t["function"]]}
+           for t in report["tests"]]
+  out = {"score": report["score"], "execution_time": int(round(report.get("seconds", 0))), "output": "",
+         "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
   if report.get("notes"):
     out["output"] = "\n".join(report["notes"])
   return out
@@ -59,15 +65,38 @@ def render(report: dict, fmt: str) -> str:
   raise ValueError(f"--format must be text, json or gradescope; got {fmt!r}.")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value) -> str:
+  """A cell a spreadsheet shows as text: one starting with ``= + - @``, a tab or a carriage return gets a leading
+  ``'`` (OWASP's advice against CSV injection), so a file named ``=1+1.py`` is not evaluated as a formula."""
+  text = value if isinstance(value, str) else str(value)
+  return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def csv_text(reports: list[dict], functions) -> str:
+  """``grades.csv``: one row per record (graded or skipped), names and notes neutralised against formulas.
+
+  Columns: submission, score, max_score, percent, one per graded function, status (graded, skipped, grader
+  failed), collision (other names of the same student), refused (operations the sandbox refused, as
+  ``function: what``), notes. A skipped entry's score cells are empty.
+  """
   buf = io.StringIO()
   w = csv.writer(buf)
-  w.writerow(["submission", "score", "max_score", "percent", *functions, "notes"])
+  w.writerow(["submission", "score", "max_score", "percent", *functions, "status", "collision", "refused", "notes"])
   for r in sorted(reports, key=lambda r: r["submission"]):
+    status = r.get("status", "graded")
+    refused = "; ".join(f"{x['function']}: {x['what']}" for x in r.get("refused") or [])
+    tail = [status, " ".join(r.get("collision") or []), refused[:500], " | ".join(r.get("notes", []))[:500]]
+    if status == "skipped":
+      w.writerow([csv_cell(c) for c in [r["submission"], "", f"{r['max_score']:g}", "", *["" for _ in functions],
+                                         *tail]])
+      continue
     per = {f: 0.0 for f in functions}
     for t in r["tests"]:
       per[t["function"]] = per.get(t["function"], 0.0) + t["score"]
     pct = 100.0 * r["score"] / r["max_score"] if r["max_score"] else 0.0
-    w.writerow([r["submission"], f"{r['score']:g}", f"{r['max_score']:g}", f"{pct:.1f}",
-                *[f"{per[f]:g}" for f in functions], " | ".join(r.get("notes", []))[:500]])
+    w.writerow([csv_cell(c) for c in [r["submission"], f"{r['score']:g}", f"{r['max_score']:g}", f"{pct:.1f}",
+                                       *[f"{per[f]:g}" for f in functions], *tail]])
   return buf.getvalue()

@@ -66,77 +66,39 @@ def _atomic_write(path: pathlib.Path, text: str):
   os.replace(tmp, path)
 
 
-def _entries(folder: pathlib.Path) -> list[pathlib.Path]:
-  return sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_"))
-                and (p.is_dir() or p.suffix in (".py", ".ipynb")))
-
-
-def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = False, timeout=None,
-              progress: bool = True, functions: list[str] | None = None) -> list[dict]:
-  """Grade every .py/.ipynb/folder in ``folder``; write ``out/<name>.json`` and ``out/grades.csv``."""
-  from autograder import _registry, _report, _runner
-  a = _registry.load_assignment(assignment_id)
-  folder, out = pathlib.Path(folder).resolve(), pathlib.Path(out).resolve()
-  out.mkdir(parents=True, exist_ok=True)
-  entries = _entries(folder)
-  names = {}
-  for p in entries:
-    stem = p.stem if p.is_file() else p.name
-    names.setdefault(stem, p)     # a.py and a.ipynb: the first one wins, reported below
-  reports, todo = [], []
-  for stem, p in names.items():
-    dest = out / f"{stem}.json"
-    if dest.exists() and not force:
-      try:
-        reports.append(json.loads(dest.read_text()))
-        continue
-      except (json.JSONDecodeError, OSError):
-        pass
-    todo.append((stem, p))
-  bar = None
-  if progress:
-    from tqdm import tqdm
-    bar = tqdm(total=len(names), initial=len(names) - len(todo), unit="sub", desc=f"grading {assignment_id}",
-               file=sys.stderr)
-
-  def one(item):
-    stem, p = item
-    try:
-      try:
-        r = _runner.grade_submission(assignment_id, p, timeout=timeout, denied_extra=[str(folder), str(out)],
-                                     functions=functions)
-      except Exception:  # noqa: BLE001  (a failure of the grader itself is not the student's: try once more)
-        r = _runner.grade_submission(assignment_id, p, timeout=timeout, denied_extra=[str(folder), str(out)],
-                                     functions=functions)
-      d = r.as_dict()
-    except Exception as e:  # noqa: BLE001  (never let one submission stop the batch)
-      d = _runner._all_failed(a, a.tests, stem, f"the grader failed on this submission: {type(e).__name__}: {e}",
-                              time.monotonic()).as_dict()
-    d["submission"] = stem
-    _atomic_write(out / f"{stem}.json", json.dumps(d, indent=1) + "\n")
-    return d
-
-  with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-    for d in pool.map(one, todo):
-      reports.append(d)
-      if bar:
-        bar.update(1)
-        bar.set_postfix_str(f"{d['submission']}: {d['score']:g}/{d['max_score']:g}")
-      _atomic_write(out / "grades.csv", _report.csv_text(reports, a.functions))
-  if bar:
-    bar.close()
-  _atomic_write(out / "grades.csv", _report.csv_text(reports, a.functions))
-  return reports
+from autograder._batch import grade_all  # noqa: E402,F401  (moved to autograder._batch; kept importable here)
 
 
 def cmd_grade_all(args):
+  from autograder import _batch
   t0 = time.monotonic()
   only = [f.strip() for f in args.only.split(",")] if args.only else None
+  shard = _batch.parse_shard(args.shard, args.shards)
+  summary: list[str] = []
   reports = grade_all(args.id, args.dir, args.out, jobs=args.jobs, force=args.force, timeout=args.timeout,
-                      functions=only)
+                      functions=only, shard=shard, summary=summary)
   dt = time.monotonic() - t0
-  print(f"{len(reports)} submissions -> {args.out}/grades.csv ({dt:.1f} s)")
+  print("\n".join(summary))
+  if shard is None:
+    print(f"{len(reports)} submissions -> {args.out}/grades.csv ({dt:.1f} s)")
+  else:
+    print(f"shard {shard[0]}/{shard[1]}: {len(reports)} submissions -> {args.out} ({dt:.1f} s); when every shard "
+          f"is done: autograder collect {args.out}")
   return 0
+
+
+def cmd_collect(args):
+  from autograder import _batch
+  summary: list[str] = []
+  reports = _batch.collect(args.out, summary=summary)
+  print("\n".join(summary))
+  print(f"{len(reports)} submissions -> {pathlib.Path(args.out) / 'grades.csv'}")
+  return 0
+
+
+def cmd_export(args):
+  from autograder import _export
+  return _export.main(args)
 
 
 def cmd_release(args):
@@ -229,7 +191,17 @@ def main(argv=None):
   ga.add_argument("--force", action="store_true", help="regrade submissions already graded")
   ga.add_argument("--timeout", type=float)
   ga.add_argument("--only", metavar="F1,F2", help="grade only these functions' tests (e.g. a regrade)")
+  ga.add_argument("--shard", metavar="I/N", help="grade only shard I of N (0-based); then `autograder collect OUT`")
+  ga.add_argument("--shards", type=int, metavar="N", help="N shards, I from $JOB_COMPLETION_INDEX (Kubernetes)")
   ga.set_defaults(fn=cmd_grade_all)
+  co = sp.add_parser("collect", help="write OUT/grades.csv from the records of grade-all's shards")
+  co.add_argument("out")
+  co.set_defaults(fn=cmd_collect)
+  ex = sp.add_parser("export", help="a Gradescope autograder zip and/or PrairieLearn grader files")
+  ex.add_argument("id")
+  ex.add_argument("--gradescope", metavar="OUT.zip")
+  ex.add_argument("--prairielearn", metavar="DIR")
+  ex.set_defaults(fn=cmd_export)
   r = sp.add_parser("release", help="student notebook + .py stub, and/or an nbgrader source notebook")
   r.add_argument("id")
   r.add_argument("--out")

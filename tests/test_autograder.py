@@ -297,8 +297,10 @@ def _fake_report():
 
 def test_gradescope_schema():
   gs = _report.gradescope(_fake_report())
-  assert gs["score"] == 1.5 and gs["max_score"] == 3.0
-  assert [set(t) for t in gs["tests"]] == [{"name", "score", "max_score", "output", "visibility"}] * 2
+  assert gs["score"] == 1.5 and sum(t["max_score"] for t in gs["tests"]) == 3.0
+  assert [set(t) for t in gs["tests"]] == [{"name", "score", "max_score", "status", "output", "output_format",
+                                            "visibility", "tags"}] * 2
+  assert [t["status"] for t in gs["tests"]] == ["passed", "failed"]
   assert [t["visibility"] for t in gs["tests"]] == ["visible", "after_published"]
 
 
