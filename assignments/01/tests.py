@@ -53,7 +53,6 @@ def test_relu_shape_dtype(sub):
 
 
 @points(1)
-@hidden
 def test_relu_jit(sub):
   """relu: gives the same values under jax.jit"""
   C.jit_matches(sub, "relu", ref.relu, C.normal(2, (4, 5)))
@@ -81,14 +80,12 @@ def test_sigmoid_extreme(sub):
 
 
 @points(1)
-@hidden
 def test_sigmoid_jit(sub):
   """sigmoid: gives the same values under jax.jit"""
   C.jit_matches(sub, "sigmoid", ref.sigmoid, C.normal(5, (3, 7)))
 
 
 @points(1)
-@hidden
 def test_sigmoid_grad(sub):
   """sigmoid: gradient matches sigma(1 - sigma), finite at |x| = 1e4 (float64)"""
   C.grad_matches(sub, "sigmoid", ref.sigmoid, np.concatenate([C.normal(6, (5,), np.float64), EXTREME]))
@@ -103,7 +100,6 @@ def test_tanh_values(sub):
 
 
 @points(1)
-@hidden
 def test_tanh_transforms(sub):
   """tanh: same values under jax.jit and jax.vmap"""
   x = C.normal(8, (4, 3))
@@ -134,7 +130,6 @@ def test_softmax_axis(sub):
 
 
 @points(1)
-@hidden
 def test_softmax_jit(sub):
   """softmax: gives the same values under jax.jit"""
   C.jit_matches(sub, "softmax", ref.softmax, C.normal(11, (2, 6), scale=5.0))
@@ -148,7 +143,6 @@ def test_softmax_grad(sub):
 
 
 @points(1)
-@hidden
 def test_softmax_vmap(sub):
   """softmax: jax.vmap over a batch equals softmax of each row"""
   C.vmap_matches(sub, "softmax", ref.softmax, C.normal(13, (5, 4)))
@@ -202,7 +196,6 @@ def test_init_dense_statistics(sub):
 
 
 @points(1)
-@hidden
 def test_init_dense_jit(sub):
   """init_dense: traces under jax.jit with static sizes"""
   key = C.key(4)
@@ -238,7 +231,6 @@ def test_dense_grad(sub):
 
 
 @points(1)
-@hidden
 def test_dense_transforms(sub):
   """dense: same values under jax.jit and under jax.vmap over the batch"""
   p, x = _params(26, 3, 5), C.normal(27, (6, 3))

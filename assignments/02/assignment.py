@@ -41,6 +41,19 @@
 # log-softmax/log-sigmoid, not `dlfunc`). Run `autograder check 02 YOUR_FILE`
 # to see which functions pass the public tests; hidden tests also count.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy`: not `numpy`, not `optax`, not `jax.nn`'s `log_softmax`/`logsumexp`/`softmax`/`log_sigmoid`/
+#   `softplus`/`sigmoid` in the losses, not `dlfunc` (a refused call scores that function 0).
+# - Every loss returns the mean over the batch, a scalar of the input's dtype.
+# - Every function works under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays);
+#   `mlp_apply` also under `jax.vmap`; `jax.jit(sgd_train_step)` traces once for batches of the same shape.
+# - The cross-entropies are stable: finite and exact values and gradients at logits of magnitude $10^4$.
+# - `mlp_init` draws only from its `key` argument, and each layer from its own key (`jax.random.split`).
+
+
 # %%
 import jax
 import jax.numpy as jnp

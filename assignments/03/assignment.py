@@ -34,11 +34,22 @@
 # | `mlp_backward(params, x, y)` | gradients of the mean cross-entropy, shaped like `params` |
 #
 # The grader calls your functions in **float64** (`jax.enable_x64`) and
-# compares with `jax.vjp` of dlfunc's forward functions: relative error
-# below $10^{-7}$. Keep the input dtype: use `jnp.zeros_like(x)`, not
-# `jnp.zeros(x.shape)` (float32). The backward functions may not use
-# `jax.grad`, `jax.vjp` or any other autodiff (that is the point), nor
-# `jax.nn`.
+# compares with `jax.vjp` of dlfunc's forward functions. The backward
+# functions may not use autodiff: that is the point.
+
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - No autodiff in any graded function (`jax.grad`, `jax.vjp`, `jax.value_and_grad`, `jax.jacfwd`/`jacrev`,
+#   `jax.jvp`, ...), no `jax.nn`, `optax`, `flax` or `dlfunc`: a refused call scores that function 0.
+# - In float64 (the grader enables `jax.enable_x64`) results stay float64 and match `jax.vjp` to a relative
+#   error below $10^{-7}$. Build arrays from the input (`jnp.zeros_like(x)`, `x.dtype`): `jnp.zeros(x.shape)`
+#   takes JAX's default dtype (float32, or float64 only while x64 is on), not the input's.
+# - `relu_backward`, `dense_backward`, `softmax_cross_entropy_backward` and `mlp_backward` work under `jax.jit`
+#   (no Python `if` on array values, no NumPy on traced arrays).
+# - `softmax_cross_entropy_backward` is stable: finite and exact at logits of magnitude $10^4$.
+
 
 # %%
 import jax

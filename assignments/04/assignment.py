@@ -49,6 +49,18 @@
 # `optax.adam`) step for step in float64, work under `jax.jit`, and drive the
 # Rosenbrock function below a bar. Do not use optax or dlfunc inside them.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - No `optax`, `flax`, `jax.example_libraries` or `dlfunc` inside your functions (a refused call scores that
+#   function 0).
+# - Every `*_update` returns `(updates, new_state)`, the updates to *add*, matching optax step for step in
+#   float64, and works under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays).
+# - States follow the table: Adam's `count` is an int32 scalar, 0 after `init`, one more after each update.
+# - The `minimize` helper is given: do not edit it (the grader re-computes steps with your update).
+
+
 # %%
 import jax
 import jax.numpy as jnp

@@ -35,6 +35,21 @@
 # `train` flag is a Python `bool` (static under `jax.jit`). Use `jax.numpy`
 # only (no `flax`, `optax` or `dlfunc`).
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy`: no `flax`, `optax`, `jax.nn.standardize` or `dlfunc` (a refused call scores that
+#   function 0).
+# - `dropout` draws its mask only from its `key` argument: the same key gives the same mask, another key
+#   another mask; `regularized_train_step` draws its masks from the batch's key, so the same key gives the
+#   same step.
+# - `dropout`, `batch_norm` (with `train` static) and `regularized_train_step` work under `jax.jit`; `rate`,
+#   `lr` and `l2` may be traced values (no Python `if` on them).
+# - `layer_norm` adds `eps` inside the square root (a constant row gives `beta`, finite) and uses no batch
+#   statistics (`jax.vmap` over the batch equals the batched call).
+
+
 # %%
 import jax
 import jax.numpy as jnp

@@ -47,6 +47,19 @@
 # `autograder check 06 YOUR_FILE` to see which functions pass the public tests;
 # hidden tests also count.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Not `dlfunc`; `conv2d_naive` may not call `jax.lax.conv*`, `jnp.convolve`, `jax.scipy.signal` or `flax`
+#   (a refused call scores that function 0).
+# - `conv2d_naive` works under `jax.grad` (its gradients match, float64).
+# - `max_pool2d` pads with $-\infty$: padded cells never win.
+# - `cnn_init` draws only from its `key` argument: the same key gives the same variables, another key others.
+# - `cnn_apply` and `cnn_train_step` work under `jax.jit` (no Python `if` on array values, no NumPy on
+#   traced arrays).
+
+
 # %%
 import jax
 import jax.numpy as jnp

@@ -36,6 +36,18 @@
 # converted to this layout). Use `jax.numpy` and `jax.lax`; not `dlfunc`,
 # and not `jax.nn.sigmoid` (write $\sigma(z) = \tfrac12(1 + \tanh\tfrac z2)$).
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy` and `jax.lax`: not `dlfunc`, `flax`, `keras` or `torch`; the three steps may not use
+#   `jax.nn.sigmoid` or `jax.scipy.special.expit` (a refused call scores that function 0).
+# - `unroll` runs the step with `jax.lax.scan`, which traces it once; a Python loop over time fails.
+# - The steps work under `jax.jit` (with any leading batch axes) and `jax.vmap`; `classifier_apply` and
+#   `classifier_train_step` under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays).
+# - `gru_step` is stable: finite and correct when the gates saturate (pre-activations near $\pm 100$).
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -182,6 +194,17 @@ def pair_step(params, carry, x):
   h, total = carry
   h = jnp.tanh(h + x @ params["w"])
   return (h, total + h), h
+
+
+_STEP_RUNS = [0]
+
+
+def counting_step(params, h, x):
+  """leaky_step whose output is how many times Python has run it so far: under jax.lax.scan (traced once)
+  every output is the same number; a Python loop over time gives 1, 2, 3, ..."""
+  _STEP_RUNS[0] += 1
+  h = params["a"] * h + x @ params["w"]
+  return h, jnp.full(h.shape, _STEP_RUNS[0], h.dtype)
 
 # %% nbgrader={"grade": false, "grade_id": "unroll", "locked": false, "schema_version": 3, "solution": true}
 def unroll(step, params, xs, h0):

@@ -34,6 +34,16 @@
 # with $x$ the flattened image (pixels in $[0, 1]$, hence the sigmoid output).
 # Use `jax.numpy` (`jax.nn.relu`/`jax.nn.sigmoid` are fine); not `dlfunc`, not `sklearn`.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy` (`jax.nn.relu`/`jax.nn.sigmoid` are fine): not `dlfunc`, `sklearn`, `flax`, `torch` or
+#   `keras` (a refused call scores that function 0).
+# - `anomaly_scores` and `ae_train_step` work under `jax.jit` (no Python `if` on array values, no NumPy on
+#   traced arrays); `threshold` and `pca_reconstruct` may use NumPy.
+
+
 # %%
 import jax
 import jax.numpy as jnp

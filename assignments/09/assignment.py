@@ -29,6 +29,20 @@
 # `BertLayer` (Hugging Face `BertModel`'s layer). Use `jax.numpy`, `jax.lax`,
 # `jax.nn`; not `dlfunc`, `flax`, `torch` or `transformers`.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy`, `jax.lax`, `jax.nn`: not `dlfunc`, `flax`, `torch`, `transformers` or `keras` (a refused
+#   call scores that function 0).
+# - `residual_block` and `self_attention` (with `num_heads` static) work under `jax.jit` (no Python `if` on
+#   array values, no NumPy on traced arrays).
+# - `encoder_layer` uses the exact GELU (`jax.nn.gelu(x, approximate=False)`), which differs from the tanh
+#   approximation at large pre-activations.
+# - `self_attention`: padded tokens never change the real tokens' outputs; `fine_tune_head` returns the
+#   backbone bit-identical.
+
+
 # %%
 import math
 

@@ -34,8 +34,17 @@
 # `{"params": {"Dense_0": {"kernel", "bias"}, ...}}` and
 # `{"params": {"Conv_0": ..., "Dense_0": ...}}`).
 #
-# Inputs arrive as NumPy arrays; use `jax.numpy` (or NumPy) — not `dlfunc`,
-# `torch` or `keras`.
+# Inputs arrive as NumPy arrays; use NumPy or `jax.numpy`.
+
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Not `dlfunc`, `torch`, `keras`, `tensorflow` or `flax` (a refused call scores that function 0): the
+#   weights arrive as NumPy arrays.
+# - NumPy is allowed everywhere: these functions convert weights once, outside any `jax.jit`, and no test
+#   traces them.
+
 
 # %%
 import jax
