@@ -7,7 +7,7 @@ import pathlib
 import time
 import traceback
 
-from autograder import _registry, _remote, _sandbox, _submission
+from autograder import _feedback, _registry, _remote, _sandbox, _submission
 from autograder._checks import Credit
 from autograder._errors import CheckFailed, SubmissionError
 
@@ -135,6 +135,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
       text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")
       results.append(TestResult(t.name, t.function, round(frac * t.points, 6), t.points, t.hidden, status,
                                 _cap(text), round(time.monotonic() - ts, 3)))
+    _feedback.fix_callees_first(results, _feedback.graded_callees(sub_info.cells, a.functions))
     if sub.load_problems:
       notes.extend(sub.load_problems)
     missing = [f for f, ok in sub.defined.items() if not ok and f not in refused]

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from autograder import _authoring, _registry
+from autograder._feedback import graded_callees
 from autograder._runner import grade_submission
 
 IF_TRACED = "works eagerly but not under jax.jit"          # the worker's words for a trace failure
@@ -248,13 +249,16 @@ def test_each_stated_rule_costs_public_points_and_is_named(aid, tmp_path):
     feedback = "\n".join([t.name + "\n" + t.output for t in report.tests if t.function == fn and t.score < t.max_score]
                          + [n for n in report.notes if n.startswith(fn + " ")])
     assert re.search(rule, feedback), f"{aid} {fn}: no feedback names the rule /{rule}/:\n{feedback}"
-  untouched = [f for f in by_fn if f not in {fn for fn, _, _ in RULE_BREAKERS[aid]}]
-  callers = {"02": {"sgd_train_step"}, "03": {"mlp_backward"}, "05": {"regularized_train_step"}, "06": {"cnn_train_step"},
-             "07": {"classifier_apply", "classifier_train_step"}, "08": {"ae_train_step", "reconstruction_loss"},
-             "09": {"encoder_layer"}}.get(aid, set())
-  for f in untouched:   # the other functions keep full marks (except those that call a broken one)
-    if f not in callers:
+  broken = {fn for fn, _, _ in RULE_BREAKERS[aid]}
+  callees = graded_callees([{"source": path.read_text()}], list(by_fn))
+  for f in set(by_fn) - broken:
+    failed_callees = [g for g in callees[f] if g in broken]
+    if not failed_callees:   # the other functions keep full marks
       assert by_fn[f][0] == by_fn[f][1], (aid, f, [(t.name, t.output) for t in report.tests if t.function == f])
+    for t in report.tests:   # a function that calls a broken one is told to fix that one first
+      if t.function == f and t.score < t.max_score:
+        assert t.output.startswith("fix `"), (aid, t.name, t.output)
+        assert any(f"`{g}`" in t.output.splitlines()[0] for g in failed_callees), (aid, t.name, t.output)
 
 
 @pytest.mark.slow

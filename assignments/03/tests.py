@@ -18,6 +18,8 @@ import dlfunc.nn as ref
 from autograder import checks as C
 from autograder import hidden, points
 
+# Names of the parts of multi-output results, used in feedback (lstm_step(...)[0][0] (`h`)).
+OUTPUTS = {"dense_backward": "({'w': dw, 'b': db}, dx)"}
 FUNCTIONS = ("numerical_grad", "relu_backward", "dense_backward", "softmax_cross_entropy_backward",
              "mlp_backward")
 _AUTODIFF = ("jax.grad", "jax.vjp", "jax.value_and_grad", "jax.jacrev", "jax.jacfwd", "jax.jacobian",

@@ -21,6 +21,8 @@ from autograder import hidden, points
 
 # sgd_update before sgd_init: sgd_init's result is the empty tuple (), which no output corruption can change,
 # so it cannot serve as the hostile suite's victim (the first function).
+# Names of the parts of multi-output results, used in feedback (lstm_step(...)[0][0] (`h`)).
+OUTPUTS = {f"{o}_update": "(updates, state)" for o in ("sgd", "momentum", "rmsprop", "adam")}
 FUNCTIONS = ("sgd_update", "sgd_init", "momentum_init", "momentum_update", "rmsprop_init", "rmsprop_update",
              "adam_init", "adam_update")
 FORBIDDEN = {f: ("optax", "dlfunc", "flax", "jax.example_libraries") for f in FUNCTIONS}

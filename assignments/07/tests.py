@@ -17,6 +17,8 @@ import dlfunc.nn as ref
 from autograder import checks as C
 from autograder import hidden, points
 
+# Names of the parts of multi-output results, used in feedback (lstm_step(...)[0][0] (`h`)).
+OUTPUTS = {"rnn_step": "(h, h)", "lstm_step": "((h, c), h)", "gru_step": "(h, h)", "unroll": "(carry, ys)"}
 FUNCTIONS = ("rnn_step", "lstm_step", "gru_step", "unroll", "classifier_apply", "classifier_train_step")
 _CELLS = ("jax.nn.sigmoid", "jax.scipy.special.expit", "flax", "keras", "torch")
 FORBIDDEN = {"rnn_step": _CELLS, "lstm_step": _CELLS, "gru_step": _CELLS, "unroll": ("flax", "keras", "torch")}
