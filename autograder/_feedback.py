@@ -8,6 +8,7 @@ source (parsed, never run); the verdicts come from the tests just run.
 from __future__ import annotations
 
 import ast
+import re
 import threading
 
 _AST_LOCK = threading.Lock()   # CPython 3.11's ast.parse is not thread-safe (grade-all grades in threads)
@@ -62,3 +63,68 @@ def fix_callees_first(results: list, callees: dict[str, list[str]]) -> list:
              f"`{r.function}` itself yet.")
     r.output = first + ("\nwhat this test saw: " + r.output if r.output else "")
   return results
+
+
+_DEF = re.compile(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)|^class\s+([A-Za-z_]\w*)|^([A-Za-z_]\w*)\s*=", re.M)
+
+
+def syntax_errors(cells: list[dict], functions) -> list[tuple[str, list[str]]]:
+  """[(message, graded functions lost)] for each cell (or the .py file) that does not parse.
+
+  The message gives the line, the code on it and a caret, and for a notebook the cell's position as Jupyter
+  shows it and the functions it defines: ``syntax error in cell 12 (defines `dense_backward`), line 3: ...``.
+  """
+  out = []
+  for cell in cells:
+    src = cell.get("source", "")
+    try:
+      with _AST_LOCK:
+        ast.parse(src)
+      continue
+    except SyntaxError as e:
+      err = e
+    except ValueError:   # null bytes
+      out.append(("the submission contains null bytes: save it again as plain text.", list(functions)))
+      continue
+    defined = [next(g for g in m.groups() if g) for m in _DEF.finditer(src)]
+    lost = [f for f in functions if f in defined] if cell.get("index") is not None else list(functions)
+    line = (err.text or "").rstrip("\n")
+    code = ""
+    if line.strip():
+      shown = line.lstrip()
+      caret = max((err.offset or 1) - 1 - (len(line) - len(shown)), 0)
+      code = f"\n    {err.lineno} | {shown}\n    {' ' * len(str(err.lineno))} | {' ' * min(caret, len(shown))}^"
+    if cell.get("index") is None:
+      where, then = f"at line {err.lineno}", "Nothing in the file ran, so every test fails until it is fixed."
+    else:
+      names = ", ".join(f"`{f}`" for f in defined[:4]) or "no function"
+      where = f"in cell {cell['index']} (defines {names}), line {err.lineno}"
+      then = ("That cell did not run, so " + ", ".join(f"`{f}`" for f in lost) + " is not defined." if lost else
+              "That cell did not run.")
+    out.append((f"syntax error {where}: {err.msg}.{code}\n{then}", lost))
+  return out
+
+
+def load_failure_first(results: list, notes: list[str], cells: list[dict], functions) -> tuple[list, list[str]]:
+  """A syntax error comes first and alone: its note leads, the tests it broke keep no other message.
+
+  Drops the worker's shorter "syntax error at ..." note and the "not defined" note for the functions lost.
+  """
+  errors = syntax_errors(cells, functions)
+  if not errors:
+    return results, notes
+  lost = {f for _, fs in errors for f in fs}
+  for r in results:
+    if r.function in lost and r.score < r.max_score:
+      r.output = ""
+  kept = [n for n in notes if not n.startswith("syntax error at ")]
+  fixed = []
+  for n in kept:
+    if n.startswith("not defined in the submission: "):
+      rest = [f.strip() for f in n[len("not defined in the submission: "):].rstrip(".").split(",")]
+      rest = [f for f in rest if f and f not in lost]
+      if not rest:
+        continue
+      n = "not defined in the submission: " + ", ".join(rest) + "."
+    fixed.append(n)
+  return results, [m for m, _ in errors] + fixed

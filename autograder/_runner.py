@@ -141,6 +141,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     missing = [f for f, ok in sub.defined.items() if not ok and f not in refused]
     if missing:
       notes.append("not defined in the submission: " + ", ".join(missing) + ".")
+    results, notes = _feedback.load_failure_first(results, notes, sub_info.cells, a.functions)
     if sub.workers_started > 1:
       notes.append(f"the worker process was restarted {sub.workers_started - 1} time(s) after a crash or timeout.")
   finally:

@@ -43,13 +43,8 @@ def test_constant_ratio_of_two_and_of_minus_one():
   e = C.normal(2, (4,))
   assert "Every value is 2 times the expected one (got / expected = 2 everywhere)" in _message(
       C.allclose, 2 * e, e, "f(x)")
-  assert msg_ends(_message(C.allclose, -e, e, "f(x)"),
-                  "Every value has the wrong sign (got / expected = -1 everywhere): check a minus sign or a "
-                  "subtraction's order.")
-
-
-def msg_ends(msg, tail):
-  return msg.endswith(tail) or print(msg)
+  assert _message(C.allclose, -e, e, "f(x)").endswith(
+      "Every value has the wrong sign (got / expected = -1 everywhere): check a minus sign or a subtraction's order.")
 
 
 def test_transposed_output_says_transposed_not_reduce_axis():
@@ -128,3 +123,55 @@ def test_failing_callee_says_fix_it_first():
                                "tests, so this verdict says nothing about `classifier_apply` itself yet.\n"
                                "what this test saw: classifier_apply(...): 120 of 120 values differ")
   assert results[0].output == "gru_step(...): wrong" and results[2].output == "other: wrong"
+
+
+def _reference_source(aid):
+  from autograder import _authoring, _registry
+  a = _registry.load_assignment(aid)
+  return a, _authoring.module_source(a.source, True, aid)
+
+
+@pytest.mark.slow
+def test_syntax_error_in_a_py_comes_first_and_alone(tmp_path):
+  from autograder import _report
+  from autograder._runner import grade_submission
+  a, src = _reference_source("03")
+  bad = src.replace('  return grads, g @ params["w"].T', '  return grads, g @ params["w"].T)')
+  line = bad.splitlines().index('  return grads, g @ params["w"].T)') + 1
+  path = tmp_path / "typo.py"
+  path.write_text(bad)
+  report = grade_submission("03", path, hidden=False, functions=["relu_backward", "dense_backward"])
+  assert report.score == 0
+  assert report.notes[0] == (f"syntax error at line {line}: unmatched ')'.\n"
+                             f"    {line} | return grads, g @ params[\"w\"].T)\n"
+                             f"    {' ' * len(str(line))} | {' ' * 31}^\n"
+                             "Nothing in the file ran, so every test fails until it is fixed.")
+  assert all(t.output == "" for t in report.tests)           # alone: no "not defined" lines before it
+  assert not any("not defined" in n for n in report.notes)
+  text = _report.text_table(report.as_dict(), self_check=True)
+  assert text.splitlines()[2] == f"syntax error at line {line}: unmatched ')'."
+
+
+@pytest.mark.slow
+def test_syntax_error_in_a_notebook_names_the_cell_as_jupyter_counts_it(tmp_path):
+  import nbformat
+  from autograder import _authoring
+  from autograder._runner import grade_submission
+  a, _ = _reference_source("03")
+  nb = _authoring.instructor_notebook(a.source)
+  for cell in nb.cells:
+    if cell.metadata.get("nbgrader", {}).get("grade_id") == "dense_backward":
+      cell.source = _authoring.solution_source(cell.source).replace("g @ params[\"w\"].T", "g @ params[\"w\"].T)")
+    elif cell.metadata.get("nbgrader", {}).get("solution"):
+      cell.source = _authoring.solution_source(cell.source)
+  position = next(i for i, c in enumerate(nb.cells, 1) if c.metadata.get("nbgrader", {}).get("grade_id")
+                  == "dense_backward")
+  assert position != sum(1 for c in nb.cells[:position] if c.cell_type == "code")   # markdown cells count
+  path = tmp_path / "typo.ipynb"
+  nbformat.write(nb, str(path))
+  report = grade_submission("03", path, hidden=False, functions=["relu_backward", "dense_backward"])
+  assert report.notes[0].startswith(f"syntax error in cell {position} (defines `dense_backward`), line ")
+  assert report.notes[0].splitlines()[-1] == "That cell did not run, so `dense_backward` is not defined."
+  by_fn = report.by_function()
+  assert by_fn["relu_backward"][0] == by_fn["relu_backward"][1]     # the other cells still ran
+  assert by_fn["dense_backward"][0] == 0
