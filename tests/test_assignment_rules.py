@@ -299,3 +299,26 @@ def test_03_no_longer_claims_zeros_is_float32():
   text = _registry.load_assignment("03").source.read_text()
   assert "`jnp.zeros(x.shape)` (float32)" not in text
   assert "float64 only while x64 is on" in text
+
+
+def _solution_lines_in_hints(aid):
+  """(function, hint) pairs whose hint contains a line of the solution (whitespace and `return` ignored)."""
+  nb = _authoring.instructor_notebook(_registry.load_assignment(aid).source)
+  out = []
+  for c in nb.cells:
+    if not c.metadata.get("nbgrader", {}).get("solution"):
+      continue
+    lines = c.source.split("\n")
+    for i, line in enumerate(lines):
+      if _authoring.BEGIN_SOLUTION in line and i and _authoring._HINT.match(lines[i - 1]):
+        hint = re.sub(r"\s+", "", _authoring._HINT.match(lines[i - 1]).group(1))
+        end = next(j for j in range(i, len(lines)) if _authoring.END_SOLUTION in lines[j])
+        body = [re.sub(r"\s+", "", re.sub(r"^\s*return\s+", "", s)) for s in lines[i + 1:end] if s.strip()]
+        if any(len(s) > 8 and s in hint for s in body):
+          out.append((c.metadata["nbgrader"]["grade_id"], lines[i - 1].strip()))
+  return out
+
+
+def test_hints_explain_without_handing_over_a_solution_line():
+  for aid in ("01", "02", "03", "04", "05", "06", "07", "08", "09", "10"):
+    assert _solution_lines_in_hints(aid) == [], aid

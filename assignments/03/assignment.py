@@ -88,7 +88,7 @@ def numerical_grad(f, x, eps=1e-6):
   """Central-difference gradient of the scalar function ``f`` at ``x``; same shape and dtype as ``x``."""
   f = PROBES[f] if isinstance(f, str) else f
   x = jnp.asarray(x)
-  # Hint: loop over the flat indices i of x: e = jnp.zeros_like(x).reshape(-1).at[i].set(eps).reshape(x.shape).
+  # Hint: perturb one entry at a time (a flat index and .at[].set on a zeros_like(x) array keep x's shape and dtype).
   ### BEGIN SOLUTION
   flat = []
   for i in range(x.size):
@@ -120,7 +120,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "relu_backward", "locked": false, "schema_version": 3, "solution": true}
 def relu_backward(x, g):
   """dL/dx of relu at x, given the upstream gradient g = dL/dy (same shape as x)."""
-  # Hint: jnp.where(x > 0, g, 0) keeps g's dtype.
+  # Hint: jnp.where chooses elementwise between two arrays, without a Python if.
   ### BEGIN SOLUTION
   x, g = jnp.asarray(x), jnp.asarray(g)
   return jnp.where(x > 0, g, jnp.zeros((), g.dtype))
@@ -154,7 +154,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "dense_backward", "locked": false, "schema_version": 3, "solution": true}
 def dense_backward(params, x, g):
   """Backward pass of y = x @ w + b: returns ({"w": dL/dw, "b": dL/db}, dL/dx) for upstream g = dL/dy."""
-  # Hint: dw = x.T @ g, db = g.sum(axis=0), dx = g @ w.T.
+  # Hint: let the shapes guide you: dW is (n_in, n_out), db is (n_out,), dx is (B, n_in).
   ### BEGIN SOLUTION
   x, g = jnp.asarray(x), jnp.asarray(g)
   grads = {"w": x.T @ g, "b": jnp.sum(g, axis=0)}
@@ -187,7 +187,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "softmax_cross_entropy_backward", "locked": false, "schema_version": 3, "solution": true}
 def softmax_cross_entropy_backward(logits, labels, g=1.0):
   """dL/dlogits of the mean softmax cross-entropy with integer labels, times the scalar upstream g."""
-  # Hint: p = softmax(z) with the max subtracted; onehot = labels[:, None] == jnp.arange(K); g * (p - onehot) / N.
+  # Hint: predicted minus true: a stable softmax minus the one-hot labels, scaled by g and by 1/N.
   ### BEGIN SOLUTION
   z = jnp.asarray(logits)
   e = jnp.exp(z - jnp.max(z, axis=-1, keepdims=True))

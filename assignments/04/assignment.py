@@ -157,7 +157,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "momentum_init", "locked": false, "schema_version": 3, "solution": true}
 def momentum_init(params):
   """The velocity: zeros with the structure, shapes and dtypes of params."""
-  # Hint: jax.tree_util.tree_map(jnp.zeros_like, params).
+  # Hint: one zero array per leaf of params, same structure, shapes and dtypes.
   ### BEGIN SOLUTION
   return jax.tree_util.tree_map(jnp.zeros_like, params)
   ### END SOLUTION
@@ -202,7 +202,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "rmsprop_init", "locked": false, "schema_version": 3, "solution": true}
 def rmsprop_init(params):
   """The running mean of squared gradients: zeros like params."""
-  # Hint: jax.tree_util.tree_map(jnp.zeros_like, params).
+  # Hint: one zero array per leaf of params, same structure, shapes and dtypes.
   ### BEGIN SOLUTION
   return jax.tree_util.tree_map(jnp.zeros_like, params)
   ### END SOLUTION
@@ -253,7 +253,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "adam_init", "locked": false, "schema_version": 3, "solution": true}
 def adam_init(params):
   """{"count": int32 scalar 0, "mu": zeros like params, "nu": zeros like params}."""
-  # Hint: {"count": jnp.zeros((), jnp.int32), "mu": tree_map(jnp.zeros_like, params), "nu": ...}.
+  # Hint: the table above gives the three entries; the count is an int32 scalar array, not a Python int.
   ### BEGIN SOLUTION
   zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
   return {"count": jnp.zeros((), jnp.int32), "mu": zeros, "nu": jax.tree_util.tree_map(jnp.zeros_like, params)}
@@ -268,7 +268,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "adam_update", "locked": false, "schema_version": 3, "solution": true}
 def adam_update(grads, state, params=None, *, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
   """(updates, new_state) of Adam with bias correction; state = {"count", "mu", "nu"}."""
-  # Hint: count = state["count"] + 1; mu, nu as running averages; divide by 1 - b1**count (and b2) for the step.
+  # Hint: advance the count first: the bias corrections 1 - b**t use the step number t of this update.
   ### BEGIN SOLUTION
   del params
   count = state["count"] + 1

@@ -74,7 +74,7 @@ import jax.numpy as jnp
 # %% nbgrader={"grade": false, "grade_id": "dropout", "locked": false, "schema_version": 3, "solution": true}
 def dropout(key, x, rate, train=True):
   """Inverted dropout: zero each element with probability rate, scale the rest by 1/(1-rate); identity if not train."""
-  # Hint: if not train: return x; keep = jax.random.bernoulli(key, 1 - rate, x.shape); jnp.where(keep, x / (1 - rate), 0).
+  # Hint: draw a keep-mask from key with probability 1 - rate, and rescale what you keep so the mean stays x.
   ### BEGIN SOLUTION
   x = jnp.asarray(x)
   if not train:
@@ -118,7 +118,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "batch_norm", "locked": false, "schema_version": 3, "solution": true}
 def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.99, eps=1e-5):
   """(y, new_mean, new_var): batch statistics when training, running statistics otherwise."""
-  # Hint: axes = tuple(range(x.ndim - 1)); mean = x.mean(axes); var = ((x - mean) ** 2).mean(axes).
+  # Hint: statistics per channel (the last axis) over every other axis; the running values move by momentum.
   ### BEGIN SOLUTION
   x = jnp.asarray(x)
   if train:

@@ -233,7 +233,7 @@ class CNN(nn.Module):
 # %% nbgrader={"grade": false, "grade_id": "cnn_init", "locked": false, "schema_version": 3, "solution": true}
 def cnn_init(key):
   """Variables of CNN for 8x8x1 images: CNN().init(key, a (1, 8, 8, 1) array)."""
-  # Hint: CNN().init(key, jnp.zeros((1, 8, 8, 1), jnp.float32)).
+  # Hint: a Flax module's init needs a key and an example input of the right shape (its values do not matter).
   ### BEGIN SOLUTION
   return CNN().init(key, jnp.zeros((1, 8, 8, 1), jnp.float32))
   ### END SOLUTION
@@ -250,7 +250,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "cnn_apply", "locked": false, "schema_version": 3, "solution": true}
 def cnn_apply(variables, x):
   """Logits (N, 10) of CNN for images x of shape (N, 8, 8, 1)."""
-  # Hint: CNN().apply(variables, x).
+  # Hint: a Flax module is applied to the variables that init returned.
   ### BEGIN SOLUTION
   return CNN().apply(variables, x)
   ### END SOLUTION
@@ -292,7 +292,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "cnn_train_step", "locked": false, "schema_version": 3, "solution": true}
 def cnn_train_step(variables, batch, lr):
   """One SGD step on the mean softmax cross-entropy of cnn_apply; returns the new variables."""
-  # Hint: jax.grad of a loss(variables) closure, then jax.tree_util.tree_map(lambda p, g: p - lr * g, ...).
+  # Hint: differentiate a loss of the variables alone, then update every leaf.
   ### BEGIN SOLUTION
   x, y = batch
 

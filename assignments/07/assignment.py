@@ -99,7 +99,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "lstm_step", "locked": false, "schema_version": 3, "solution": true}
 def lstm_step(params, carry, x):
   """One LSTM step; carry = (h, c); returns ((h_new, c_new), h_new). Gates i, f, g, o."""
-  # Hint: z = x W + h U + b; i, f, g, o = jnp.split(z, 4, axis=-1); then the two update equations.
+  # Hint: compute all four gates in one product, split them in the order i, f, g, o, then update c before h.
   ### BEGIN SOLUTION
   h, c = carry
   z = x @ params["kernel"] + h @ params["recurrent_kernel"] + params["bias"]
@@ -210,7 +210,7 @@ def counting_step(params, h, x):
 def unroll(step, params, xs, h0):
   """Run step(params, carry, x_t) over time-major xs (T, B, F) with jax.lax.scan; returns (final_carry, ys)."""
   step = globals()[step] if isinstance(step, str) else step   # the grader sends the step's name
-  # Hint: return jax.lax.scan(lambda carry, x: step(params, carry, x), h0, xs).
+  # Hint: jax.lax.scan wants f(carry, x_t) -> (carry, y_t); step also needs params, so wrap it.
   ### BEGIN SOLUTION
   return jax.lax.scan(lambda carry, x: step(params, carry, x), h0, xs)
   ### END SOLUTION
@@ -264,7 +264,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "classifier_train_step", "locked": false, "schema_version": 3, "solution": true}
 def classifier_train_step(params, batch, lr):
   """One SGD step on the mean softmax cross-entropy of classifier_apply; batch = (images (B, 8, 8), labels (B,))."""
-  # Hint: jax.grad of the loss, then jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads).
+  # Hint: differentiate the mean cross-entropy of classifier_apply with respect to params, then update every leaf.
   ### BEGIN SOLUTION
   x, y = batch
 

@@ -188,7 +188,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "convert_state_dict", "locked": false, "schema_version": 3, "solution": true}
 def convert_state_dict(state_dict):
   """torchvision BasicBlock state_dict -> {"params": {conv1, bn1, conv2, bn2}, "batch_stats": {bn1, bn2}}."""
-  # Hint: for i in (1, 2): conv{i}.weight -> params conv{i} kernel (transpose 2, 3, 1, 0); bn{i}.* -> scale/bias/mean/var.
+  # Hint: kernels (out, in, kh, kw) -> (kh, kw, in, out); bn weights go to params, running stats to batch_stats.
   ### BEGIN SOLUTION
   params, stats = {}, {}
   for i in (1, 2):

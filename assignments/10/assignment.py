@@ -98,7 +98,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "torch_conv2d_to_dlfunc", "locked": false, "schema_version": 3, "solution": true}
 def torch_conv2d_to_dlfunc(weight, bias):
   """PyTorch Conv2d weight (out, in, kh, kw), bias (out,) -> {"kernel": (kh, kw, in, out), "bias": (out,)}."""
-  # Hint: jnp.transpose(weight, (2, 3, 1, 0)).
+  # Hint: PyTorch's (out, in, kh, kw) becomes (kh, kw, in, out): one transpose.
   ### BEGIN SOLUTION
   return {"kernel": jnp.transpose(jnp.asarray(weight), (2, 3, 1, 0)), "bias": jnp.asarray(bias)}
   ### END SOLUTION
@@ -115,7 +115,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "nchw_to_nhwc", "locked": false, "schema_version": 3, "solution": true}
 def nchw_to_nhwc(x):
   """Images (N, C, H, W) as PyTorch stores them -> (N, H, W, C)."""
-  # Hint: jnp.transpose(x, (0, 2, 3, 1)).
+  # Hint: move the channel axis from position 1 to the end.
   ### BEGIN SOLUTION
   return jnp.transpose(jnp.asarray(x), (0, 2, 3, 1))
   ### END SOLUTION
