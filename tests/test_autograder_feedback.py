@@ -175,3 +175,16 @@ def test_syntax_error_in_a_notebook_names_the_cell_as_jupyter_counts_it(tmp_path
   by_fn = report.by_function()
   assert by_fn["relu_backward"][0] == by_fn["relu_backward"][1]     # the other cells still ran
   assert by_fn["dense_backward"][0] == 0
+
+
+def test_exception_location_names_the_function_and_the_chain_of_student_calls():
+  from autograder._errors import SubmissionError
+  import linecache
+  src = "def gru_step(h):\n  return h + 'x'\n\ndef classifier_apply(h):\n  return gru_step(h) * 2\n"
+  linecache.cache["<cell 4>"] = (len(src), None, src.splitlines(True), "<cell 4>")   # as the kernel does
+  ns = {}
+  exec(compile(src, "<cell 4>", "exec"), ns)  # noqa: S102
+  with pytest.raises(SubmissionError) as e:
+    LocalSubmission(ns).call("classifier_apply", np.ones(2))
+  assert "at line 2 of its cell in `gru_step` (called as classifier_apply -> gru_step): `return h + 'x'`" \
+      in e.value.message, e.value.message
