@@ -1,12 +1,15 @@
 """The notebook's last cell (issue 13, item 4): every public test at once, as `autograder check` prints them."""
 import textwrap
 
+import pytest
+
 from autograder import _authoring, _registry
 from autograder.selfcheck import check_all
 
 AID = "03"
 
 
+@pytest.mark.slow
 def test_last_cell_runs_every_public_test_with_a_summary(capsys):
   a = _registry.load_assignment(AID)
   source = _authoring.module_source(a.source, True, AID)
