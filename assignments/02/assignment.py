@@ -49,7 +49,7 @@
 #   `softplus`/`sigmoid` in the losses, not `dlfunc` (a refused call scores that function 0).
 # - Every loss returns the mean over the batch, a scalar of the input's dtype.
 # - Every function works under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays);
-#   `mlp_apply` also under `jax.vmap`; `jax.jit(sgd_train_step)` traces once for batches of the same shape.
+#   `mlp_apply` also under `jax.vmap`.
 # - The cross-entropies are stable: finite and exact values and gradients at logits of magnitude $10^4$.
 # - `mlp_init` draws only from its `key` argument, and each layer from its own key (`jax.random.split`).
 
