@@ -104,8 +104,11 @@ def module_source(source: pathlib.Path, solved: bool, assignment_id: str = "") -
   """A .py module with the code cells students write in: the solution, or the stub."""
   nb = instructor_notebook(source)
   title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"), "")
+  # The notebook's markdown cells tagged "rules" go into the docstring: a student given only the .py sees them too.
+  rules = "".join("\n" + c.source.replace("\\", "\\\\").replace('"""', "'''") + "\n" for c in nb.cells
+                  if c.cell_type == "markdown" and "rules" in c.metadata.get("tags", []))
   parts = [f'"""{title}\n\n{"Reference solution" if solved else "Fill in every function that raises NotImplementedError"}'
-           f'; check your work with `autograder check {assignment_id} <this file>`.\n"""']
+           f'; check your work with `autograder check {assignment_id} <this file>`.\n{rules}"""']
   for cell in nb.cells:
     if cell.cell_type != "code" or _is_test_cell(cell) or "skip-grading" in cell.metadata.get("tags", []):
       continue

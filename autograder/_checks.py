@@ -7,9 +7,12 @@ back. The ``sub`` object (see AUTHORING.md) runs the student's code.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
+import re
+import sys
 import threading
 from typing import Any, Callable, Sequence
 
@@ -56,7 +59,13 @@ def check(condition, message: str):
 
 
 def describe(x, limit: int = 6) -> str:
-  """A short description of a value for messages: ``float32[3] [1.0, -2.0, 0.5]``."""
+  """A short description of a value for messages: ``float32[3] [1.0, -2.0, 0.5]``.
+
+  A nested pytree (a parameter tree) is summarised by path, shape and dtype, at most 8 leaves:
+  ``{gru/kernel float32[8, 96], gru/bias float32[96], ... and 3 more leaves}``.
+  """
+  if isinstance(x, (dict, list, tuple)) and not _is_array(x) and _nested(x):
+    return _tree_summary(x)
   if isinstance(x, dict):
     return "{" + ", ".join(f"{k!r}: {describe(v, limit)}" for k, v in x.items()) + "}"
   if isinstance(x, (list, tuple)) and not _is_array(x):
@@ -80,6 +89,36 @@ def describe(x, limit: int = 6) -> str:
       return head + " all NaN/Inf"
     return head + f" in [{fin.min():.4g}, {fin.max():.4g}]" + extra
   return head
+
+
+def _nested(x) -> bool:
+  """A container holding containers (a parameter tree), not a flat tuple of arrays."""
+  items = x.values() if isinstance(x, dict) else x
+  return any(isinstance(v, (dict, list, tuple)) and not _is_array(v) for v in items)
+
+
+def _leaves_with_paths(x, path=""):
+  if isinstance(x, dict):
+    for k, v in x.items():
+      yield from _leaves_with_paths(v, f"{path}/{k}" if path else str(k))
+  elif isinstance(x, (list, tuple)) and not _is_array(x):
+    for i, v in enumerate(x):
+      yield from _leaves_with_paths(v, f"{path}/{i}" if path else str(i))
+  else:
+    yield path, x
+
+
+def _tree_summary(x, most: int = 8) -> str:
+  parts = []
+  for path, leaf in _leaves_with_paths(x):
+    if _is_array(leaf):
+      a = np.asarray(leaf)
+      parts.append(f"{path} {a.dtype}[{', '.join(map(str, a.shape))}]")
+    else:
+      parts.append(f"{path} {describe(leaf)}")
+  more = f", ... and {len(parts) - most} more leaves" if len(parts) > most else ""
+  open_, close = ("{", "}") if isinstance(x, dict) else ("[", "]") if isinstance(x, list) else ("(", ")")
+  return open_ + ", ".join(parts[:most]) + more + close
 
 
 def _is_key(x) -> bool:
@@ -136,7 +175,7 @@ def keys_are(tree, expected: set, what: str):
 
 
 def allclose(got, expected, what: str, rtol: float | None = None, atol: float | None = None,
-             check_dtype: bool = True, equal_nan: bool = False):
+             check_dtype: bool = True, equal_nan: bool = False, *, outputs=None, inputs=None):
   """``got`` equals ``expected`` (arrays or pytrees) within per-dtype tolerances.
 
   A NaN in ``got`` never passes: not where ``expected`` is finite, and not where ``expected`` is NaN
@@ -144,21 +183,36 @@ def allclose(got, expected, what: str, rtol: float | None = None, atol: float | 
   NaNs then prove nothing. Pass ``equal_nan=True`` only when ``expected`` comes from the reference and a
   NaN there is the intended answer (e.g. NaN inputs must propagate). An Inf in ``got`` passes only where
   ``expected`` has the same Inf.
+
+  On a mismatch the message names the pattern when it sees one (a constant factor such as the batch size,
+  a flipped sign, a transpose, an axis off by one, missing or reduced over the wrong way). ``outputs`` names
+  the parts of a multi-output result (``(("h", "c"), "h")``, default: the ``OUTPUTS`` of the calling
+  tests.py); ``inputs`` (``(args, kwargs)``) lets it name the input axis a wrong size or factor comes from.
   """
-  _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan)
+  names = outputs if outputs is not None else _outputs_from_tests(what)
+  _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan,
+                 {"names": names, "inputs": inputs or ((), {})})
 
 
-def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False):
+def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False, ctx=None):
+  """``ctx`` (from the checks that call the student): ``names``, the outputs' names in the structure of the
+  result (``(("h", "c"), "h")``), and ``inputs``, the call's arguments, to explain shapes and constant factors."""
+  ctx = ctx or {}
+  names = ctx.get("names")
   if isinstance(expected, dict):
     keys_are(got, set(expected), what)
     for k in expected:
-      _tree_allclose(got[k], expected[k], f"{what}[{k!r}]", rtol, atol, check_dtype, equal_nan)
+      sub = dict(ctx, names=names.get(k) if isinstance(names, dict) else None)
+      _tree_allclose(got[k], expected[k], f"{what}[{k!r}]", rtol, atol, check_dtype, equal_nan, sub)
     return
   if isinstance(expected, (list, tuple)) and not _is_array(expected):
     if not isinstance(got, (list, tuple)) or len(got) != len(expected):
-      fail(f"{what}: expected a {type(expected).__name__} of {len(expected)} items, got {describe(got)}.")
+      shape = f" {_names_text(names)}" if names is not None else ""
+      fail(f"{what}: expected a {type(expected).__name__} of {len(expected)} items{shape}, got {describe(got)}.")
     for i, (g, e) in enumerate(zip(got, expected)):
-      _tree_allclose(g, e, f"{what}[{i}]", rtol, atol, check_dtype, equal_nan)
+      n = names[i] if isinstance(names, (list, tuple)) and len(names) == len(expected) else None
+      label = f"{what}[{i}]" + (f" (`{n}`)" if isinstance(n, str) else "")
+      _tree_allclose(g, e, label, rtol, atol, check_dtype, equal_nan, dict(ctx, names=n))
     return
   if _is_key(expected):
     import jax
@@ -168,8 +222,7 @@ def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False
     fail(f"{what}: expected an array {describe(e)}, got {type(got).__name__} {describe(got)[:60]}.")
   g = np.asarray(got)
   if g.shape != e.shape:
-    fail(f"{what}: expected shape {e.shape}, got shape {g.shape} ({e.dtype} vs {g.dtype}). "
-         "Check which axis you reduce over and keepdims.")
+    fail(f"{what}: expected shape {e.shape}, got shape {g.shape} ({e.dtype} vs {g.dtype}).{_shape_hint(g, e, ctx)}")
   if check_dtype and g.dtype != e.dtype:
     fail(f"{what}: expected dtype {e.dtype}, got {g.dtype} (shape {g.shape}). "
          "Keep the input's dtype: jax.numpy functions do; NumPy and Python floats often give float64.")
@@ -191,17 +244,181 @@ def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False
              " (NaN never passes, even where the expected value is NaN too: look for exp overflow or 0/0)"
              if np.isnan(gv) else "")
     where = f"at index {idx}" if idx else "for the scalar result"
+    hint = "" if extra else _value_hint(gf, ef, rtol, atol, ctx)
     fail(f"{what}: {n_bad} of {e.size} values differ; first {where}: expected {_fmt(ev)}, got {_fmt(gv)}{extra} "
-         f"(shape {e.shape}, dtype {e.dtype}, rtol {rtol:g}, atol {atol:g}).")
+         f"(shape {e.shape}, dtype {e.dtype}, rtol {rtol:g}, atol {atol:g}).{hint}")
+
+
+# ---------------------------------------------------------------- patterns in wrong results
+
+_CALLED = re.compile(r"^(?:jax\.jit\()?([A-Za-z_]\w*)\(|^jax\.vmap\(([A-Za-z_]\w*),")
+
+
+def _outputs_from_tests(what: str):
+  """The output names of the function ``what`` calls, from ``OUTPUTS`` in the tests.py that called the check.
+
+  ``OUTPUTS = {"lstm_step": "((h, c), h)"}`` in tests.py turns ``lstm_step(...)[0][0]`` into
+  ``lstm_step(...)[0][0] (`h`)`` in messages. Gradients are shaped like the inputs, so they get no names.
+  """
+  m = _CALLED.match(what)
+  if m is None:
+    return None
+  fn = m.group(1) or m.group(2)
+  f = sys._getframe(1)
+  for _ in range(40):
+    if f is None:
+      return None
+    outs = f.f_globals.get("OUTPUTS")
+    if isinstance(outs, dict) and "FUNCTIONS" in f.f_globals:
+      spec = outs.get(fn)
+      return _parse_names(spec) if isinstance(spec, str) else None
+    f = f.f_back
+  return None
+
+
+def _parse_names(spec: str):
+  """``"((h, c), h)"`` -> ``(("h", "c"), "h")``; ``"({'w': dw, 'b': db}, dx)"`` keeps the dict."""
+  def conv(node):
+    if isinstance(node, (ast.Tuple, ast.List)):
+      return tuple(conv(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+      return {conv(k): conv(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Name):
+      return node.id
+    if isinstance(node, ast.Constant):
+      return str(node.value)
+    return ast.unparse(node)
+  try:
+    return conv(ast.parse(spec, mode="eval").body)
+  except SyntaxError:
+    return None
+
+
+
+def _names_text(names) -> str:
+  if isinstance(names, (list, tuple)):
+    return "(" + ", ".join(_names_text(n) for n in names) + ")"
+  return str(names)
+
+
+def _input_arrays(ctx):
+  """[(label, shape)] of the array arguments of the call, for explaining shapes and factors."""
+  out = []
+  args, kwargs = ctx.get("inputs", ((), {}))
+  for i, a in enumerate(args):
+    for path, leaf in _leaves_with_paths(a):
+      if _is_array(leaf) and not _is_key(leaf):
+        out.append((f"argument {i + 1}" + (f" [{path}]" if path else ""), np.shape(leaf)))
+  for k, v in kwargs.items():
+    for path, leaf in _leaves_with_paths(v):
+      if _is_array(leaf) and not _is_key(leaf):
+        out.append((f"{k}" + (f"[{path}]" if path else ""), np.shape(leaf)))
+  return out
+
+
+def _drop(shape, axis):
+  return shape[:axis] + shape[axis + 1:]
+
+
+def _shape_hint(g, e, ctx) -> str:
+  """Name the pattern behind a wrong shape: transposed, off by one, a missing or extra axis, the wrong axis reduced."""
+  gs, es = g.shape, e.shape
+  if len(gs) >= 2 and gs == es[::-1]:
+    return (f" Your result is transposed ({gs} is {es} reversed): check the order of the operands of the matrix "
+            f"product and any .T, so the result comes out {es}.")
+  for label, shape in _input_arrays(ctx):    # reduced over the wrong axis of an input
+    if len(shape) < 2:
+      continue
+    for keep in (False, True):
+      def reduced(axis):
+        return shape[:axis] + ((1,) if keep else ()) + shape[axis + 1:]
+      exp_axes = [i for i in range(len(shape)) if reduced(i) == es]
+      got_axes = [j for j in range(len(shape)) if reduced(j) == gs]
+      if exp_axes and got_axes and not set(exp_axes) & set(got_axes):
+        return (f" Your result has the shape of {label} {shape} reduced over axis {got_axes[0]}; the expected one "
+                f"reduces over axis {exp_axes[0]}: change the axis you reduce over.")
+  if len(gs) == len(es):
+    diff = [i for i in range(len(es)) if gs[i] != es[i]]
+    if len(diff) == 1 and abs(gs[diff[0]] - es[diff[0]]) == 1:
+      k = diff[0]
+      return (f" Off by one along axis {k} ({es[k]} expected, {gs[k]} got): check a range, a slice bound, the "
+              "padding or the output-size formula.")
+    return " Check the shapes of your intermediate results."
+  if len(gs) == len(es) - 1:
+    for k in range(len(es)):
+      if _drop(es, k) == gs:
+        return (f" Axis {k} (size {es[k]}) is missing: keep it with keepdims=True." if es[k] == 1 else
+                f" Axis {k} (size {es[k]}) is missing: you reduced over an axis that should stay.")
+  if len(gs) == len(es) + 1:
+    for k in range(len(gs)):
+      if _drop(gs, k) == es:
+        return (f" Axis {k} (size 1) is extra: reduce without keepdims, or drop it." if gs[k] == 1 else
+                f" Axis {k} (size {gs[k]}) is extra: the expected result reduces over it (a sum, mean or max).")
+  return " Check which axis you reduce over and keepdims."
+
+
+def _size_names(ctx) -> dict:
+  """{size: "axis 0 of argument 2 (4, 3)"} for the sizes of the inputs' axes and element counts."""
+  out = {}
+  for label, shape in _input_arrays(ctx):
+    for ax, n in enumerate(shape):
+      if n > 1:
+        out.setdefault(n, f"the size of axis {ax} of {label} {tuple(shape)}" + (
+            ", the batch size" if ax == 0 and len(shape) > 1 else ""))
+    total = int(np.prod(shape)) if len(shape) else 1
+    if total > 1:
+      out.setdefault(total, f"the number of elements of {label} {tuple(shape)}")
+  return out
+
+
+def _value_hint(gf, ef, rtol, atol, ctx) -> str:
+  """Name the pattern behind wrong values of the right shape: a constant factor, a sign, a transpose."""
+  if gf.dtype.kind == "c" or ef.dtype.kind == "c":
+    return ""
+  with np.errstate(all="ignore"):
+    if ef.ndim == 2 and ef.shape[0] == ef.shape[1] > 1 and np.allclose(gf, ef.T, rtol=rtol, atol=atol):
+      return (" Your values are the transpose of the expected ones: check the order of the operands of the "
+              "matrix product and any .T.")
+    mask = np.isfinite(gf) & np.isfinite(ef) & (np.abs(ef) > max(10 * atol, 1e-300))
+    if not mask.any() or not np.isfinite(gf).all():
+      return ""
+    r = gf[mask] / ef[mask]
+    c = float(np.median(r))
+    if c == 0 or abs(c - 1) < 1e-3 or not np.allclose(r, c, rtol=1e-3, atol=0):
+      return ""
+    if not np.allclose(gf[~mask], 0, atol=10 * atol + 1e-12):   # the factor must explain the near-zero values too
+      return ""
+  if abs(c + 1) < 1e-3:
+    return " Every value has the wrong sign (got / expected = -1 everywhere): check a minus sign or a subtraction's order."
+  k, inverse = (abs(c), False) if abs(c) >= 1 else (1 / abs(c), True)
+  n = round(k)
+  sign = "-" if c < 0 else ""
+  if n > 1 and abs(k - n) < 1e-3 * k:
+    what = f"{sign}1/{n} of" if inverse else f"{sign}{n} times"
+    dim = _size_names(ctx).get(n)
+    dim = f"; {n} is {dim}" if dim else ""
+    return (f" Every value is {what} the expected one (got / expected = {c:.6g} everywhere{dim}): a constant factor "
+            "is wrong, e.g. a mean where a sum belongs (or the reverse), or a missing or extra scale.")
+  if r.size < 2:
+    return ""
+  return (f" Every value is {c:.6g} times the expected one: a constant factor is wrong (a scale, a mean vs a sum, "
+          "a learning rate).")
 
 
 # ---------------------------------------------------------------- calling the student
 
 
-def _call_text(name, args, kwargs) -> str:
+def _call_text(name, args, kwargs, limit: int = 300) -> str:
+  """``name(float32[4, 3] in [...], lr=0.1)``; a long call keeps whole arguments and says how many it left out."""
   parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
-  text = f"{name}({', '.join(parts)})"
-  return text if len(text) < 300 else text[:297] + "..."
+  kept, size = [], len(name) + 2
+  for i, part in enumerate(parts):
+    if size + len(part) + 2 > limit and kept:
+      kept.append(f"... {len(parts) - i} more argument{'s' if len(parts) - i > 1 else ''}")
+      break
+    kept.append(part)
+    size += len(part) + 2
+  return f"{name}({', '.join(kept)})"
 
 
 def _tup(x):
@@ -296,7 +513,7 @@ def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, ch
   wait = sub.start("call", name, *args, _opts=opts, **kwargs)   # the worker runs while the reference is computed here
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()
-  allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype, equal_nan)
+  allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype, equal_nan, inputs=(args, kwargs))
   return got
 
 
@@ -306,7 +523,8 @@ def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), r
   wait = sub.start("jit", name, *args, _opts={"static_argnums": list(_tup(static_argnums))}, **kwargs)
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()
-  allclose(got, expected, "jax.jit(" + _call_text(name, args, kwargs) + ")", rtol, atol, equal_nan=equal_nan)
+  allclose(got, expected, "jax.jit(" + _call_text(name, args, kwargs) + ")", rtol, atol, equal_nan=equal_nan,
+           inputs=(args, kwargs))
   return got
 
 
@@ -390,9 +608,10 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
 def _judge_grads(sub, name, args, kwargs, argnums, out, grads, got_out, got_grads, rtol, atol):
   expected = grads[0] if isinstance(argnums, int) else grads
   call = _call_text(name, args, kwargs)
-  allclose(got_out, out, f"{call} in float64", rtol, atol)
+  allclose(got_out, out, f"{call} in float64", rtol, atol, inputs=(args, kwargs))
   try:
-    allclose(got_grads, expected, f"gradient of {call} (float64, random cotangent)", rtol or 1e-7, atol or 1e-9)
+    allclose(got_grads, expected, f"gradient of {call} (float64, random cotangent)", rtol or 1e-7, atol or 1e-9,
+             inputs=(args, kwargs))
   except CheckFailed as e:
     hint = ""
     try:

@@ -47,11 +47,16 @@ def student_frame(tb, is_student):
 
 
 def _where(tb, is_student, label):
+  """`` at line 39 in `gru_step` (called as classifier_apply -> gru_step): `code` ``: the place and the chain."""
   loc = student_frame(tb, is_student)
   if not loc:
     return ""
   lineno, line, fname = loc
-  return f" at {label(fname, lineno)}" + (f": `{line[:120]}`" if line else "")
+  chain = [f.f_code.co_name for f, _ in traceback.walk_tb(tb) if is_student(f.f_code.co_filename)
+           and not f.f_code.co_name.startswith("<")]
+  inner = f" in `{chain[-1]}`" if chain else ""
+  called = f" (called as {' -> '.join(chain)})" if len(chain) > 1 else ""
+  return f" at {label(fname, lineno)}{inner}{called}" + (f": `{line[:120]}`" if line else "")
 
 
 def classify(e: BaseException, fn_name: str, is_student, label, under: str | None = None) -> SubmissionError:

@@ -13,6 +13,9 @@ MARK = {"passed": "PASS", "partial": "PART", "failed": "FAIL", "error": "ERR "}
 def text_table(report: dict, *, self_check: bool = False) -> str:
   width = max(60, min(shutil.get_terminal_size((100, 20)).columns, 120))
   lines = [f"Assignment {report['assignment']} — {report['submission']}", ""]
+  first = [n for n in report.get("notes", []) if n.startswith("syntax error")]   # the cause comes first, alone
+  for n in first:
+    lines.extend(n.splitlines() + [""])
   current = None
   for t in report["tests"]:
     if t["function"] != current:
@@ -30,6 +33,8 @@ def text_table(report: dict, *, self_check: bool = False) -> str:
   pct = 100.0 * report["score"] / report["max_score"] if report["max_score"] else 0.0
   lines.append(f"Total: {report['score']:g}/{report['max_score']:g} ({pct:.0f}%)   [{report['seconds']:.1f} s]")
   for n in report.get("notes", []):
+    if n in first:
+      continue
     lines.extend(textwrap.wrap("note: " + n, width, subsequent_indent="      "))
   if self_check:
     lines.append("These are the public tests only: hidden tests also count towards your grade.")

@@ -7,7 +7,7 @@ import pathlib
 import time
 import traceback
 
-from autograder import _registry, _remote, _sandbox, _submission
+from autograder import _feedback, _registry, _remote, _sandbox, _submission
 from autograder._checks import Credit
 from autograder._errors import CheckFailed, SubmissionError
 
@@ -135,11 +135,13 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
       text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")
       results.append(TestResult(t.name, t.function, round(frac * t.points, 6), t.points, t.hidden, status,
                                 _cap(text), round(time.monotonic() - ts, 3)))
+    _feedback.fix_callees_first(results, _feedback.graded_callees(sub_info.cells, a.functions))
     if sub.load_problems:
       notes.extend(sub.load_problems)
     missing = [f for f, ok in sub.defined.items() if not ok and f not in refused]
     if missing:
       notes.append("not defined in the submission: " + ", ".join(missing) + ".")
+    results, notes = _feedback.load_failure_first(results, notes, sub_info.cells, a.functions)
     if sub.workers_started > 1:
       notes.append(f"the worker process was restarted {sub.workers_started - 1} time(s) after a crash or timeout.")
   finally:

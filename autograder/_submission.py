@@ -116,9 +116,9 @@ def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
     raise SubmissionUnreadable(f"{entry.name} is not a readable notebook ({type(e).__name__}).") from None
   cells, code_i = [], 0
   for cell in raw:
+    code_i += 1                    # the cell's position as Jupyter shows it (markdown cells count too)
     if not isinstance(cell, dict) or cell.get("cell_type") != "code":
       continue
-    code_i += 1
     src = cell.get("source", "")
     src = "".join(src) if isinstance(src, list) else str(src)
     meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}

@@ -37,6 +37,18 @@
 # `autograder check 01 YOUR_FILE` to see which functions pass the public
 # tests; hidden tests also count towards your grade.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy`: not `numpy` (it fails under `jax.jit`), not `jax.nn`'s or `jax.scipy`'s versions of the
+#   functions you write, not `dlfunc` (a refused call scores that function 0).
+# - Every function works under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays) and keeps
+#   its input's dtype; `tanh`, `softmax` and `dense` also work under `jax.vmap`.
+# - `sigmoid` and `softmax` are stable: finite values (and, for `sigmoid`, gradients) at $|x| = 10^4$.
+# - `init_dense` draws only from its `key` argument: the same key gives the same weights, another key others.
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -215,3 +227,15 @@ try:
   plt.show()
 except NotImplementedError:
   print("Finish relu, sigmoid and tanh first to see the plot.")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 01`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("01", globals())

@@ -41,6 +41,19 @@
 # log-softmax/log-sigmoid, not `dlfunc`). Run `autograder check 02 YOUR_FILE`
 # to see which functions pass the public tests; hidden tests also count.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy`: not `numpy`, not `optax`, not `jax.nn`'s `log_softmax`/`logsumexp`/`softmax`/`log_sigmoid`/
+#   `softplus`/`sigmoid` in the losses, not `dlfunc` (a refused call scores that function 0).
+# - Every loss returns the mean over the batch, a scalar of the input's dtype.
+# - Every function works under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays);
+#   `mlp_apply` also under `jax.vmap`.
+# - The cross-entropies are stable: finite and exact values and gradients at logits of magnitude $10^4$.
+# - `mlp_init` draws only from its `key` argument, and each layer from its own key (`jax.random.split`).
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -58,7 +71,7 @@ import jax.numpy as jnp
 # %% nbgrader={"grade": false, "grade_id": "mse", "locked": false, "schema_version": 3, "solution": true}
 def mse(predictions, targets):
   """Mean of (predictions - targets) ** 2 over every element; a scalar."""
-  # Hint: jnp.mean(jnp.square(predictions - targets)).
+  # Hint: the mean runs over every element, not only the batch axis.
   ### BEGIN SOLUTION
   predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
   return jnp.mean(jnp.square(predictions - targets))
@@ -95,7 +108,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "binary_cross_entropy_with_logits", "locked": false, "schema_version": 3, "solution": true}
 def binary_cross_entropy_with_logits(logits, targets):
   """Mean of max(z, 0) - z * y + log(1 + exp(-|z|)); finite for any finite logit."""
-  # Hint: jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z))), then jnp.mean.
+  # Hint: rewrite log(1 + exp(-z)) so that exp only ever sees -|z| (jnp.log1p keeps small values exact).
   ### BEGIN SOLUTION
   z, y = jnp.asarray(logits), jnp.asarray(targets)
   return jnp.mean(jnp.maximum(z, 0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z))))
@@ -132,7 +145,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "softmax_cross_entropy", "locked": false, "schema_version": 3, "solution": true}
 def softmax_cross_entropy(logits, labels):
   """Mean over the batch of -log softmax(logits)[label]; logits (..., K), integer labels (...)."""
-  # Hint: logp = z - m - log(sum(exp(z - m))) with m = max over the last axis (keepdims); pick logp[label].
+  # Hint: log softmax(z) = z - logsumexp(z); subtract each row's max first so exp stays finite; pick the label's entry.
   ### BEGIN SOLUTION
   z, labels = jnp.asarray(logits), jnp.asarray(labels)
   m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
@@ -167,7 +180,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "l2_penalty", "locked": false, "schema_version": 3, "solution": true}
 def l2_penalty(params, scale=1.0):
   """scale * (sum of squares of every array in the pytree ``params``); a scalar."""
-  # Hint: sum(jnp.sum(jnp.square(w)) for w in jax.tree_util.tree_leaves(params)), times scale.
+  # Hint: jax.tree_util.tree_leaves lists every array of the pytree, whatever its nesting.
   ### BEGIN SOLUTION
   leaves = [jnp.asarray(w) for w in jax.tree_util.tree_leaves(params)]
   total = sum((jnp.sum(jnp.square(w)) for w in leaves[1:]), jnp.sum(jnp.square(leaves[0])))
@@ -205,7 +218,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "mlp_init", "locked": false, "schema_version": 3, "solution": true}
 def mlp_init(key, sizes):
   """[{"w": (n_in, n_out) Glorot-uniform float32, "b": (n_out,) zeros}, ...] for consecutive sizes."""
-  # Hint: keys = jax.random.split(key, len(sizes) - 1); one layer per (key, n_in, n_out).
+  # Hint: split the key into one key per layer, and draw each layer's weights from its own key.
   ### BEGIN SOLUTION
   keys = jax.random.split(key, len(sizes) - 1)
   params = []
@@ -228,7 +241,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "mlp_apply", "locked": false, "schema_version": 3, "solution": true}
 def mlp_apply(params, x):
   """Logits of the MLP: relu after every layer but the last; x (..., n_0) -> (..., n_L)."""
-  # Hint: loop over params[:-1] with x = jnp.maximum(x @ w + b, 0), then return x @ w + b of the last layer.
+  # Hint: the hidden layers are dense + relu; the last layer is dense only (the loss applies the softmax).
   ### BEGIN SOLUTION
   x = jnp.asarray(x)
   for layer in params[:-1]:
@@ -266,7 +279,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "sgd_train_step", "locked": false, "schema_version": 3, "solution": true}
 def sgd_train_step(params, batch, lr):
   """One SGD step on the mean softmax cross-entropy of mlp_apply; returns the new params."""
-  # Hint: loss, grads = jax.value_and_grad(loss_fn)(params); then tree_map(lambda p, g: p - lr * g, ...).
+  # Hint: differentiate a loss of the parameters alone, then update every leaf with jax.tree_util.tree_map.
   ### BEGIN SOLUTION
   x, labels = batch
 
@@ -322,3 +335,15 @@ try:
   plt.show()
 except NotImplementedError as e:
   print(f"Finish the functions above first ({e}).")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 02`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("02", globals())

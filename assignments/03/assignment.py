@@ -34,11 +34,22 @@
 # | `mlp_backward(params, x, y)` | gradients of the mean cross-entropy, shaped like `params` |
 #
 # The grader calls your functions in **float64** (`jax.enable_x64`) and
-# compares with `jax.vjp` of dlfunc's forward functions: relative error
-# below $10^{-7}$. Keep the input dtype: use `jnp.zeros_like(x)`, not
-# `jnp.zeros(x.shape)` (float32). The backward functions may not use
-# `jax.grad`, `jax.vjp` or any other autodiff (that is the point), nor
-# `jax.nn`.
+# compares with `jax.vjp` of dlfunc's forward functions. The backward
+# functions may not use autodiff: that is the point.
+
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - No autodiff in any graded function (`jax.grad`, `jax.vjp`, `jax.value_and_grad`, `jax.jacfwd`/`jacrev`,
+#   `jax.jvp`, ...), no `jax.nn`, `optax`, `flax` or `dlfunc`: a refused call scores that function 0.
+# - In float64 (the grader enables `jax.enable_x64`) results stay float64 and match `jax.vjp` to a relative
+#   error below $10^{-7}$. Build arrays from the input (`jnp.zeros_like(x)`, `x.dtype`): `jnp.zeros(x.shape)`
+#   takes JAX's default dtype (float32, or float64 only while x64 is on), not the input's.
+# - `relu_backward`, `dense_backward`, `softmax_cross_entropy_backward` and `mlp_backward` work under `jax.jit`
+#   (no Python `if` on array values, no NumPy on traced arrays).
+# - `softmax_cross_entropy_backward` is stable: finite and exact at logits of magnitude $10^4$.
+
 
 # %%
 import jax
@@ -77,7 +88,7 @@ def numerical_grad(f, x, eps=1e-6):
   """Central-difference gradient of the scalar function ``f`` at ``x``; same shape and dtype as ``x``."""
   f = PROBES[f] if isinstance(f, str) else f
   x = jnp.asarray(x)
-  # Hint: loop over the flat indices i of x: e = jnp.zeros_like(x).reshape(-1).at[i].set(eps).reshape(x.shape).
+  # Hint: perturb one entry at a time (a flat index and .at[].set on a zeros_like(x) array keep x's shape and dtype).
   ### BEGIN SOLUTION
   flat = []
   for i in range(x.size):
@@ -109,7 +120,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "relu_backward", "locked": false, "schema_version": 3, "solution": true}
 def relu_backward(x, g):
   """dL/dx of relu at x, given the upstream gradient g = dL/dy (same shape as x)."""
-  # Hint: jnp.where(x > 0, g, 0) keeps g's dtype.
+  # Hint: jnp.where chooses elementwise between two arrays, without a Python if.
   ### BEGIN SOLUTION
   x, g = jnp.asarray(x), jnp.asarray(g)
   return jnp.where(x > 0, g, jnp.zeros((), g.dtype))
@@ -143,7 +154,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "dense_backward", "locked": false, "schema_version": 3, "solution": true}
 def dense_backward(params, x, g):
   """Backward pass of y = x @ w + b: returns ({"w": dL/dw, "b": dL/db}, dL/dx) for upstream g = dL/dy."""
-  # Hint: dw = x.T @ g, db = g.sum(axis=0), dx = g @ w.T.
+  # Hint: let the shapes guide you: dW is (n_in, n_out), db is (n_out,), dx is (B, n_in).
   ### BEGIN SOLUTION
   x, g = jnp.asarray(x), jnp.asarray(g)
   grads = {"w": x.T @ g, "b": jnp.sum(g, axis=0)}
@@ -176,7 +187,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "softmax_cross_entropy_backward", "locked": false, "schema_version": 3, "solution": true}
 def softmax_cross_entropy_backward(logits, labels, g=1.0):
   """dL/dlogits of the mean softmax cross-entropy with integer labels, times the scalar upstream g."""
-  # Hint: p = softmax(z) with the max subtracted; onehot = labels[:, None] == jnp.arange(K); g * (p - onehot) / N.
+  # Hint: predicted minus true: a stable softmax minus the one-hot labels, scaled by g and by 1/N.
   ### BEGIN SOLUTION
   z = jnp.asarray(logits)
   e = jnp.exp(z - jnp.max(z, axis=-1, keepdims=True))
@@ -270,3 +281,15 @@ try:
   plt.show()
 except NotImplementedError as e:
   print(f"Finish numerical_grad first ({e}).")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 03`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("03", globals())

@@ -49,6 +49,18 @@
 # `optax.adam`) step for step in float64, work under `jax.jit`, and drive the
 # Rosenbrock function below a bar. Do not use optax or dlfunc inside them.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - No `optax`, `flax`, `jax.example_libraries` or `dlfunc` inside your functions (a refused call scores that
+#   function 0).
+# - Every `*_update` returns `(updates, new_state)`, the updates to *add*, matching optax step for step in
+#   float64, and works under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays).
+# - States follow the table: Adam's `count` is an int32 scalar, 0 after `init`, one more after each update.
+# - The `minimize` helper is given: do not edit it (the grader re-computes steps with your update).
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -145,7 +157,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "momentum_init", "locked": false, "schema_version": 3, "solution": true}
 def momentum_init(params):
   """The velocity: zeros with the structure, shapes and dtypes of params."""
-  # Hint: jax.tree_util.tree_map(jnp.zeros_like, params).
+  # Hint: one zero array per leaf of params, same structure, shapes and dtypes.
   ### BEGIN SOLUTION
   return jax.tree_util.tree_map(jnp.zeros_like, params)
   ### END SOLUTION
@@ -190,7 +202,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "rmsprop_init", "locked": false, "schema_version": 3, "solution": true}
 def rmsprop_init(params):
   """The running mean of squared gradients: zeros like params."""
-  # Hint: jax.tree_util.tree_map(jnp.zeros_like, params).
+  # Hint: one zero array per leaf of params, same structure, shapes and dtypes.
   ### BEGIN SOLUTION
   return jax.tree_util.tree_map(jnp.zeros_like, params)
   ### END SOLUTION
@@ -241,7 +253,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "adam_init", "locked": false, "schema_version": 3, "solution": true}
 def adam_init(params):
   """{"count": int32 scalar 0, "mu": zeros like params, "nu": zeros like params}."""
-  # Hint: {"count": jnp.zeros((), jnp.int32), "mu": tree_map(jnp.zeros_like, params), "nu": ...}.
+  # Hint: the table above gives the three entries; the count is an int32 scalar array, not a Python int.
   ### BEGIN SOLUTION
   zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
   return {"count": jnp.zeros((), jnp.int32), "mu": zeros, "nu": jax.tree_util.tree_map(jnp.zeros_like, params)}
@@ -256,7 +268,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "adam_update", "locked": false, "schema_version": 3, "solution": true}
 def adam_update(grads, state, params=None, *, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
   """(updates, new_state) of Adam with bias correction; state = {"count", "mu", "nu"}."""
-  # Hint: count = state["count"] + 1; mu, nu as running averages; divide by 1 - b1**count (and b2) for the step.
+  # Hint: advance the count first: the bias corrections 1 - b**t use the step number t of this update.
   ### BEGIN SOLUTION
   del params
   count = state["count"] + 1
@@ -317,3 +329,15 @@ try:
   print("clipped Adam, 200 steps: loss", float(rosenbrock(p)))
 except NotImplementedError as e:
   print(f"Finish the optimizers first ({e}).")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 04`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("04", globals())

@@ -21,6 +21,8 @@ from autograder import hidden, points
 
 # sgd_update before sgd_init: sgd_init's result is the empty tuple (), which no output corruption can change,
 # so it cannot serve as the hostile suite's victim (the first function).
+# Names of the parts of multi-output results, used in feedback (lstm_step(...)[0][0] (`h`)).
+OUTPUTS = {f"{o}_update": "(updates, state)" for o in ("sgd", "momentum", "rmsprop", "adam")}
 FUNCTIONS = ("sgd_update", "sgd_init", "momentum_init", "momentum_update", "rmsprop_init", "rmsprop_update",
              "adam_init", "adam_update")
 FORBIDDEN = {f: ("optax", "dlfunc", "flax", "jax.example_libraries") for f in FUNCTIONS}
@@ -194,7 +196,6 @@ def test_sgd_one_step(sub):
 
 
 @points(1)
-@hidden
 def test_sgd_jit(sub):
   """sgd_update: compiles under jax.jit and gives the same updates"""
   params = tree_params(1, np.float32)
@@ -231,7 +232,6 @@ def test_momentum_beta(sub):
 
 
 @points(1)
-@hidden
 def test_momentum_jit(sub):
   """momentum_update: compiles under jax.jit (10 steps through jax.jit match the eager ones)"""
   _jit_check(sub, "momentum", lr=0.05, beta=0.9)
@@ -265,7 +265,6 @@ def test_rmsprop_conventions(sub):
 
 
 @points(1)
-@hidden
 def test_rmsprop_jit(sub):
   """rmsprop_update: compiles under jax.jit (10 steps through jax.jit match the eager ones)"""
   _jit_check(sub, "rmsprop", lr=0.01, decay=0.9, eps=1e-8)
@@ -299,7 +298,6 @@ def test_adam_conventions(sub):
 
 
 @points(1)
-@hidden
 def test_adam_count(sub):
   """adam_update: the returned count goes 0 -> 1 -> 2 (int32) and mu, nu follow their averages"""
   params = tree_params(33)
@@ -325,7 +323,6 @@ def test_adam_count(sub):
 
 
 @points(1)
-@hidden
 def test_adam_jit(sub):
   """adam_update: compiles under jax.jit (10 steps through jax.jit match the eager ones)"""
   _jit_check(sub, "adam", lr=0.01, b1=0.9, b2=0.999, eps=1e-8)

@@ -35,6 +35,21 @@
 # `train` flag is a Python `bool` (static under `jax.jit`). Use `jax.numpy`
 # only (no `flax`, `optax` or `dlfunc`).
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy`: no `flax`, `optax`, `jax.nn.standardize` or `dlfunc` (a refused call scores that
+#   function 0).
+# - `dropout` draws its mask only from its `key` argument: the same key gives the same mask, another key
+#   another mask; `regularized_train_step` draws its masks from the batch's key, so the same key gives the
+#   same step.
+# - `dropout`, `batch_norm` (with `train` static) and `regularized_train_step` work under `jax.jit`; `rate`,
+#   `lr` and `l2` may be traced values (no Python `if` on them).
+# - `layer_norm` adds `eps` inside the square root (a constant row gives `beta`, finite) and uses no batch
+#   statistics (`jax.vmap` over the batch equals the batched call).
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -59,7 +74,7 @@ import jax.numpy as jnp
 # %% nbgrader={"grade": false, "grade_id": "dropout", "locked": false, "schema_version": 3, "solution": true}
 def dropout(key, x, rate, train=True):
   """Inverted dropout: zero each element with probability rate, scale the rest by 1/(1-rate); identity if not train."""
-  # Hint: if not train: return x; keep = jax.random.bernoulli(key, 1 - rate, x.shape); jnp.where(keep, x / (1 - rate), 0).
+  # Hint: draw a keep-mask from key with probability 1 - rate, and rescale what you keep so the mean stays x.
   ### BEGIN SOLUTION
   x = jnp.asarray(x)
   if not train:
@@ -103,7 +118,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "batch_norm", "locked": false, "schema_version": 3, "solution": true}
 def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.99, eps=1e-5):
   """(y, new_mean, new_var): batch statistics when training, running statistics otherwise."""
-  # Hint: axes = tuple(range(x.ndim - 1)); mean = x.mean(axes); var = ((x - mean) ** 2).mean(axes).
+  # Hint: statistics per channel (the last axis) over every other axis; the running values move by momentum.
   ### BEGIN SOLUTION
   x = jnp.asarray(x)
   if train:
@@ -297,3 +312,15 @@ try:
   plt.show()
 except NotImplementedError as e:
   print(f"Finish the functions above first ({e}).")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 05`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("05", globals())

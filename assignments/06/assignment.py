@@ -47,6 +47,19 @@
 # `autograder check 06 YOUR_FILE` to see which functions pass the public tests;
 # hidden tests also count.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Not `dlfunc`; `conv2d_naive` may not call `jax.lax.conv*`, `jnp.convolve`, `jax.scipy.signal` or `flax`
+#   (a refused call scores that function 0).
+# - `conv2d_naive` works under `jax.grad` (its gradients match, float64).
+# - `max_pool2d` pads with $-\infty$: padded cells never win.
+# - `cnn_init` draws only from its `key` argument: the same key gives the same variables, another key others.
+# - `cnn_apply` and `cnn_train_step` work under `jax.jit` (no Python `if` on array values, no NumPy on
+#   traced arrays).
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -220,7 +233,7 @@ class CNN(nn.Module):
 # %% nbgrader={"grade": false, "grade_id": "cnn_init", "locked": false, "schema_version": 3, "solution": true}
 def cnn_init(key):
   """Variables of CNN for 8x8x1 images: CNN().init(key, a (1, 8, 8, 1) array)."""
-  # Hint: CNN().init(key, jnp.zeros((1, 8, 8, 1), jnp.float32)).
+  # Hint: a Flax module's init needs a key and an example input of the right shape (its values do not matter).
   ### BEGIN SOLUTION
   return CNN().init(key, jnp.zeros((1, 8, 8, 1), jnp.float32))
   ### END SOLUTION
@@ -237,7 +250,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "cnn_apply", "locked": false, "schema_version": 3, "solution": true}
 def cnn_apply(variables, x):
   """Logits (N, 10) of CNN for images x of shape (N, 8, 8, 1)."""
-  # Hint: CNN().apply(variables, x).
+  # Hint: a Flax module is applied to the variables that init returned.
   ### BEGIN SOLUTION
   return CNN().apply(variables, x)
   ### END SOLUTION
@@ -279,7 +292,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "cnn_train_step", "locked": false, "schema_version": 3, "solution": true}
 def cnn_train_step(variables, batch, lr):
   """One SGD step on the mean softmax cross-entropy of cnn_apply; returns the new variables."""
-  # Hint: jax.grad of a loss(variables) closure, then jax.tree_util.tree_map(lambda p, g: p - lr * g, ...).
+  # Hint: differentiate a loss of the variables alone, then update every leaf.
   ### BEGIN SOLUTION
   x, y = batch
 
@@ -348,3 +361,15 @@ try:
   plt.show()
 except NotImplementedError:
   print("Finish conv2d, cnn_init, cnn_apply and cnn_train_step first to see the filters.")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 06`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("06", globals())

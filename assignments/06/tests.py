@@ -120,7 +120,6 @@ def test_conv2d_naive_hypothesis(sub):
 
 
 @points(2)
-@hidden
 def test_conv2d_naive_grad(sub):
   """conv2d_naive: gradients with respect to the kernel, bias and input match (float64)"""
   params, x, s, p = conv_inputs((2, 5, 5, 2, 2, 2, 3, (2, 1), ((1, 0), (1, 1)), 3), np.float64)
@@ -243,7 +242,6 @@ def test_cnn_init_structure(sub):
 
 
 @points(1)
-@hidden
 def test_cnn_init_prng(sub):
   """cnn_init: same key same variables, a different key different ones (one jax.vmap call over 3 keys)"""
   # One vmapped call instead of C.prng_discipline's three plain ones: each call compiles Flax's whole init
@@ -272,7 +270,6 @@ def test_cnn_apply_values(sub):
 
 
 @points(1)
-@hidden
 def test_cnn_apply_jit(sub):
   """cnn_apply: same logits under jax.jit"""
   C.jit_matches(sub, "cnn_apply", ref_cnn_apply, _ref_variables(3), C.normal(14, (4, 8, 8, 1)),

@@ -36,6 +36,18 @@
 # converted to this layout). Use `jax.numpy` and `jax.lax`; not `dlfunc`,
 # and not `jax.nn.sigmoid` (write $\sigma(z) = \tfrac12(1 + \tanh\tfrac z2)$).
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy` and `jax.lax`: not `dlfunc`, `flax`, `keras` or `torch`; the three steps may not use
+#   `jax.nn.sigmoid` or `jax.scipy.special.expit` (a refused call scores that function 0).
+# - `unroll` runs the step with `jax.lax.scan`, which traces it once; a Python loop over time fails.
+# - The steps work under `jax.jit` (with any leading batch axes) and `jax.vmap`; `classifier_apply` and
+#   `classifier_train_step` under `jax.jit` (no Python `if` on array values, no NumPy on traced arrays).
+# - `gru_step` is stable: finite and correct when the gates saturate (pre-activations near $\pm 100$).
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -87,7 +99,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "lstm_step", "locked": false, "schema_version": 3, "solution": true}
 def lstm_step(params, carry, x):
   """One LSTM step; carry = (h, c); returns ((h_new, c_new), h_new). Gates i, f, g, o."""
-  # Hint: z = x W + h U + b; i, f, g, o = jnp.split(z, 4, axis=-1); then the two update equations.
+  # Hint: compute all four gates in one product, split them in the order i, f, g, o, then update c before h.
   ### BEGIN SOLUTION
   h, c = carry
   z = x @ params["kernel"] + h @ params["recurrent_kernel"] + params["bias"]
@@ -183,11 +195,22 @@ def pair_step(params, carry, x):
   h = jnp.tanh(h + x @ params["w"])
   return (h, total + h), h
 
+
+_STEP_RUNS = [0]
+
+
+def counting_step(params, h, x):
+  """leaky_step whose output is how many times Python has run it so far: under jax.lax.scan (traced once)
+  every output is the same number; a Python loop over time gives 1, 2, 3, ..."""
+  _STEP_RUNS[0] += 1
+  h = params["a"] * h + x @ params["w"]
+  return h, jnp.full(h.shape, _STEP_RUNS[0], h.dtype)
+
 # %% nbgrader={"grade": false, "grade_id": "unroll", "locked": false, "schema_version": 3, "solution": true}
 def unroll(step, params, xs, h0):
   """Run step(params, carry, x_t) over time-major xs (T, B, F) with jax.lax.scan; returns (final_carry, ys)."""
   step = globals()[step] if isinstance(step, str) else step   # the grader sends the step's name
-  # Hint: return jax.lax.scan(lambda carry, x: step(params, carry, x), h0, xs).
+  # Hint: jax.lax.scan wants f(carry, x_t) -> (carry, y_t); step also needs params, so wrap it.
   ### BEGIN SOLUTION
   return jax.lax.scan(lambda carry, x: step(params, carry, x), h0, xs)
   ### END SOLUTION
@@ -241,7 +264,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "classifier_train_step", "locked": false, "schema_version": 3, "solution": true}
 def classifier_train_step(params, batch, lr):
   """One SGD step on the mean softmax cross-entropy of classifier_apply; batch = (images (B, 8, 8), labels (B,))."""
-  # Hint: jax.grad of the loss, then jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads).
+  # Hint: differentiate the mean cross-entropy of classifier_apply with respect to params, then update every leaf.
   ### BEGIN SOLUTION
   x, y = batch
 
@@ -296,3 +319,15 @@ try:
   plt.show()
 except NotImplementedError:
   print("Finish the GRU step, unroll and the classifier first.")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 07`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("07", globals())

@@ -17,6 +17,8 @@ import dlfunc.nn as ref
 from autograder import checks as C
 from autograder import hidden, points
 
+# Names of the parts of multi-output results, used in feedback (lstm_step(...)[0][0] (`h`)).
+OUTPUTS = {"rnn_step": "(h, h)", "lstm_step": "((h, c), h)", "gru_step": "(h, h)", "unroll": "(carry, ys)"}
 FUNCTIONS = ("rnn_step", "lstm_step", "gru_step", "unroll", "classifier_apply", "classifier_train_step")
 _CELLS = ("jax.nn.sigmoid", "jax.scipy.special.expit", "flax", "keras", "torch")
 FORBIDDEN = {"rnn_step": _CELLS, "lstm_step": _CELLS, "gru_step": _CELLS, "unroll": ("flax", "keras", "torch")}
@@ -98,7 +100,6 @@ def test_rnn_step_grad(sub):
 
 
 @points(1)
-@hidden
 def test_rnn_step_jit(sub):
   """rnn_step: same values under jax.jit, with extra leading batch axes (2, 3, F)"""
   p = random_cell("rnn", 11)
@@ -128,7 +129,6 @@ def test_lstm_step_grad(sub):
 
 
 @points(1)
-@hidden
 def test_lstm_step_vmap(sub):
   """lstm_step: jax.vmap over the batch equals the batched step"""
   p = random_cell("lstm", 21)
@@ -159,7 +159,6 @@ def test_gru_step_grad(sub):
 
 
 @points(1)
-@hidden
 def test_gru_step_extreme(sub):
   """gru_step: finite and correct when the gates saturate (pre-activations ~ +-100)"""
   p = {k: v * 40.0 for k, v in random_cell("gru", 31).items()}
@@ -209,10 +208,16 @@ def test_unroll_pair_carry(sub):
 
 
 @points(1)
-@hidden
 def test_unroll_jit_long(sub):
-  """unroll: under jax.jit over 200 steps equals the loop (scan traces the step once)"""
+  """unroll: uses jax.lax.scan (the step is traced once), and under jax.jit over 200 steps equals the loop"""
   xs, h0 = C.normal(46, (200, 2, 3), scale=0.1), C.normal(47, (2, 4))
+  runs = np.asarray(sub.call("unroll", "counting_step", toy_params(49), xs[:6], h0)[1])
+  C.check(runs.shape[:1] == (6,), f"unroll('counting_step', params, xs (6, 2, 3), h0): expected ys of 6 steps, "
+          f"got {C.describe(runs)}.")
+  distinct = len(np.unique(runs))
+  C.check(distinct == 1, f"unroll: the step ran in Python {distinct} times for 6 time steps (once per step); "
+          "the rule is to unroll with jax.lax.scan, which traces the step once: "
+          "jax.lax.scan(lambda carry, x: ..., h0, xs).")
   C.jit_matches(sub, "unroll", python_loop, "pair_step", toy_params(48), xs, (h0, np.zeros_like(h0)),
                 static_argnums=(0,), rtol=1e-4, atol=1e-4)
 
@@ -258,7 +263,6 @@ def test_classifier_apply_values(sub):
 
 
 @points(1)
-@hidden
 def test_classifier_apply_jit(sub):
   """classifier_apply: same logits under jax.jit"""
   C.jit_matches(sub, "classifier_apply", ref_classifier_apply, ref_params(1), C.normal(60, (5, 8, 8)),

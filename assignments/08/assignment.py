@@ -34,6 +34,16 @@
 # with $x$ the flattened image (pixels in $[0, 1]$, hence the sigmoid output).
 # Use `jax.numpy` (`jax.nn.relu`/`jax.nn.sigmoid` are fine); not `dlfunc`, not `sklearn`.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy` (`jax.nn.relu`/`jax.nn.sigmoid` are fine): not `dlfunc`, `sklearn`, `flax`, `torch` or
+#   `keras` (a refused call scores that function 0).
+# - `anomaly_scores` and `ae_train_step` work under `jax.jit` (no Python `if` on array values, no NumPy on
+#   traced arrays); `threshold` and `pca_reconstruct` may use NumPy.
+
+
 # %%
 import jax
 import jax.numpy as jnp
@@ -93,7 +103,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "reconstruction_loss", "locked": false, "schema_version": 3, "solution": true}
 def reconstruction_loss(params, x):
   """Scalar mean squared error between decode(encode(x)) and x."""
-  # Hint: jnp.mean((decode(params, encode(params, x)) - x) ** 2).
+  # Hint: encode then decode, and average the squared error over every pixel of every example.
   ### BEGIN SOLUTION
   x = jnp.asarray(x)
   return jnp.mean((decode(params, encode(params, x)) - x) ** 2)
@@ -170,7 +180,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "pca_reconstruct", "locked": false, "schema_version": 3, "solution": true}
 def pca_reconstruct(x_train, x, rank):
   """Reconstruct x from the top-`rank` principal components of x_train; same shape as x."""
-  # Hint: flatten both, mu = mean over examples, _, _, vt = jnp.linalg.svd(a - mu, full_matrices=False), v = vt[:rank].T.
+  # Hint: centre with the training mean, project on the top right-singular vectors, add the mean back.
   ### BEGIN SOLUTION
   a = jnp.asarray(x_train).reshape(x_train.shape[0], -1)
   b = jnp.asarray(x).reshape(x.shape[0], -1)
@@ -206,7 +216,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "ae_train_step", "locked": false, "schema_version": 3, "solution": true}
 def ae_train_step(params, x, lr):
   """One SGD step on reconstruction_loss(params, x); returns the new params."""
-  # Hint: grads = jax.grad(reconstruction_loss)(params, x); then tree_map(lambda p, g: p - lr * g, ...).
+  # Hint: differentiate your reconstruction_loss with respect to params, then update every leaf.
   ### BEGIN SOLUTION
   grads = jax.grad(reconstruction_loss)(params, x)
   return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
@@ -264,3 +274,15 @@ try:
   plt.show()
 except NotImplementedError:
   print("Finish the functions above first.")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 08`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("08", globals())

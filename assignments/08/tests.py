@@ -129,7 +129,6 @@ def test_anomaly_scores_values(sub):
 
 
 @points(1)
-@hidden
 def test_anomaly_scores_jit(sub):
   """anomaly_scores: same under jax.jit, and the mean of the scores is the reconstruction loss"""
   got = C.jit_matches(sub, "anomaly_scores", ref_scores, ref_params(9), digits(12), **TOL)

@@ -29,6 +29,20 @@
 # `BertLayer` (Hugging Face `BertModel`'s layer). Use `jax.numpy`, `jax.lax`,
 # `jax.nn`; not `dlfunc`, `flax`, `torch` or `transformers`.
 
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Use `jax.numpy`, `jax.lax`, `jax.nn`: not `dlfunc`, `flax`, `torch`, `transformers` or `keras` (a refused
+#   call scores that function 0).
+# - `residual_block` and `self_attention` (with `num_heads` static) work under `jax.jit` (no Python `if` on
+#   array values, no NumPy on traced arrays).
+# - `encoder_layer` uses the exact GELU (`jax.nn.gelu(x, approximate=False)`), which differs from the tanh
+#   approximation at large pre-activations.
+# - `self_attention`: padded tokens never change the real tokens' outputs; `fine_tune_head` returns the
+#   backbone bit-identical.
+
+
 # %%
 import math
 
@@ -174,7 +188,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "convert_state_dict", "locked": false, "schema_version": 3, "solution": true}
 def convert_state_dict(state_dict):
   """torchvision BasicBlock state_dict -> {"params": {conv1, bn1, conv2, bn2}, "batch_stats": {bn1, bn2}}."""
-  # Hint: for i in (1, 2): conv{i}.weight -> params conv{i} kernel (transpose 2, 3, 1, 0); bn{i}.* -> scale/bias/mean/var.
+  # Hint: kernels (out, in, kh, kw) -> (kh, kw, in, out); bn weights go to params, running stats to batch_stats.
   ### BEGIN SOLUTION
   params, stats = {}, {}
   for i in (1, 2):
@@ -348,3 +362,15 @@ try:
             f"from scratch {np.mean(sc):.3f}")
 except NotImplementedError:
   print("Finish fine_tune_head first.")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 09`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("09", globals())

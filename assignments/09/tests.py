@@ -66,7 +66,6 @@ def test_residual_block_grad(sub):
 
 
 @points(1)
-@hidden
 def test_residual_block_jit(sub):
   """residual_block: same values under jax.jit, 8 channels on a 7x5 image"""
   C.jit_matches(sub, "residual_block", ref_residual_block, block_variables(4, 8), C.normal(5, (1, 7, 5, 8)), **TOL)
@@ -138,7 +137,6 @@ def test_self_attention_grad(sub):
 
 
 @points(1)
-@hidden
 def test_self_attention_jit(sub):
   """self_attention: same values under jax.jit with num_heads static"""
   C.jit_matches(sub, "self_attention", ref_self_attention, bert_params(3), C.normal(13, (2, 5, 16)), MASK, HEADS,
@@ -154,7 +152,6 @@ def test_encoder_layer_values(sub):
 
 
 @points(2)
-@hidden
 def test_encoder_layer_exact_gelu(sub):
   """encoder_layer: large pre-activations, where the tanh-approximate GELU differs from the exact one"""
   p = bert_params(5)

@@ -34,8 +34,17 @@
 # `{"params": {"Dense_0": {"kernel", "bias"}, ...}}` and
 # `{"params": {"Conv_0": ..., "Dense_0": ...}}`).
 #
-# Inputs arrive as NumPy arrays; use `jax.numpy` (or NumPy) — not `dlfunc`,
-# `torch` or `keras`.
+# Inputs arrive as NumPy arrays; use NumPy or `jax.numpy`.
+
+# %% [markdown] tags=["rules"]
+# **Rules.** Each is checked by a public test, so a full `autograder check` score means none is broken
+# (the hidden tests check the same rules on other inputs):
+#
+# - Not `dlfunc`, `torch`, `keras`, `tensorflow` or `flax` (a refused call scores that function 0): the
+#   weights arrive as NumPy arrays.
+# - NumPy is allowed everywhere: these functions convert weights once, outside any `jax.jit`, and no test
+#   traces them.
+
 
 # %%
 import jax
@@ -89,7 +98,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "torch_conv2d_to_dlfunc", "locked": false, "schema_version": 3, "solution": true}
 def torch_conv2d_to_dlfunc(weight, bias):
   """PyTorch Conv2d weight (out, in, kh, kw), bias (out,) -> {"kernel": (kh, kw, in, out), "bias": (out,)}."""
-  # Hint: jnp.transpose(weight, (2, 3, 1, 0)).
+  # Hint: PyTorch's (out, in, kh, kw) becomes (kh, kw, in, out): one transpose.
   ### BEGIN SOLUTION
   return {"kernel": jnp.transpose(jnp.asarray(weight), (2, 3, 1, 0)), "bias": jnp.asarray(bias)}
   ### END SOLUTION
@@ -106,7 +115,7 @@ score
 # %% nbgrader={"grade": false, "grade_id": "nchw_to_nhwc", "locked": false, "schema_version": 3, "solution": true}
 def nchw_to_nhwc(x):
   """Images (N, C, H, W) as PyTorch stores them -> (N, H, W, C)."""
-  # Hint: jnp.transpose(x, (0, 2, 3, 1)).
+  # Hint: move the channel axis from position 1 to the end.
   ### BEGIN SOLUTION
   return jnp.transpose(jnp.asarray(x), (0, 2, 3, 1))
   ### END SOLUTION
@@ -239,3 +248,15 @@ try:
     print("checkpoint restored bit-identical:", same, meta)
 except NotImplementedError:
   print("Finish the converters first.")
+
+
+# %% [markdown]
+# ## Check everything
+#
+# The cell below runs every public test at once: the same checks and lines as
+# `autograder check 10`, then a summary per function. Hidden tests also count
+# towards your grade.
+
+# %% tags=["skip-grading"]
+from autograder.selfcheck import check_all
+report = check_all("10", globals())
