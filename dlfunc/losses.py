@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc.nn import log_softmax
-from dlfunc.nn._layers import concrete_range
+from dlfunc.nn._checks import concrete_range
 
 Array = jax.Array
 

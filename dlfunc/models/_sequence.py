@@ -13,7 +13,7 @@ import flax.linen as linen
 import jax.numpy as jnp
 
 from dlfunc import nn
-from dlfunc.nn._recurrent import _GATES, _check_cell
+from dlfunc.nn._checks import GATES, check_cell
 
 from dlfunc.models._layers import Conv, Dense, Dropout
 
@@ -40,8 +40,8 @@ class Recurrent(linen.Module):
 
   @linen.compact
   def __call__(self, x, mask=None):
-    cell = _check_cell(self.cell)
-    g = _GATES[cell] * self.hidden_size
+    cell = check_cell(self.cell)
+    g = GATES[cell] * self.hidden_size
     if self.has_variable("params", "kernel"):
       f = self.get_variable("params", "kernel").shape[0]
       if x.shape[-1] != f:
@@ -125,7 +125,7 @@ class RNNClassifier(linen.Module):
 
   @linen.compact
   def __call__(self, x, mask=None, train: bool = False):
-    _check_cell(self.cell)
+    check_cell(self.cell)
     if self.readout not in ("last", "mean", "all"):
       raise ValueError(f"RNNClassifier: readout must be 'last', 'mean' or 'all', got {self.readout!r}.")
     if self.num_layers < 1 or self.hidden_size < 1:
