@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import flax.linen as linen
+import jax
 import jax.numpy as jnp
 
 from dlfunc import nn
@@ -120,6 +121,8 @@ class Dropout(linen.Module):
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    if isinstance(train, jax.core.Tracer):  # nn.dropout says: train must be a Python bool
+      return nn.dropout(x, self.rate, train=train)
     if not train or self.rate == 0.0:
       return x
     return nn.dropout(x, self.rate, key=self.make_rng("dropout"), train=True)

@@ -15,8 +15,9 @@ def dropout(x: Array, rate: float, *, key: jax.Array | None = None, train: bool 
     rate: the probability of *dropping* an element (as in Keras and PyTorch),
       in ``[0, 1)``.
     key: a ``jax.random`` key; required when training with ``rate > 0``.
-    train: when ``False`` this is the identity, so the expected activation is
-      the same in training and inference.
+    train: a Python bool (it chooses the program, so under ``jit`` it is a
+      static argument); when ``False`` this is the identity, so the expected
+      activation is the same in training and inference.
 
   Warning:
     ``jax.example_libraries.stax.Dropout(rate)`` takes the *keep* probability.
@@ -31,6 +32,9 @@ def dropout(x: Array, rate: float, *, key: jax.Array | None = None, train: bool 
   if not 0.0 <= rate < 1.0:
     raise ValueError(f"dropout: rate is the drop probability and must be in [0, 1), got {rate}.")
   x = jnp.asarray(x)
+  if isinstance(train, jax.core.Tracer):
+    raise TypeError("dropout: train must be a Python bool, got a traced value; pass it to jax.jit as a static "
+                    "argument (static_argnames=('train',)) or choose it outside the jitted function.")
   if not train or rate == 0.0:
     return x
   if key is None:
