@@ -17,11 +17,13 @@ Array = jax.Array
 
 
 def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding = "VALID",
-         dilation=1, groups: int = 1) -> Array:
+         dilation=1, groups: int = 1, dtype=None) -> Array:
   """N-d convolution over channels-last input (``NWC``, ``NHWC``, ...).
 
   Cross-correlation, as in every deep-learning library. ``kernel`` is
-  ``(*window, in // groups, out)``. See :func:`conv2d`.
+  ``(*window, in // groups, out)``. See :func:`conv2d`. ``dtype`` is the compute
+  dtype (e.g. ``jnp.bfloat16``; input, kernel and bias are cast to it), ``None``
+  the promoted type of the input and the kernel.
   """
   kernel = jnp.asarray(params["kernel"])
   n = kernel.ndim - 2
@@ -37,7 +39,7 @@ def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding =
     )
   if not jnp.issubdtype(x.dtype, jnp.inexact):  # e.g. uint8 images
     x = x.astype(kernel.dtype)
-  dtype = jnp.result_type(x, kernel)
+  dtype = jnp.result_type(x, kernel) if dtype is None else dtype
   x, kernel = x.astype(dtype), kernel.astype(dtype)
   strides, dilation, pads = ntuple(strides, n, "strides"), ntuple(dilation, n, "dilation"), padding_pairs(padding, n)
   extent = [(k - 1) * d + 1 for k, d in zip(kernel.shape[:n], dilation)]
@@ -55,7 +57,7 @@ def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding =
         x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation,
         dimension_numbers=dn, feature_group_count=groups)
   bias = params.get("bias")
-  return y if bias is None else y + bias
+  return y if bias is None else y + jnp.asarray(bias).astype(dtype)
 
 
 def _conv_by_taps(x, kernel, strides, pads, dilation, extent, out):
@@ -83,7 +85,7 @@ def _conv_by_taps(x, kernel, strides, pads, dilation, extent, out):
 
 
 def conv2d(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding = "VALID",
-           dilation=1, groups: int = 1) -> Array:
+           dilation=1, groups: int = 1, dtype=None) -> Array:
   r"""2-D convolution, NHWC input and HWIO kernel.
 
   Args:
@@ -92,6 +94,8 @@ def conv2d(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding
     strides, dilation: an int or an ``(sh, sw)`` pair.
     padding: ``'VALID'`` (none), ``'SAME'`` (output size ``ceil(H / stride)``),
       an int (that many zeros on every side) or ``((top, bottom), (left, right))``.
+    dtype: the compute dtype (e.g. ``jnp.bfloat16`` with float32 parameters:
+      mixed precision); ``None``: the promoted type of ``x`` and the kernel.
 
   Warning:
     PyTorch pads symmetrically and explicitly; ``'SAME'`` with stride 2 on an
@@ -108,11 +112,11 @@ def conv2d(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding
   """
   if params["kernel"].ndim != 4:
     raise ValueError(f"conv2d: the kernel must be (kh, kw, in, out), got shape {tuple(params['kernel'].shape)}.")
-  return conv(params, x, strides=strides, padding=padding, dilation=dilation, groups=groups)
+  return conv(params, x, strides=strides, padding=padding, dilation=dilation, groups=groups, dtype=dtype)
 
 
 def conv1d(params: Mapping[str, Array], x: Array, *, strides: int = 1, padding: Padding = "VALID",
-           dilation: int = 1, groups: int = 1) -> Array:
+           dilation: int = 1, groups: int = 1, dtype=None) -> Array:
   r"""1-D convolution (cross-correlation), NWC input and WIO kernel.
 
   :math:`y[n, l, o] = b_o + \sum_{k, i} x[n, l s + k d, i]\, w[k, i, o]` (stride ``s``, dilation ``d``).
@@ -122,6 +126,7 @@ def conv1d(params: Mapping[str, Array], x: Array, *, strides: int = 1, padding: 
     x: ``(N, L, C)``.
     strides, dilation: ints (or 1-tuples).
     padding: ``'VALID'``, ``'SAME'``, an int (zeros on both ends) or ``[(low, high)]``.
+    dtype: the compute dtype (see :func:`conv`).
 
   Returns:
     ``(N, L_out, out)`` with :math:`L_{out} = \lfloor (L + p_{lo} + p_{hi} - d(k-1) - 1) / s \rfloor + 1`.
@@ -139,4 +144,5 @@ def conv1d(params: Mapping[str, Array], x: Array, *, strides: int = 1, padding: 
   kernel = params["kernel"]
   if kernel.ndim != 3:
     raise ValueError(f"conv1d: the kernel must be (width, in, out), got shape {tuple(kernel.shape)}.")
-  return conv(params, check_nwc("conv1d", x), strides=strides, padding=padding, dilation=dilation, groups=groups)
+  return conv(params, check_nwc("conv1d", x), strides=strides, padding=padding, dilation=dilation, groups=groups,
+              dtype=dtype)

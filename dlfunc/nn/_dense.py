@@ -12,12 +12,16 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def dense(params: Mapping[str, Array], x: Array) -> Array:
+def dense(params: Mapping[str, Array], x: Array, *, dtype=None) -> Array:
   r"""Fully connected layer, :math:`y = x W + b`.
 
   Args:
     params: ``{"kernel": (in, out), "bias": (out,)}``; ``bias`` may be absent.
     x: ``(..., in)``.
+    dtype: the compute dtype, e.g. ``jnp.bfloat16``: ``x``, ``kernel`` and ``bias``
+      are cast to it first, so float32 parameters serve a bfloat16 matmul (mixed
+      precision; the gradient reaches the parameters in float32). ``None``: the
+      promoted type of ``x`` and ``kernel``, as ``jnp.matmul`` gives.
 
   Returns:
     ``(..., out)``.
@@ -39,6 +43,9 @@ def dense(params: Mapping[str, Array], x: Array) -> Array:
         f"dense: expected input (..., {kernel.shape[0]}) for kernel shape {tuple(kernel.shape)}, "
         f"got input shape {tuple(x.shape)}; flatten or reshape the input, or build the layer for this size."
     )
-  y = jnp.matmul(x, kernel)
   bias = params.get("bias")
+  if dtype is not None:
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+    bias = None if bias is None else jnp.asarray(bias).astype(dtype)
+  y = jnp.matmul(x, kernel)
   return y if bias is None else y + bias

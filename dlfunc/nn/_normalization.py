@@ -88,6 +88,7 @@ def layer_norm(params: Mapping[str, Array], x: Array, *, eps: float = 1e-5, axis
   Args:
     params: ``{"scale": (D,), "bias": (D,)}`` (either may be absent), ``D = x.shape[axis]``.
     x: input; no batch statistics are involved, so train and eval are the same.
+      bfloat16/float16 inputs are normalised in float32 and returned in their dtype.
     eps: added to the variance. PyTorch's default is 1e-5 (used here), Keras' 1e-3,
       Flax's 1e-6, BERT's 1e-12: pass the one of the model you port.
     axis: the axis normalised over.
@@ -107,11 +108,14 @@ def layer_norm(params: Mapping[str, Array], x: Array, *, eps: float = 1e-5, axis
     if tuple(jnp.shape(v)) != (d,):
       raise ValueError(f"layer_norm: expected params[{name!r}] of shape ({d},) for input {tuple(x.shape)} "
                        f"normalised over axis {axis}, got {tuple(jnp.shape(v))}.")
-  mean = jnp.mean(x, axis=axis, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=axis, keepdims=True)
-  y = (x - mean) * jax.lax.rsqrt(var + eps)
+  # 16-bit inputs (mixed precision) are normalised in float32 and returned in their own dtype, as batch_norm does.
+  low = jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32
+  xc = x.astype(jnp.float32) if low else x
+  mean = jnp.mean(xc, axis=axis, keepdims=True)
+  var = jnp.mean(jnp.square(xc - mean), axis=axis, keepdims=True)
+  y = (xc - mean) * jax.lax.rsqrt(var + eps)
   if "scale" in params:
     y = y * jnp.reshape(params["scale"], shape)
   if "bias" in params:
     y = y + jnp.reshape(params["bias"], shape)
-  return y
+  return y.astype(x.dtype) if low else y

@@ -63,8 +63,12 @@ _gate = jax.nn.sigmoid
 
 
 def orthogonal(key, shape, dtype=jnp.float32) -> Array:
-  """Orthogonal initializer (Keras' default ``recurrent_initializer``): rows or columns orthonormal."""
-  return jax.nn.initializers.orthogonal()(key, tuple(shape), dtype)
+  """Orthogonal initializer (Keras' default ``recurrent_initializer``): rows or columns orthonormal.
+
+  Drawn in float32 (at least) and cast: the QR factorisation has no 16-bit kernel.
+  """
+  work = jnp.promote_types(dtype, jnp.float32)
+  return jax.nn.initializers.orthogonal()(key, tuple(shape), work).astype(dtype)
 
 
 def init_cell(cell: str, key: jax.Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> dict[str, Array]:
