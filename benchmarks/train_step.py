@@ -13,7 +13,16 @@ computes the same two). Implementations are measured in interleaved rounds
 best round (least disturbed, as ``timeit`` reports) gives the ratios, and the
 median is printed beside it.
 
-    python benchmarks/train_step.py [--steps 30] [--rounds 15] [--models mlp,cnn]
+``dlfunc bf16`` is the same model with ``dtype=jnp.bfloat16`` (mixed precision:
+bfloat16 matmuls and convolutions, float32 parameters, Adam state and loss).
+On a CPU without native bfloat16 arithmetic it is expected to be slower.
+
+Ratios mean something only on an idle machine: the 1-, 5- and 15-minute load
+averages are printed beside the figures (before and after each model), and
+when the 1-minute load is above 1 (``--max-load``) the figures are printed
+with "load too high, no ratio" instead of ratios.
+
+    python benchmarks/train_step.py [--steps 30] [--rounds 15] [--models mlp,cnn] [--no-bf16]
 """
 from __future__ import annotations
 
@@ -40,8 +49,8 @@ BATCH = {"mlp": 128, "cnn": 64}
 # ---------------------------------------------------------------------------- dlfunc
 
 
-def dlfunc_runner(name, x, y):
-  model = models.MLP() if name == "mlp" else models.CNN()
+def dlfunc_runner(name, x, y, dtype=jnp.float32):
+  model = models.MLP(dtype=dtype) if name == "mlp" else models.CNN(dtype=dtype)
   holder = {"state": create_train_state(model, optim.adam(1e-3), x, jax.random.PRNGKey(0))}
   xd, yd = jax.device_put(x), jax.device_put(y)
 
@@ -168,8 +177,14 @@ def keras_runner(name, x, y):
 # ---------------------------------------------------------------------------- harness
 
 
-def available_runners():
+def dlfunc_bf16_runner(name, x, y):
+  return dlfunc_runner(name, x, y, dtype=jnp.bfloat16)
+
+
+def available_runners(bf16: bool = True):
   runners = {"dlfunc": dlfunc_runner, "jax+optax": jax_runner}
+  if bf16:
+    runners["dlfunc bf16"] = dlfunc_bf16_runner
   try:
     import torch  # noqa: F401
     runners["pytorch eager"] = torch_runner
@@ -183,12 +198,12 @@ def available_runners():
   return runners
 
 
-def bench(name, steps, rounds):
+def bench(name, steps, rounds, bf16=True):
   rng = np.random.default_rng(0)
   b = BATCH[name]
   x = rng.random((b, *SHAPE), dtype=np.float32)
   y = rng.integers(0, 10, b).astype(np.int32)
-  runs = {label: make(name, x, y) for label, make in available_runners().items()}
+  runs = {label: make(name, x, y) for label, make in available_runners(bf16).items()}
   for run in runs.values():  # Compile and warm up.
     run(3)
   rates = {label: [] for label in runs}
@@ -209,20 +224,38 @@ def main():
   p.add_argument("--steps", type=int, default=30, help="steps per timed block")
   p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (best and median reported)")
   p.add_argument("--models", default="mlp,cnn")
+  p.add_argument("--no-bf16", action="store_true", help="leave out the bfloat16-compute dlfunc row")
+  p.add_argument("--max-load", type=float, default=1.0,
+                 help="report no ratios when the 1-minute load average exceeds this (default 1)")
   a = p.parse_args()
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s)), "
         f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
   print(f"input 28x28x1 (MNIST-shaped), Adam(1e-3), {a.steps} steps x {a.rounds} interleaved rounds")
   for name in a.models.split(","):
-    res, med = bench(name, a.steps, a.rounds)
+    before = os.getloadavg()
+    res, med = bench(name, a.steps, a.rounds, bf16=not a.no_bf16)
+    after = os.getloadavg()
     base = res["dlfunc"]
+    busy = max(before[0], after[0]) > a.max_load
     print(f"\n{name.upper()} (batch {BATCH[name]})")
-    print(f"  {'implementation':<16}{'best steps/s':>13}{'median':>10}   dlfunc / it (best)")
+    print(f"  load average (1, 5, 15 min): {_load(before)} before, {_load(after)} after")
+    ratio_head = "dlfunc / it (best)" if not busy else ""
+    print(f"  {'implementation':<16}{'best steps/s':>13}{'median':>10}   {ratio_head}")
     for label, rate in res.items():
-      print(f"  {label:<16}{rate:>13.1f}{med[label]:>10.1f}   {base / rate:>6.2f}x")
+      print(f"  {label:<16}{rate:>13.1f}{med[label]:>10.1f}   " + ("" if busy else f"{base / rate:>6.2f}x"))
+    if busy:
+      print(f"  load too high, no ratio (1-minute load {max(before[0], after[0]):.2f} > {a.max_load:g}): "
+            "these figures are under load; rerun on an idle machine to compare")
+      continue
     print(f"  dlfunc vs hand-written JAX+optax: {base / res['jax+optax']:.3f} (target >= 0.95)")
     if "pytorch eager" in res:
-      print(f"  dlfunc vs PyTorch eager: {base / res['pytorch eager']:.2f}x (target > 1)")
+      print(f"  dlfunc vs PyTorch eager: {base / res['pytorch eager']:.2f}x (target >= 1.3)")
+    if "dlfunc bf16" in res:
+      print(f"  dlfunc bfloat16 compute vs float32: {res['dlfunc bf16'] / base:.2f}x")
+
+
+def _load(avg) -> str:
+  return " ".join(f"{v:.2f}" for v in avg)
 
 
 if __name__ == "__main__":

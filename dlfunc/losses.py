@@ -2,6 +2,9 @@
 
 Cross-entropies take logits where possible: ``log_softmax`` / ``softplus`` of
 logits is finite for logits of magnitude 1e4, while ``log(softmax(...))`` is not.
+
+Mixed precision: bfloat16/float16 inputs (the logits of a model computing in
+bfloat16) are upcast to float32 first, so every loss is computed and returned in float32.
 """
 from __future__ import annotations
 
@@ -9,9 +12,18 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc.nn import log_softmax
-from dlfunc.nn._layers import concrete_range
+from dlfunc.nn._checks import concrete_range
 
 Array = jax.Array
+
+
+def _f32(a) -> Array:
+  """``a`` as an array, with 16-bit floats (bfloat16 or float16 logits of a mixed-precision model) upcast to
+  float32: a loss sums over the batch, and in bfloat16 (8 significant bits) that sum loses most of its digits."""
+  a = jnp.asarray(a)
+  if jnp.issubdtype(a.dtype, jnp.floating) and jnp.finfo(a.dtype).bits < 32:
+    return a.astype(jnp.float32)
+  return a
 
 
 def _same_shape(name: str, a: Array, b: Array, an: str, bn: str) -> None:
@@ -37,7 +49,7 @@ def mse(predictions: Array, targets: Array) -> Array:
     >>> float(mse(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0])))
     2.0
   """
-  predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
+  predictions, targets = _f32(predictions), _f32(targets)
   _same_shape("mse", predictions, targets, "predictions", "targets")
   return jnp.mean(jnp.square(predictions - targets))
 
@@ -49,7 +61,7 @@ def mae(predictions: Array, targets: Array) -> Array:
     >>> float(mae(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0])))
     1.0
   """
-  predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
+  predictions, targets = _f32(predictions), _f32(targets)
   _same_shape("mae", predictions, targets, "predictions", "targets")
   return jnp.mean(jnp.abs(predictions - targets))
 
@@ -77,7 +89,7 @@ def softmax_cross_entropy(logits: Array, probs: Array, *, label_smoothing: float
     >>> float(softmax_cross_entropy(jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]])))  # log 2
     0.6931471824645996
   """
-  logits, probs = jnp.asarray(logits), jnp.asarray(probs)
+  logits, probs = _f32(logits), _f32(probs)
   _same_shape("softmax_cross_entropy", logits, probs, "logits", "probs")
   if not 0.0 <= label_smoothing < 1.0:
     raise ValueError(f"softmax_cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}.")
@@ -105,7 +117,7 @@ def sparse_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     >>> float(sparse_softmax_cross_entropy(jnp.array([[0.0, 1e4]]), jnp.array([0])))
     10000.0
   """
-  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  logits, labels = _f32(logits), _f32(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"sparse_softmax_cross_entropy: labels must be integers, got dtype {labels.dtype}.")
   if labels.shape != logits.shape[:-1]:
@@ -135,7 +147,7 @@ def binary_cross_entropy(probs: Array, targets: Array, *, eps: float = 1e-7) -> 
     >>> round(float(binary_cross_entropy(jnp.array([0.0]), jnp.array([1.0]))), 4)  # -log(1e-7)
     16.1181
   """
-  probs, targets = jnp.asarray(probs), jnp.asarray(targets)
+  probs, targets = _f32(probs), _f32(targets)
   _same_shape("binary_cross_entropy", probs, targets, "probs", "targets")
   p = jnp.clip(probs, eps, 1.0 - eps)
   return -jnp.mean(targets * jnp.log(p) + (1.0 - targets) * jnp.log1p(-p))
@@ -151,7 +163,7 @@ def binary_cross_entropy_with_logits(logits: Array, targets: Array) -> Array:
     >>> float(binary_cross_entropy_with_logits(jnp.array([-1e4]), jnp.array([1.0])))
     10000.0
   """
-  logits, targets = jnp.asarray(logits), jnp.asarray(targets)
+  logits, targets = _f32(logits), _f32(targets)
   _same_shape("binary_cross_entropy_with_logits", logits, targets, "logits", "targets")
   return jnp.mean(jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits))))
 
@@ -190,7 +202,7 @@ def gaussian_kl(mean: Array, logvar: Array) -> Array:
   :math:`-\tfrac12 \sum_j (1 + \log\sigma_j^2 - \mu_j^2 - \sigma_j^2)`, summed over the last axis.
   Returns shape ``mean.shape[:-1]``.
   """
-  mean, logvar = jnp.asarray(mean), jnp.asarray(logvar)
+  mean, logvar = _f32(mean), _f32(logvar)
   _same_shape("gaussian_kl", mean, logvar, "mean", "logvar")
   return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mean) - jnp.exp(logvar), axis=-1)
 
@@ -215,7 +227,7 @@ def vae_loss(logits: Array, targets: Array, mean: Array, logvar: Array, *, beta:
     uses ``F.binary_cross_entropy(..., reduction='sum')`` over the whole batch,
     i.e. ``N`` times this value.
   """
-  logits, targets = jnp.asarray(logits), jnp.asarray(targets)
+  logits, targets = _f32(logits), _f32(targets)
   _same_shape("vae_loss", logits, targets, "logits", "targets")
   if mean.shape[0] != logits.shape[0]:
     raise ValueError(f"vae_loss: mean has {mean.shape[0]} examples but logits have {logits.shape[0]}.")

@@ -294,6 +294,17 @@ def test_dropout_errors():
     nn.dropout(jnp.ones(3), 1.0, key=jax.random.key(0))
 
 
+def test_dropout_traced_train_says_it_must_be_a_python_bool():
+  # Without the check JAX's generic TracerBoolConversionError names no argument.
+  step = jax.jit(lambda x, train: nn.dropout(x, 0.5, key=jax.random.key(0), train=train))
+  with pytest.raises(TypeError, match=r"^dropout: train must be a Python bool, got a traced value; .*static") as e:
+    step(jnp.ones(3), True)
+  assert "\n" not in str(e.value)
+  # The fix the message names works: train as a static argument.
+  fixed = jax.jit(lambda x, train: nn.dropout(x, 0.5, key=jax.random.key(0), train=train), static_argnames="train")
+  np.testing.assert_array_equal(fixed(jnp.ones(3), train=False), jnp.ones(3))
+
+
 # ------------------------------------------------------------------ batch norm semantics
 
 
@@ -414,3 +425,10 @@ def test_conv_on_inputs_smaller_than_the_kernel_matches_lax_with_gradients(n, si
 def test_conv_smaller_than_kernel_without_padding_is_a_clear_error():
   with pytest.raises(ValueError, match="smaller than the kernel window"):
     nn.conv({"kernel": jnp.ones((3, 3, 1, 2))}, jnp.ones((1, 2, 2, 1)))
+
+
+def test_dropout_module_traced_train_says_it_must_be_a_python_bool():
+  from dlfunc.models import Dropout
+  m = Dropout(0.5)
+  with pytest.raises(TypeError, match=r"^dropout: train must be a Python bool"):
+    jax.jit(lambda x, t: m.apply({}, x, t, rngs={"dropout": jax.random.key(0)}))(jnp.ones(3), True)

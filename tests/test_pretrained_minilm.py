@@ -63,3 +63,17 @@ def test_sorting_and_chunking_do_not_change_embeddings(encoder):
     encoder.chunk_tokens = old
   with pytest.raises(ValueError, match=r"\(batch, seq_len\)"):
     encoder.embed_tokens(b["input_ids"][0])
+
+
+def test_bfloat16_compute_keeps_cosine_similarity_to_float32(encoder):
+  """Mixed precision: bfloat16 matmuls (float32 weights, LayerNorm, softmax and pooling) keep the embeddings."""
+  import jax.numpy as jnp
+  with np.load(REF) as ref:
+    sentences = [str(s) for s in ref["sentences"]]
+  bf16 = SentenceEncoder(encoder.model, encoder.variables, encoder.tokenizer, encoder.max_length, dtype=jnp.bfloat16)
+  assert bf16.model.dtype == jnp.bfloat16 and encoder.model.dtype == jnp.float32
+  got, want = bf16.encode(sentences, batch_size=8), encoder.encode(sentences, batch_size=8)
+  assert got.dtype == np.float32
+  assert not np.array_equal(got, want)  # it really computed in bfloat16
+  cos = np.sum(got * want, axis=1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+  assert cos.min() >= 0.999, f"lowest cosine similarity {cos.min():.5f}"

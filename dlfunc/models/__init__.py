@@ -1,4 +1,9 @@
-"""dlfunc.models: Flax Linen modules whose layers call :mod:`dlfunc.nn`."""
+"""dlfunc.models: Flax Linen modules whose layers call :mod:`dlfunc.nn`.
+
+Every model takes ``dtype`` (the compute dtype) and ``param_dtype`` (of its
+parameters), float32 by default, as Flax's layers do: ``LeNet(dtype=jnp.bfloat16)``
+computes in bfloat16 on float32 master parameters (mixed precision).
+"""
 from dlfunc.models._bert import BERT, BertConfig, BertForSequenceClassification, BertMeanPooler, mean_pool
 from dlfunc.models._classic import CNN, LeNet, MLP
 from dlfunc.models._autoencoder import VAE, Autoencoder, ConvAutoencoder, VAEOutput

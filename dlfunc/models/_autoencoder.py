@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc import losses, nn
-from dlfunc.models._layers import Conv, Dense
+from dlfunc.models._layers import Conv, Dense, precision
 
 
 def _check_latent(name: str, latent_dim) -> None:
@@ -70,11 +70,14 @@ class Autoencoder(linen.Module):
   data_shape: Sequence[int] = (8, 8, 1)
   activation: Optional[Callable] = nn.relu
   output_activation: Optional[Callable] = nn.sigmoid
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   def setup(self):
+    pr = precision(self)
     _check_latent("Autoencoder", self.latent_dim)
-    self.enc = [Dense(w) for w in self.hidden] + [Dense(self.latent_dim)]
-    self.dec = [Dense(w) for w in reversed(tuple(self.hidden))] + [Dense(math.prod(self.data_shape))]
+    self.enc = [Dense(w, **pr) for w in self.hidden] + [Dense(self.latent_dim, **pr)]
+    self.dec = [Dense(w, **pr) for w in reversed(tuple(self.hidden))] + [Dense(math.prod(self.data_shape), **pr)]
 
   def _act(self, x):
     return (self.activation or _identity)(x)
@@ -119,8 +122,11 @@ class ConvAutoencoder(linen.Module):
   latent_dim: int
   channels: Sequence[int] = (16, 32)
   data_shape: Sequence[int] = (8, 8, 1)
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   def setup(self):
+    pr = precision(self)
     _check_latent("ConvAutoencoder", self.latent_dim)
     if len(self.data_shape) != 3:
       raise ValueError(f"ConvAutoencoder: data_shape must be (height, width, channels), got {tuple(self.data_shape)}.")
@@ -129,12 +135,13 @@ class ConvAutoencoder(linen.Module):
     for _ in self.channels:
       sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
     self.sizes = sizes
-    self.enc_convs = [Conv(c, (3, 3), strides=2, padding="SAME", kernel_init=nn.he_uniform) for c in self.channels]
-    self.enc_dense = Dense(self.latent_dim)
-    self.dec_dense = Dense(math.prod(sizes[-1]) * self.channels[-1])
+    self.enc_convs = [Conv(c, (3, 3), strides=2, padding="SAME", kernel_init=nn.he_uniform, **pr)
+                      for c in self.channels]
+    self.enc_dense = Dense(self.latent_dim, **pr)
+    self.dec_dense = Dense(math.prod(sizes[-1]) * self.channels[-1], **pr)
     rev = list(reversed(tuple(self.channels)))
-    self.dec_convs = [Conv(c, (3, 3), padding="SAME", kernel_init=nn.he_uniform) for c in rev[1:] + rev[-1:]]
-    self.out_conv = Conv(self.data_shape[-1], (3, 3), padding="SAME")
+    self.dec_convs = [Conv(c, (3, 3), padding="SAME", kernel_init=nn.he_uniform, **pr) for c in rev[1:] + rev[-1:]]
+    self.out_conv = Conv(self.data_shape[-1], (3, 3), padding="SAME", **pr)
 
   def encode(self, x):
     x = _check_data("ConvAutoencoder", x, self.data_shape).reshape((-1, *self.data_shape))
@@ -195,13 +202,16 @@ class VAE(linen.Module):
   hidden: Sequence[int] = (128,)
   data_shape: Sequence[int] = (8, 8, 1)
   rng_collection: str = "dropout"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   def setup(self):
+    pr = precision(self)
     _check_latent("VAE", self.latent_dim)
-    self.enc = [Dense(w) for w in self.hidden]
-    self.mean_head = Dense(self.latent_dim)
-    self.logvar_head = Dense(self.latent_dim, kernel_init=nn.zeros)
-    self.dec = [Dense(w) for w in reversed(tuple(self.hidden))] + [Dense(math.prod(self.data_shape))]
+    self.enc = [Dense(w, **pr) for w in self.hidden]
+    self.mean_head = Dense(self.latent_dim, **pr)
+    self.logvar_head = Dense(self.latent_dim, kernel_init=nn.zeros, **pr)
+    self.dec = [Dense(w, **pr) for w in reversed(tuple(self.hidden))] + [Dense(math.prod(self.data_shape), **pr)]
 
   def encode(self, x):
     """``(mean, logvar)``, each ``(N, latent_dim)``."""

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc import nn
-from dlfunc.models._layers import Dense, Dropout, Embed, LayerNorm
+from dlfunc.models._layers import Dense, Dropout, Embed, LayerNorm, precision
 
 _ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
@@ -110,9 +110,14 @@ def attention(q, k, v, mask=None, dropout=None):
   the attention probabilities, as BERT drops them in training.
   """
   scores = jnp.einsum("bhqd,bhkd->bhqk", q, k)
+  low = jnp.finfo(scores.dtype).bits < 32  # bfloat16 compute: the softmax runs in float32, its output in bfloat16
+  if low:
+    scores = scores.astype(jnp.float32)
   if mask is not None:
     scores = jnp.where(mask[:, None, None, :] > 0, scores, jnp.finfo(scores.dtype).min)
   probs = nn.softmax(scores, axis=-1)
+  if low:
+    probs = probs.astype(v.dtype)
   if dropout is not None:
     probs = dropout(probs)
   # (b, heads, t, head_dim) out, then one transpose: asking the einsum for (b, t, heads, head_dim) directly makes
@@ -123,9 +128,12 @@ def attention(q, k, v, mask=None, dropout=None):
 class BertLayer(linen.Module):
   """One post-norm transformer layer: self-attention + residual + LN, GELU MLP + residual + LN."""
   config: BertConfig
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, h, mask, train: bool = False):
+    pr = precision(self)
     c = self.config
     init = jax.nn.initializers.normal(c.initializer_range)
     b, t, d = h.shape
@@ -135,36 +143,39 @@ class BertLayer(linen.Module):
     def heads(x):  # (b, t, d) -> (b, heads, t, head_dim): batch axes first, so XLA's dots need no transposes
       return x.reshape(b, t, nh, hd).transpose(0, 2, 1, 3)
     # the 1/sqrt(head_dim) scale goes on q (b*t*d products) rather than on the scores (b*heads*t*t)
-    q = heads(Dense(d, kernel_init=init, name="query")(h) * (1.0 / math.sqrt(hd)))
-    k = heads(Dense(d, kernel_init=init, name="key")(h))
-    v = heads(Dense(d, kernel_init=init, name="value")(h))
+    q = heads(Dense(d, kernel_init=init, name="query", **pr)(h) * (1.0 / math.sqrt(hd)))
+    k = heads(Dense(d, kernel_init=init, name="key", **pr)(h))
+    v = heads(Dense(d, kernel_init=init, name="value", **pr)(h))
     drop = Dropout(c.attention_probs_dropout_prob)
     ctx = attention(q, k, v, mask, lambda p: drop(p, train)).reshape(b, t, d)
-    attn = Dropout(c.hidden_dropout_prob)(Dense(d, kernel_init=init, name="attention_output")(ctx), train)
-    h = LayerNorm(c.layer_norm_eps, name="attention_norm")(attn + h)
-    inter = _ACTIVATIONS[c.hidden_act](Dense(c.intermediate_size, kernel_init=init, name="intermediate")(h))
-    out = Dropout(c.hidden_dropout_prob)(Dense(d, kernel_init=init, name="output")(inter), train)
-    return LayerNorm(c.layer_norm_eps, name="output_norm")(out + h)
+    attn = Dropout(c.hidden_dropout_prob)(Dense(d, kernel_init=init, name="attention_output", **pr)(ctx), train)
+    h = LayerNorm(c.layer_norm_eps, name="attention_norm", **pr)(attn + h)
+    inter = _ACTIVATIONS[c.hidden_act](Dense(c.intermediate_size, kernel_init=init, name="intermediate", **pr)(h))
+    out = Dropout(c.hidden_dropout_prob)(Dense(d, kernel_init=init, name="output", **pr)(inter), train)
+    return LayerNorm(c.layer_norm_eps, name="output_norm", **pr)(out + h)
 
 
 class BertEmbeddings(linen.Module):
   """Word + absolute position + token-type embeddings, then LayerNorm and dropout."""
   config: BertConfig
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, input_ids, token_type_ids, train: bool = False):
+    pr = precision(self)
     c = self.config
     t = input_ids.shape[1]
     if t > c.max_position_embeddings:
       raise ValueError(f"BERT: sequence length {t} exceeds max_position_embeddings {c.max_position_embeddings}; "
                        "truncate the input.")
     init = jax.nn.initializers.normal(c.initializer_range)
-    x = Embed(c.vocab_size, c.hidden_size, init, name="word_embeddings")(input_ids)
+    x = Embed(c.vocab_size, c.hidden_size, init, name="word_embeddings", **pr)(input_ids)
     # positions derived from input_ids, so under jit they are traced like it (nn.embedding range-checks constants)
     positions = jnp.arange(t, dtype=input_ids.dtype)[None] + jnp.zeros_like(input_ids[:1])
-    x = x + Embed(c.max_position_embeddings, c.hidden_size, init, name="position_embeddings")(positions)
-    x = x + Embed(c.type_vocab_size, c.hidden_size, init, name="token_type_embeddings")(token_type_ids)
-    x = LayerNorm(c.layer_norm_eps, name="LayerNorm")(x)
+    x = x + Embed(c.max_position_embeddings, c.hidden_size, init, name="position_embeddings", **pr)(positions)
+    x = x + Embed(c.type_vocab_size, c.hidden_size, init, name="token_type_embeddings", **pr)(token_type_ids)
+    x = LayerNorm(c.layer_norm_eps, name="LayerNorm", **pr)(x)
     return Dropout(c.hidden_dropout_prob)(x, train)
 
 
@@ -187,17 +198,20 @@ class BERT(linen.Module):
   """
   config: BertConfig
   add_pooling_layer: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
+    pr = precision(self)
     ids, mask, types = _unpack(input_ids, attention_mask, token_type_ids)
-    h = BertEmbeddings(self.config, name="embeddings")(ids, types, train)
+    h = BertEmbeddings(self.config, name="embeddings", **pr)(ids, types, train)
     for i in range(self.config.num_hidden_layers):
-      h = BertLayer(self.config, name=f"layer_{i}")(h, mask, train)
+      h = BertLayer(self.config, name=f"layer_{i}", **pr)(h, mask, train)
     if not self.add_pooling_layer:
       return h, None
     init = jax.nn.initializers.normal(self.config.initializer_range)
-    pooled = nn.tanh(Dense(self.config.hidden_size, kernel_init=init, name="pooler")(h[:, 0]))
+    pooled = nn.tanh(Dense(self.config.hidden_size, kernel_init=init, name="pooler", **pr)(h[:, 0]))
     return h, pooled
 
 
@@ -207,6 +221,8 @@ def mean_pool(hidden, attention_mask, normalize: bool = True, eps: float = 1e-9)
   :math:`e = \sum_t m_t h_t / \max(\sum_t m_t, \epsilon)`, then :math:`e / \max(\lVert e\rVert_2, 10^{-12})` if
   ``normalize``.
   """
+  if jnp.finfo(hidden.dtype).bits < 32:  # bfloat16 compute: sum and normalise in float32
+    hidden = hidden.astype(jnp.float32)
   m = jnp.asarray(attention_mask, hidden.dtype)[..., None]
   e = jnp.sum(hidden * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), eps)
   if normalize:
@@ -218,11 +234,14 @@ class BertMeanPooler(linen.Module):
   """BERT -> mean over the attention mask -> (optionally) L2 normalisation: sentence embeddings ``(B, H)``."""
   config: BertConfig
   normalize: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
+    pr = precision(self)
     ids, mask, types = _unpack(input_ids, attention_mask, token_type_ids)
-    h, _ = BERT(self.config, add_pooling_layer=False, name="bert")(ids, mask, types, train)
+    h, _ = BERT(self.config, add_pooling_layer=False, name="bert", **pr)(ids, mask, types, train)
     return mean_pool(h, mask, self.normalize)
 
 
@@ -236,14 +255,17 @@ class BertForSequenceClassification(linen.Module):
   config: BertConfig
   num_labels: int = 2
   pooling: str = "cls"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
+    pr = precision(self)
     ids, mask, types = _unpack(input_ids, attention_mask, token_type_ids)
     if self.pooling not in ("cls", "mean"):
       raise ValueError(f"BertForSequenceClassification: pooling must be 'cls' or 'mean', got {self.pooling!r}.")
-    h, pooled = BERT(self.config, add_pooling_layer=self.pooling == "cls", name="bert")(ids, mask, types, train)
+    h, pooled = BERT(self.config, add_pooling_layer=self.pooling == "cls", name="bert", **pr)(ids, mask, types, train)
     x = pooled if self.pooling == "cls" else mean_pool(h, mask, normalize=False)
     x = Dropout(self.config.hidden_dropout_prob)(x, train)
     init = jax.nn.initializers.normal(self.config.initializer_range)
-    return Dense(self.num_labels, kernel_init=init, name="classifier")(x)
+    return Dense(self.num_labels, kernel_init=init, name="classifier", **pr)(x)

@@ -1,14 +1,21 @@
-"""The seed models: a dense MLP, a one-conv CNN and LeNet. They return logits."""
+"""The seed models: a dense MLP, a one-conv CNN and LeNet. They return logits.
+
+Each takes ``dtype`` (the compute dtype of its layers, e.g. ``jnp.bfloat16``)
+and ``param_dtype`` (of its parameters), both float32 by default, as Flax's
+layers do: ``MLP(dtype=jnp.bfloat16)`` trains in mixed precision with float32
+master parameters; its logits are bfloat16, and :mod:`dlfunc.losses` computes
+the loss in float32.
+"""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as linen
 import jax.numpy as jnp
 
 from dlfunc import nn
 from dlfunc.models._checks import check_nhwc
-from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout
+from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout, precision
 
 
 def _images(name: str, x):
@@ -34,6 +41,8 @@ class MLP(linen.Module):
     num_classes: output width.
     activation: applied after every hidden layer.
     dropout_rate: dropout after each hidden activation (0 disables it).
+    dtype: the compute dtype (``jnp.bfloat16`` for mixed precision).
+    param_dtype: the parameters' dtype.
 
   Example:
     >>> import jax
@@ -46,15 +55,18 @@ class MLP(linen.Module):
   num_classes: int = 10
   activation: Callable = nn.relu
   dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     x = nn.flatten(jnp.asarray(x, jnp.float32).reshape((x.shape[0], -1)))
     for width in self.hidden:
-      x = self.activation(Dense(width)(x))
+      x = self.activation(Dense(width, **pr)(x))
       if self.dropout_rate:
         x = Dropout(self.dropout_rate)(x, train=train)
-    return Dense(self.num_classes)(x)
+    return Dense(self.num_classes, **pr)(x)
 
 
 class CNN(linen.Module):
@@ -80,12 +92,15 @@ class CNN(linen.Module):
   features: int = 32
   kernel_size: int = 3
   num_classes: int = 10
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     x = _images("CNN", jnp.asarray(x, jnp.float32))
-    x = nn.relu(Conv(self.features, (self.kernel_size, self.kernel_size), padding="VALID")(x))
-    return Dense(self.num_classes)(nn.flatten(x))
+    x = nn.relu(Conv(self.features, (self.kernel_size, self.kernel_size), padding="VALID", **pr)(x))
+    return Dense(self.num_classes, **pr)(nn.flatten(x))
 
 
 class LeNet(linen.Module):
@@ -100,14 +115,17 @@ class LeNet(linen.Module):
   num_classes: int = 10
   dropout_rate: float = 0.25
   bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     x = _images("LeNet", jnp.asarray(x, jnp.float32))
     for f in self.features:
-      x = Conv(f, (3, 3), padding="SAME", use_bias=False, kernel_init=nn.he_normal)(x)
-      x = BatchNorm(momentum=self.bn_momentum)(x, train=train)
+      x = Conv(f, (3, 3), padding="SAME", use_bias=False, kernel_init=nn.he_normal, **pr)(x)
+      x = BatchNorm(momentum=self.bn_momentum, **pr)(x, train=train)
       x = nn.max_pool(nn.relu(x), 2, padding="SAME")
-    x = nn.relu(Dense(self.hidden, kernel_init=nn.he_normal)(nn.flatten(x)))
+    x = nn.relu(Dense(self.hidden, kernel_init=nn.he_normal, **pr)(nn.flatten(x)))
     x = Dropout(self.dropout_rate)(x, train=train)
-    return Dense(self.num_classes)(x)
+    return Dense(self.num_classes, **pr)(x)

@@ -52,6 +52,8 @@ class Predictor:
       faster (default: ``True`` on the CPU, ignored elsewhere). ``False``: XLA's
       defaults, one compilation.
     repeats: timed calls per candidate when autotuning (best of them counts).
+    dtype: the compute dtype, e.g. ``jnp.bfloat16``: runs ``model.clone(dtype=dtype)``
+      (every ``dlfunc.models`` model takes ``dtype``) on the same float32 variables.
     **kwargs: extra keyword arguments for ``model.apply`` (static).
 
   Each input may be an array or any pytree of arrays (``(x, mask)``, a dict),
@@ -64,7 +66,9 @@ class Predictor:
       logits = predict(images)            # (batch, 224, 224, 3) NHWC float32
   """
 
-  def __init__(self, model, variables, *, autotune: bool | None = None, repeats: int = 2, **kwargs):
+  def __init__(self, model, variables, *, autotune: bool | None = None, repeats: int = 2, dtype=None, **kwargs):
+    if dtype is not None:
+      model = model.clone(dtype=dtype)
     self.model = model
     self.variables = variables
     self.autotune = autotune

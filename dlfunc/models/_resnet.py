@@ -19,7 +19,7 @@ Module names (what the weight loaders in :mod:`dlfunc.pretrained` map onto):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as linen
 import jax
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from dlfunc import nn
 from dlfunc.models._checks import check_nhwc
-from dlfunc.models._layers import BatchNorm, Conv, Dense
+from dlfunc.models._layers import BatchNorm, Conv, Dense, precision
 
 _VARIANTS = ("torchvision", "keras")
 _PAD1 = ((1, 1), (1, 1))
@@ -50,19 +50,23 @@ class BasicBlock(linen.Module):
   strides: int = 1
   variant: str = "torchvision"
   expansion = 1
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     bias = self.variant == "keras"
     bn = _bn_args(self.variant)
-    out = Conv(self.features, (3, 3), self.strides, _PAD1, use_bias=bias, kernel_init=_conv_init(), name="conv1")(x)
-    out = nn.relu(BatchNorm(**bn, name="bn1")(out, train))
-    out = Conv(self.features, (3, 3), 1, _PAD1, use_bias=bias, kernel_init=_conv_init(), name="conv2")(out)
-    out = BatchNorm(**bn, name="bn2")(out, train)
+    out = Conv(self.features, (3, 3), self.strides, _PAD1, use_bias=bias, kernel_init=_conv_init(), name="conv1",
+               **pr)(x)
+    out = nn.relu(BatchNorm(**bn, name="bn1", **pr)(out, train))
+    out = Conv(self.features, (3, 3), 1, _PAD1, use_bias=bias, kernel_init=_conv_init(), name="conv2", **pr)(out)
+    out = BatchNorm(**bn, name="bn2", **pr)(out, train)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = Conv(self.features, (1, 1), self.strides, use_bias=bias, kernel_init=_conv_init(),
-               name="downsample_conv")(x)
-      x = BatchNorm(**bn, name="downsample_bn")(x, train)
+               name="downsample_conv", **pr)(x)
+      x = BatchNorm(**bn, name="downsample_bn", **pr)(x, train)
     return nn.relu(out + x)
 
 
@@ -75,23 +79,26 @@ class Bottleneck(linen.Module):
   strides: int = 1
   variant: str = "torchvision"
   expansion = 4
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     keras = self.variant == "keras"
     bn = _bn_args(self.variant)
     s1, s2 = (self.strides, 1) if keras else (1, self.strides)
     out_features = self.features * self.expansion
-    out = Conv(self.features, (1, 1), s1, use_bias=keras, kernel_init=_conv_init(), name="conv1")(x)
-    out = nn.relu(BatchNorm(**bn, name="bn1")(out, train))
-    out = Conv(self.features, (3, 3), s2, _PAD1, use_bias=keras, kernel_init=_conv_init(), name="conv2")(out)
-    out = nn.relu(BatchNorm(**bn, name="bn2")(out, train))
-    out = Conv(out_features, (1, 1), 1, use_bias=keras, kernel_init=_conv_init(), name="conv3")(out)
-    out = BatchNorm(**bn, name="bn3")(out, train)
+    out = Conv(self.features, (1, 1), s1, use_bias=keras, kernel_init=_conv_init(), name="conv1", **pr)(x)
+    out = nn.relu(BatchNorm(**bn, name="bn1", **pr)(out, train))
+    out = Conv(self.features, (3, 3), s2, _PAD1, use_bias=keras, kernel_init=_conv_init(), name="conv2", **pr)(out)
+    out = nn.relu(BatchNorm(**bn, name="bn2", **pr)(out, train))
+    out = Conv(out_features, (1, 1), 1, use_bias=keras, kernel_init=_conv_init(), name="conv3", **pr)(out)
+    out = BatchNorm(**bn, name="bn3", **pr)(out, train)
     if self.strides != 1 or x.shape[-1] != out_features:
       x = Conv(out_features, (1, 1), self.strides, use_bias=keras, kernel_init=_conv_init(),
-               name="downsample_conv")(x)
-      x = BatchNorm(**bn, name="downsample_bn")(x, train)
+               name="downsample_conv", **pr)(x)
+      x = BatchNorm(**bn, name="downsample_bn", **pr)(x, train)
     return nn.relu(out + x)
 
 
@@ -135,9 +142,12 @@ class ResNet(linen.Module):
   variant: str = "torchvision"
   width: int = 64
   stem: str = "imagenet"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     if self.variant not in _VARIANTS:
       raise ValueError(f"ResNet: variant must be one of {_VARIANTS}, got {self.variant!r}.")
     if self.block not in _BLOCKS:
@@ -148,23 +158,23 @@ class ResNet(linen.Module):
     check_nhwc(type(self).__name__, x)
     keras = self.variant == "keras"
     if self.stem == "imagenet":
-      x = Conv(self.width, (7, 7), 2, ((3, 3), (3, 3)), use_bias=keras, kernel_init=_conv_init(), name="conv1")(x)
-      x = nn.relu(BatchNorm(**_bn_args(self.variant), name="bn1")(x, train))
+      x = Conv(self.width, (7, 7), 2, ((3, 3), (3, 3)), use_bias=keras, kernel_init=_conv_init(), name="conv1", **pr)(x)
+      x = nn.relu(BatchNorm(**_bn_args(self.variant), name="bn1", **pr)(x, train))
       x = nn.max_pool(x, 3, 2, _PAD1)  # after ReLU, -inf and zero padding agree (Keras pads zeros)
     elif self.stem == "small":
-      x = Conv(self.width, (3, 3), 1, _PAD1, use_bias=keras, kernel_init=_conv_init(), name="conv1")(x)
-      x = nn.relu(BatchNorm(**_bn_args(self.variant), name="bn1")(x, train))
+      x = Conv(self.width, (3, 3), 1, _PAD1, use_bias=keras, kernel_init=_conv_init(), name="conv1", **pr)(x)
+      x = nn.relu(BatchNorm(**_bn_args(self.variant), name="bn1", **pr)(x, train))
     else:
       raise ValueError(f"ResNet: stem must be 'imagenet' or 'small', got {self.stem!r}.")
     block = _BLOCKS[self.block]
     for i, n in enumerate(self.stage_sizes):
       for j in range(n):
         strides = 2 if i > 0 and j == 0 else 1
-        x = block(self.width * 2**i, strides, self.variant, name=f"layer{i + 1}_{j}")(x, train)
+        x = block(self.width * 2**i, strides, self.variant, name=f"layer{i + 1}_{j}", **pr)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     if self.num_classes == 0:
       return x
-    return Dense(self.num_classes, name="fc")(x)
+    return Dense(self.num_classes, name="fc", **pr)(x)
 
 
 def ResNet18(num_classes: int = 1000, **kwargs) -> ResNet:

@@ -13,9 +13,9 @@ import flax.linen as linen
 import jax.numpy as jnp
 
 from dlfunc import nn
-from dlfunc.nn._recurrent import _GATES, _check_cell
+from dlfunc.nn._checks import GATES, check_cell
 
-from dlfunc.models._layers import Conv, Dense, Dropout
+from dlfunc.models._layers import Conv, Dense, Dropout, precision
 
 
 def _lstm_bias_init(hidden: int):
@@ -37,21 +37,27 @@ class Recurrent(linen.Module):
   return_sequences: bool = True
   zero_output_for_mask: bool = False
   implementation: str = "scan"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, mask=None):
-    cell = _check_cell(self.cell)
-    g = _GATES[cell] * self.hidden_size
+    cell = check_cell(self.cell)
+    g = GATES[cell] * self.hidden_size
     if self.has_variable("params", "kernel"):
       f = self.get_variable("params", "kernel").shape[0]
       if x.shape[-1] != f:
         raise ValueError(f"{type(self).__name__} {self.name}: input has {x.shape[-1]} features (shape "
                          f"{tuple(x.shape)}) but the layer was built for {f}; pass inputs shaped (..., {f}).")
-    p = {"kernel": self.param("kernel", nn.glorot_uniform, (x.shape[-1], g)),
-         "recurrent_kernel": self.param("recurrent_kernel", nn.orthogonal, (self.hidden_size, g)),
-         "bias": self.param("bias", _lstm_bias_init(self.hidden_size) if cell == "lstm" else nn.zeros, (g,))}
+    pd = self.param_dtype
+    p = {"kernel": self.param("kernel", nn.glorot_uniform, (x.shape[-1], g), pd),
+         "recurrent_kernel": self.param("recurrent_kernel", nn.orthogonal, (self.hidden_size, g), pd),
+         "bias": self.param("bias", _lstm_bias_init(self.hidden_size) if cell == "lstm" else nn.zeros, (g,), pd)}
     if cell == "gru":
-      p["recurrent_bias"] = self.param("recurrent_bias", nn.zeros, (g,))
+      p["recurrent_bias"] = self.param("recurrent_bias", nn.zeros, (g,), pd)
+    # the compute dtype: the scan's matmuls and its carry (float32 master parameters are cast in)
+    p = {k: v.astype(self.dtype) for k, v in p.items()}
+    x = jnp.asarray(x).astype(self.dtype)
     y, _ = nn.unroll(cell, p, x, mask=mask, reverse=self.reverse, return_sequences=self.return_sequences,
                      zero_output_for_mask=self.zero_output_for_mask, implementation=self.implementation)
     return y
@@ -65,13 +71,16 @@ class Bidirectional(linen.Module):
   cell: str
   hidden_size: int
   return_sequences: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, mask=None):
+    pr = precision(self)
     kw = dict(cell=self.cell, hidden_size=self.hidden_size, return_sequences=self.return_sequences,
               zero_output_for_mask=True)
-    fw = Recurrent(**kw, name="forward")(x, mask)
-    bw = Recurrent(**kw, reverse=True, name="backward")(x, mask)
+    fw = Recurrent(**kw, name="forward", **pr)(x, mask)
+    bw = Recurrent(**kw, reverse=True, name="backward", **pr)(x, mask)
     return jnp.concatenate([fw, bw], axis=-1)
 
 
@@ -122,10 +131,13 @@ class RNNClassifier(linen.Module):
   readout: str = "last"
   dropout_rate: float = 0.0
   implementation: str = "scan"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, mask=None, train: bool = False):
-    _check_cell(self.cell)
+    pr = precision(self)
+    check_cell(self.cell)
     if self.readout not in ("last", "mean", "all"):
       raise ValueError(f"RNNClassifier: readout must be 'last', 'mean' or 'all', got {self.readout!r}.")
     if self.num_layers < 1 or self.hidden_size < 1:
@@ -135,10 +147,10 @@ class RNNClassifier(linen.Module):
     for k in range(self.num_layers):
       seq = k < self.num_layers - 1 or self.readout != "last"
       if self.bidirectional:
-        x = Bidirectional(self.cell, self.hidden_size, return_sequences=seq, name=f"layer_{k}")(x, mask)
+        x = Bidirectional(self.cell, self.hidden_size, return_sequences=seq, name=f"layer_{k}", **pr)(x, mask)
       else:
         x = Recurrent(self.cell, self.hidden_size, return_sequences=seq, implementation=self.implementation,
-                      name=f"layer_{k}")(x, mask)
+                      name=f"layer_{k}", **pr)(x, mask)
     if self.readout == "mean":
       if mask is None:
         x = jnp.mean(x, axis=1)
@@ -148,7 +160,7 @@ class RNNClassifier(linen.Module):
     elif self.readout == "all":
       x = nn.flatten(x)
     x = Dropout(self.dropout_rate)(x, train=train)
-    return Dense(self.num_classes, name="head")(x)
+    return Dense(self.num_classes, name="head", **pr)(x)
 
 
 def _ints(v, n: int, what: str) -> tuple[int, ...]:
@@ -183,12 +195,15 @@ class CNN1D(linen.Module):
   strides: Union[int, Sequence[int]] = 1
   padding: Any = 1
   num_classes: int = 10
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     x = _sequences("CNN1D", x)
     n = len(self.channels)
     ks, ss = _ints(self.kernel_sizes, n, "kernel_sizes"), _ints(self.strides, n, "strides")
     for c, k, s in zip(self.channels, ks, ss):
-      x = nn.relu(Conv(c, (k,), strides=s, padding=self.padding, kernel_init=nn.he_uniform)(x))
-    return Dense(self.num_classes)(nn.flatten(x))
+      x = nn.relu(Conv(c, (k,), strides=s, padding=self.padding, kernel_init=nn.he_uniform, **pr)(x))
+    return Dense(self.num_classes, **pr)(nn.flatten(x))

@@ -19,7 +19,7 @@ Warning:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as linen
 import jax
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from dlfunc import nn
 from dlfunc.models._checks import check_nhwc
-from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout
+from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout, precision
 
 # Channels per conv, block by block (torchvision's cfgs "A" and "D").
 CONFIGS = {
@@ -82,9 +82,12 @@ class VGG(linen.Module):
   include_top: bool = True
   fc_width: int = 4096
   dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @linen.compact
   def __call__(self, x, train: bool = False):
+    pr = precision(self)
     if self.depth not in CONFIGS:
       raise ValueError(f"VGG: depth must be one of {sorted(CONFIGS)}, got {self.depth}.")
     x = jnp.asarray(x, jnp.float32)
@@ -94,21 +97,21 @@ class VGG(linen.Module):
     for b, block in enumerate(CONFIGS[self.depth], start=1):
       for i, features in enumerate(block, start=1):
         x = Conv(features, (3, 3), 1, ((1, 1), (1, 1)), name=f"block{b}_conv{i}",
-                 kernel_init=jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal"))(x)
+                 kernel_init=jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal"), **pr)(x)
         if self.batch_norm:
-          x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"block{b}_bn{i}")(x, train)
+          x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"block{b}_bn{i}", **pr)(x, train)
         x = nn.relu(x)
       x = nn.max_pool(x, 2, 2)
     if not self.include_top:
       return x
     x = nn.flatten(adaptive_avg_pool(x, (7, 7)))
-    x = nn.relu(Dense(self.fc_width, name="fc1")(x))
+    x = nn.relu(Dense(self.fc_width, name="fc1", **pr)(x))
     x = Dropout(self.dropout_rate)(x, train)
-    x = nn.relu(Dense(self.fc_width, name="fc2")(x))
+    x = nn.relu(Dense(self.fc_width, name="fc2", **pr)(x))
     x = Dropout(self.dropout_rate)(x, train)
     if self.num_classes == 0:
       return x
-    return Dense(self.num_classes, name="fc3")(x)
+    return Dense(self.num_classes, name="fc3", **pr)(x)
 
 
 def VGG11(num_classes: int = 1000, **kwargs) -> VGG:

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from dlfunc.nn._activations import tanh
+from dlfunc.nn._checks import GATES, check_cell
 from dlfunc.nn._initializers import glorot_uniform, zeros
 
 Array = jax.Array
@@ -59,18 +60,15 @@ CELLS = ("rnn", "lstm", "gru")
 # dlfunc.nn.sigmoid's branch-free formula. A gate only needs absolute accuracy;
 # the parity tests against Keras and PyTorch hold at rtol 1e-5.
 _gate = jax.nn.sigmoid
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-def _check_cell(cell: str) -> str:
-  if not isinstance(cell, str) or cell.lower() not in _GATES:
-    raise ValueError(f"unknown recurrent cell {cell!r}; expected one of 'rnn', 'lstm', 'gru'.")
-  return cell.lower()
 
 
 def orthogonal(key, shape, dtype=jnp.float32) -> Array:
-  """Orthogonal initializer (Keras' default ``recurrent_initializer``): rows or columns orthonormal."""
-  return jax.nn.initializers.orthogonal()(key, tuple(shape), dtype)
+  """Orthogonal initializer (Keras' default ``recurrent_initializer``): rows or columns orthonormal.
+
+  Drawn in float32 (at least) and cast: the QR factorisation has no 16-bit kernel.
+  """
+  work = jnp.promote_types(dtype, jnp.float32)
+  return jax.nn.initializers.orthogonal()(key, tuple(shape), work).astype(dtype)
 
 
 def init_cell(cell: str, key: jax.Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> dict[str, Array]:
@@ -84,10 +82,10 @@ def init_cell(cell: str, key: jax.Array, input_size: int, hidden_size: int, dtyp
     >>> {k: v.shape for k, v in p.items()}
     {'kernel': (8, 64), 'recurrent_kernel': (16, 64), 'bias': (64,)}
   """
-  cell = _check_cell(cell)
+  cell = check_cell(cell)
   if int(hidden_size) <= 0 or int(input_size) <= 0:
     raise ValueError(f"init_cell: input_size and hidden_size must be positive, got {input_size} and {hidden_size}.")
-  g = _GATES[cell] * hidden_size
+  g = GATES[cell] * hidden_size
   k1, k2 = jax.random.split(key)
   p = {"kernel": glorot_uniform(k1, (input_size, g), dtype),
        "recurrent_kernel": orthogonal(k2, (hidden_size, g), dtype),
@@ -101,7 +99,7 @@ def init_cell(cell: str, key: jax.Array, input_size: int, hidden_size: int, dtyp
 
 def initial_carry(cell: str, batch_shape: Sequence[int], hidden_size: int, dtype=jnp.float32) -> Carry:
   """Zero state: ``h`` of shape ``(*batch_shape, H)``, or ``(h, c)`` for the LSTM."""
-  cell = _check_cell(cell)
+  cell = check_cell(cell)
   h = jnp.zeros((*tuple(batch_shape), hidden_size), dtype)
   return (h, h) if cell == "lstm" else h
 
@@ -116,7 +114,7 @@ def _check_params(cell: str, params: Params) -> None:
   if missing:
     raise ValueError(f"{cell}: params lack {missing}; expected keys kernel, recurrent_kernel, bias"
                      f"{', recurrent_bias' if cell == 'gru' else ''} (build them with init_cell or a converter).")
-  h, g = params["recurrent_kernel"].shape[0], _GATES[cell]
+  h, g = params["recurrent_kernel"].shape[0], GATES[cell]
   if params["recurrent_kernel"].shape != (h, g * h) or params["kernel"].shape[-1] != g * h:
     raise ValueError(f"{cell}: recurrent_kernel must be (H, {g}H) and kernel (F, {g}H); got "
                      f"{tuple(params['recurrent_kernel'].shape)} and {tuple(params['kernel'].shape)}.")
@@ -307,7 +305,7 @@ def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, 
     >>> y.shape, h.shape
     ((4, 10, 16), (4, 16))
   """
-  cell = _check_cell(cell)
+  cell = check_cell(cell)
   _check_params(cell, params)
   x, mask = _check_sequence(f"unroll({cell!r})", params, x, mask)
   batch = x.shape[:-2]

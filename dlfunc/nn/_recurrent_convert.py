@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from dlfunc.nn._recurrent import _GATES, _check_cell
+from dlfunc.nn._checks import GATES, check_cell
 
 
 def _np(a) -> np.ndarray:
@@ -38,13 +38,13 @@ def from_keras(cell: str, weights: Sequence[Any], dtype=jnp.float32) -> dict:
     >>> # layer = keras.layers.LSTM(16); layer.build((None, 8, 3))
     >>> # params = from_keras("lstm", layer.get_weights())
   """
-  cell = _check_cell(cell)
+  cell = check_cell(cell)
   if len(weights) != 3:
     raise ValueError(f"from_keras({cell!r}): expected [kernel, recurrent_kernel, bias], got {len(weights)} arrays "
                      f"(layers built with use_bias=False are not supported).")
   kernel, rec, bias = (_np(w) for w in weights)
   h = rec.shape[0]
-  g = _GATES[cell] * h
+  g = GATES[cell] * h
   _expect(f"from_keras({cell!r}) kernel", kernel, (kernel.shape[0], g))
   _expect(f"from_keras({cell!r}) recurrent_kernel", rec, (h, g))
   p = {"kernel": kernel, "recurrent_kernel": rec}
@@ -62,7 +62,7 @@ def from_keras(cell: str, weights: Sequence[Any], dtype=jnp.float32) -> dict:
 
 def to_keras(cell: str, params: Mapping[str, Any]) -> list[np.ndarray]:
   """The inverse of :func:`from_keras`: a list for ``layer.set_weights(...)``."""
-  cell = _check_cell(cell)
+  cell = check_cell(cell)
   bias = np.asarray(params["bias"])
   if cell == "gru":
     bias = np.stack([bias, np.asarray(params["recurrent_bias"])])
@@ -95,7 +95,7 @@ def from_torch(cell: str, state_dict: Mapping[str, Any], *, layer: int = 0, reve
     ``nn.RNN(nonlinearity='relu')`` needs ``activation=relu`` in :func:`unroll`.
     ``proj_size > 0`` LSTMs are not supported.
   """
-  cell = _check_cell(cell)
+  cell = check_cell(cell)
   sfx = f"_l{layer}" + ("_reverse" if reverse else "")
   names = [f"weight_ih{sfx}", f"weight_hh{sfx}", f"bias_ih{sfx}", f"bias_hh{sfx}"]
   missing = [n for n in names if n not in state_dict]
@@ -103,7 +103,7 @@ def from_torch(cell: str, state_dict: Mapping[str, Any], *, layer: int = 0, reve
     raise KeyError(f"from_torch({cell!r}): state_dict lacks {missing}; it has {sorted(state_dict)[:8]}.")
   w_ih, w_hh, b_ih, b_hh = (_np(state_dict[n]) for n in names)
   h = w_hh.shape[1]
-  g = _GATES[cell] * h
+  g = GATES[cell] * h
   _expect(f"from_torch({cell!r}) {names[0]}", w_ih, (g, w_ih.shape[1]))
   _expect(f"from_torch({cell!r}) {names[1]}", w_hh, (g, h))
   _expect(f"from_torch({cell!r}) {names[2]}", b_ih, (g,))
