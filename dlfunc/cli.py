@@ -80,6 +80,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--epochs", type=int, default=None, help="epochs (default: the model's)")
   p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the model's)")
   p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and dropout (default 0)")
+  p.add_argument("--dtype", default="float32",
+                 help="compute dtype: float32 (default), bfloat16 or float16; parameters, optimizer state, "
+                      "normalisation statistics and the loss stay float32")
   p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                  help="stop when the test loss has not improved for PATIENCE epochs")
   p.add_argument("--workdir", default=None, help="directory for checkpoints, the curve PNG and result.json")
@@ -109,7 +112,8 @@ def _train(args: argparse.Namespace, t0: float) -> int:
   initialize_from_args(args)  # Multi-host: joins jax.distributed when the flags ask to.
   config = TrainConfig(model=args.model, dataset=args.dataset, optimizer=args.optimizer, lr=args.lr,
                        epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule, seed=args.seed,
-                       data_dir=args.data_dir, early_stopping=args.early_stopping, progress=not args.no_progress)
+                       data_dir=args.data_dir, early_stopping=args.early_stopping, progress=not args.no_progress,
+                       dtype=args.dtype)
   state, summary = train_and_evaluate(config, args.workdir, resume=args.resume)
   summary["wall_seconds"] = time.perf_counter() - t0
   for path in write_figures(summary["model"], state, args.workdir or ".", dataset=summary["dataset"],

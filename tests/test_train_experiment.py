@@ -105,3 +105,19 @@ def test_one_optimizer_registry_for_the_library_and_the_cli(capsys):
     optim.OPTIMIZERS.pop("nesterov-test")
   with pytest.raises(ValueError, match="unknown optimizer 'nesterov-test'"):
     train.TrainConfig(optimizer="nesterov-test").resolved()
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_is_checked(tmp_path):
+  """`dlfunc train --dtype bfloat16`: mixed precision (bf16 compute, f32 master params); resume/evaluate agree."""
+  workdir = str(tmp_path / "run")
+  config = TrainConfig(model="mlp", epochs=2, progress=False, dtype="bfloat16")
+  state, summary = train_and_evaluate(config, workdir)
+  assert summary["dtype"] == "bfloat16" and summary["test_accuracy"] > 0.8
+  assert {p.dtype for p in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
+  assert state.apply_fn.__self__.dtype == jax.numpy.bfloat16
+  again = evaluate_workdir(workdir)
+  assert again["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
+  with pytest.raises(ValueError, match=r"different settings.*dtype 'bfloat16' -> 'float32'"):
+    train_and_evaluate(TrainConfig(model="mlp", epochs=2, progress=False), workdir, resume=True)
+  with pytest.raises(ValueError, match=r"unknown compute dtype 'float8'.*float32, bfloat16"):
+    train_and_evaluate(TrainConfig(dtype="float8", progress=False))

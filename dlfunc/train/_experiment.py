@@ -22,6 +22,7 @@ import os
 import time
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -64,6 +65,7 @@ class ModelSpec:
 #: Registry: model name -> :class:`ModelSpec`.
 MODELS: dict[str, ModelSpec] = {}
 SCHEDULES = ("cosine", "constant")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def register_model(name: str, factory: Callable[..., Any], *, overwrite: bool = False, **defaults) -> ModelSpec:
@@ -97,6 +99,7 @@ class TrainConfig:
   data_dir: str | None = None
   early_stopping: int | None = None
   progress: bool = True
+  dtype: str = "float32"  # Compute dtype (parameters stay float32): float32, bfloat16 or float16.
 
   def resolved(self) -> "_ResolvedConfig":
     """A copy with every default filled in and every value checked (one-line errors)."""
@@ -118,6 +121,9 @@ class TrainConfig:
       v = getattr(c, f)
       if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"{f} must be a positive integer, got {v!r}; pass e.g. {flag}.")
+    if c.dtype not in DTYPES:
+      raise ValueError(f"unknown compute dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)} (parameters stay "
+                       "float32 either way).")
     if c.early_stopping is not None and c.early_stopping <= 0:
       raise ValueError(f"early-stopping patience must be a positive integer, got {c.early_stopping!r}.")
     return c
@@ -155,6 +161,14 @@ def _write_json(path: str, obj: dict) -> None:
   os.replace(tmp, path)
 
 
+def _build_model(spec: ModelSpec, c: TrainConfig, num_classes: int):
+  """The spec's model; with a 16-bit ``c.dtype``, computing in it over float32 parameters (mixed precision)."""
+  model = spec.factory(num_classes=num_classes)
+  if c.dtype != "float32":
+    model = model.clone(dtype=jnp.dtype(c.dtype))
+  return model
+
+
 def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike | None = None, *,
                        resume: bool = False) -> tuple[Any, dict]:
   """Trains ``config.model`` on the train split of ``config.dataset``, evaluates on test.
@@ -189,21 +203,21 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike | None = 
     if resume and os.path.exists(cfg_path):
       with open(cfg_path) as f:
         old = json.load(f)
-      changed = [k for k in ("model", "dataset", "optimizer", "lr", "batch_size", "schedule", "seed", "epochs")
-                 if old.get(k) != saved[k]]
+      changed = [k for k in ("model", "dataset", "optimizer", "lr", "batch_size", "schedule", "seed", "epochs",
+                             "dtype") if old.get(k, "float32" if k == "dtype" else None) != saved[k]]
       if changed:
         raise ValueError(f"--resume with different settings than the run in {workdir}: "
                          + ", ".join(f"{k} {old.get(k)!r} -> {saved[k]!r}" for k in changed)
                          + "; use the same flags or a new --workdir.")
     _write_json(cfg_path, saved)
-  model = spec.factory(num_classes=train.num_classes)
+  model = _build_model(spec, c, train.num_classes)
   early = EarlyStopping(patience=c.early_stopping) if c.early_stopping else None
   state, history = fit(model, train_xy, eval_data=test_xy, optimizer=_optimizer(c, steps_per_epoch),
                        epochs=c.epochs, batch_size=c.batch_size, seed=c.seed, workdir=workdir, resume=resume,
                        progress=c.progress, loss_fn=spec.loss_fn, early_stopping=early)
   metrics = evaluate(state, test_xy)
   summary = {"model": c.model, "dataset": c.dataset, "epochs": len(history), "optimizer": c.optimizer,
-             "lr": c.lr, "batch_size": c.batch_size, "seed": c.seed}
+             "lr": c.lr, "batch_size": c.batch_size, "seed": c.seed, "dtype": c.dtype}
   if "accuracy" in metrics:
     summary["test_accuracy"] = metrics["accuracy"]
   summary["test_loss"] = metrics["loss"]
@@ -235,7 +249,7 @@ def evaluate_workdir(workdir: str | os.PathLike, *, split: str = "test", data_di
   split_data = data.load(c.dataset, split, c.data_dir)
   x, y = _targets(spec, split_data)
   steps_per_epoch = len(data.load(c.dataset, "train", c.data_dir)) // c.batch_size
-  model = spec.factory(num_classes=split_data.num_classes)
+  model = _build_model(spec, c, split_data.num_classes)
   target = create_train_state(model, _optimizer(c, steps_per_epoch), x[:c.batch_size], jax.random.PRNGKey(c.seed),
                               loss_fn=spec.loss_fn)
   ckpt = Checkpointer(workdir)
