@@ -1,30 +1,41 @@
 """The ``>>>`` examples in dlfunc's docstrings run and print what they claim.
 
-``MODULES`` lists the modules whose examples run here; add yours (keep the
-examples fast: this runs in the default suite). Each module runs in its own
-globals with 32-bit JAX (the default). A guard checks that every listed module
-really has examples, so the list cannot silently test nothing.
+Every module of ``dlfunc`` whose source holds ``>>>`` runs here, except those in
+``EXCLUDED`` (each with its reason). Keep examples fast: this runs in the
+default suite. Each module runs in its own globals with 32-bit JAX (the
+default). A guard checks that every scanned module really has examples, so a
+module cannot silently test nothing.
 """
 import doctest
 import importlib
+import pathlib
 
 import jax
 import pytest
 
-MODULES = [
-    "dlfunc.nn._activations",
-    "dlfunc.nn._initializers",
-    "dlfunc.nn._dense",
-    "dlfunc.nn._conv",
-    "dlfunc.nn._pooling",
-    "dlfunc.nn._reshape",
-    "dlfunc.nn._dropout",
-    "dlfunc.nn._normalization",
-    "dlfunc.nn._embedding",
-    "dlfunc.losses",
-    "dlfunc.models._classic",
-    "dlfunc.optim._alias",
-]
+import dlfunc
+
+#: Modules whose examples do not run here, and why.
+EXCLUDED: dict[str, str] = {
+}
+
+
+def _modules_with_examples() -> list[str]:
+  root = pathlib.Path(dlfunc.__file__).parent
+  names = []
+  for path in sorted(root.rglob("*.py")):
+    if ">>>" in path.read_text(encoding="utf-8"):
+      parts = path.relative_to(root.parent).with_suffix("").parts
+      names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+  return names
+
+
+MODULES = [m for m in _modules_with_examples() if m not in EXCLUDED]
+
+
+def test_the_scan_finds_the_modules_with_examples():
+  assert {"dlfunc.nn._activations", "dlfunc.losses", "dlfunc.train._fit"} <= set(MODULES)
+  assert not set(EXCLUDED) - set(_modules_with_examples()), "EXCLUDED names a module without examples"
 
 
 @pytest.mark.parametrize("name", MODULES)

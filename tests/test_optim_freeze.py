@@ -1,5 +1,4 @@
 """dlfunc.optim freezing, parameter groups, jit behaviour and argument checks."""
-import doctest
 
 import jax
 import jax.numpy as jnp
@@ -309,11 +308,3 @@ def test_get_optimizer_by_name():
   assert type(tx.init(params)[0]).__name__ == "TraceState"
   with pytest.raises(ValueError, match="unknown optimizer 'adagrad'; choose one of sgd, momentum, rmsprop, adam"):
     optim.get_optimizer("adagrad", 0.1)
-
-
-@pytest.mark.parametrize("module", ["_alias", "_freeze"])
-def test_docstring_examples_run(module):
-  import importlib
-  mod = importlib.import_module(f"dlfunc.optim.{module}")
-  result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-  assert result.attempted > 0 and result.failed == 0

@@ -274,14 +274,6 @@ def test_train_state_create_and_apply_gradients_equal_train_steps_update(digits)
                          stepped.opt_state)
 
 
-@pytest.mark.parametrize("module", ["_state", "_fit", "_checkpoint"])
-def test_train_docstring_examples_run(module):
-  import doctest
-  import importlib
-  result = doctest.testmod(importlib.import_module(f"dlfunc.train.{module}"), optionflags=doctest.NORMALIZE_WHITESPACE)
-  assert result.attempted > 0 and result.failed == 0
-
-
 # ---------------------------------------------------------------------------- an open fit (issue 14)
 
 
@@ -438,13 +430,6 @@ def test_nchw_images_are_caught_at_init_by_every_image_model():
     with pytest.raises(ValueError, match=r"channels first \(NCHW\); images are NHWC: x\.transpose\(0, 2, 3, 1\)\."):
       jax.eval_shape(model.init, jax.random.key(0), nchw)
     jax.eval_shape(model.init, jax.random.key(0), nchw.transpose(0, 2, 3, 1))  # NHWC: fine
-
-
-def test_models_checks_docstring_examples_run():
-  import doctest
-  from dlfunc.models import _checks
-  result = doctest.testmod(_checks, optionflags=doctest.NORMALIZE_WHITESPACE)
-  assert result.attempted > 0 and result.failed == 0
 
 
 def test_readme_your_own_model_example_runs(capsys):

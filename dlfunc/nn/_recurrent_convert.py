@@ -34,9 +34,11 @@ def from_keras(cell: str, weights: Sequence[Any], dtype=jnp.float32) -> dict:
     weights: ``[kernel, recurrent_kernel, bias]`` (``layer.get_weights()``; the layer
       must use ``use_bias=True``).
 
-  Example:
-    >>> # layer = keras.layers.LSTM(16); layer.build((None, 8, 3))
-    >>> # params = from_keras("lstm", layer.get_weights())
+  Example (``weights`` as ``keras.layers.LSTM(16)`` built on 3 features returns them)::
+
+    >>> weights = [np.zeros((3, 64)), np.zeros((16, 64)), np.zeros(64)]
+    >>> {k: v.shape for k, v in from_keras("lstm", weights).items()}
+    {'kernel': (3, 64), 'recurrent_kernel': (16, 64), 'bias': (64,)}
   """
   cell = check_cell(cell)
   if len(weights) != 3:
