@@ -91,12 +91,14 @@ def merge_config(text: str, course: pathlib.Path, ids: list[str]) -> tuple[str, 
     if comment:
       block.append(f"# {comment}")
     block.append(f"c.{key} = {value}")
+    why = ""
     if key in theirs:
-      changes.append(f"c.{key}: your line ({theirs[key][:60]}) is overridden by the autograder block below it")
-    elif key not in before:
-      changes.append(f"added c.{key} = {value[:80]}")
+      why = (" (your entries merged in)" if key == "Autograde.exclude_overwriting" else
+             f" (it overrides your line `c.{key} = {theirs[key][:40]}`: honest grades need it)")
+    if key not in before:
+      changes.append(f"added c.{key} = {value[:80]}{why}")
     elif before[key] != value:
-      changes.append(f"changed c.{key}: {before[key][:60]} -> {value[:80]}")
+      changes.append(f"changed c.{key}: {before[key][:60]} -> {value[:80]}{why}")
   block.append(END)
   kept = [k for k in theirs if k in {s[0] for s in _settings(course, ids, theirs) if not s[3]}]
   if kept:

@@ -84,10 +84,16 @@ def _submission_path(assignment_id: str, given: str | None, *, check: bool) -> t
   return path, why
 
 
-def _only(values) -> list[str] | None:
+def _only(values, a) -> list[str] | None:
+  """``--only`` as a list of function names (``F1 F2`` or ``F1,F2``); an unknown name raises ``ValueError``."""
   if not values:
     return None
-  return [f.strip() for v in values for f in v.split(",") if f.strip()]
+  names = [f.strip() for v in values for f in v.split(",") if f.strip()]
+  unknown = sorted(set(names) - set(a.functions))
+  if unknown:
+    raise ValueError(f"assignment {a.id} has no function(s) {', '.join(unknown)}; its functions are "
+                     f"{', '.join(a.functions)}.")
+  return names
 
 
 def _status(r) -> int:
@@ -98,11 +104,12 @@ def cmd_check(args):
   from autograder import _registry, _report, _runner
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
+  only = _only(args.only, a)
   path, why = _submission_path(aid, args.path, check=True)
   if why:
     print(why)
   print(f"checking {path} against the public tests of {aid} ({a.path / 'tests.py'})")
-  r = _runner.grade_submission(aid, path, hidden=False, timeout=args.timeout, functions=_only(args.only))
+  r = _runner.grade_submission(aid, path, hidden=False, timeout=args.timeout, functions=only)
   print(_report.text_table(r.as_dict(), self_check=True))
   return _status(r)
 
@@ -111,6 +118,7 @@ def cmd_grade(args):
   from autograder import _registry, _report, _runner
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
+  only = _only(args.only, a)
   path, why = _submission_path(aid, args.submission, check=False)
   say = print if args.format == "text" or args.out else (lambda *x, **k: print(*x, **k, file=sys.stderr))
   if why:
@@ -119,7 +127,7 @@ def cmd_grade(args):
   if a.public_only and not args.public_only:
     say(f"note: {a.path} is a student release: it holds the public tests only, so no hidden test counts.")
   r = _runner.grade_submission(aid, path, hidden=not args.public_only, timeout=args.timeout,
-                               functions=_only(args.only))
+                               functions=only)
   text = _report.render(r.as_dict(), args.format)
   if args.out:
     _atomic_write(pathlib.Path(args.out), text + "\n")
