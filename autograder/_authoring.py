@@ -201,6 +201,15 @@ def public_tests_source(text: str, assignment_id: str) -> str:
         continue
       if not any(names & used[j] for j in used if j != i):
         drop.append(i)
+    for i, n in enumerate(body):        # imports: drop the names nothing left uses (a hidden test's hypothesis)
+      if isinstance(n, (ast.Import, ast.ImportFrom)) and not (isinstance(n, ast.ImportFrom) and
+                                                               n.module == "__future__"):
+        rest = set().union(*(used[j] for j in used if j != i))
+        keep = [al for al in n.names if (al.asname or al.name.split(".")[0]) in rest or al.name == "*"]
+        if not keep:
+          drop.append(i)
+        elif len(keep) < len(n.names):
+          n.names = keep
     if not drop:
       break
     body = [n for i, n in enumerate(body) if i not in drop]
