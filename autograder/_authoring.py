@@ -213,7 +213,8 @@ def public_tests_source(text: str, assignment_id: str) -> str:
     if not drop:
       break
     body = [n for i, n in enumerate(body) if i not in drop]
-  doc = (f'"""Public tests of assignment {assignment_id}, released by `autograder release {assignment_id} --out DIR`.\n\n'
+  doc = (f'"""Public tests of assignment {assignment_id}, released by '
+         f'`autograder release {assignment_id} --out DIR`.\n\n'
          f'Run them with `autograder check {assignment_id}` in this release folder (or the notebook\'s test cells).\n'
          'The hidden tests are not here; they also count towards your grade.\n"""\n')
   tree.body = body

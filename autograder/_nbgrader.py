@@ -13,7 +13,7 @@ from autograder import _authoring, _registry
 CELL_TIMEOUT = 120
 
 
-BEGIN = "# --- BEGIN autograder: written by `autograder release ID --nbgrader`; your own lines go outside this block ---"
+BEGIN = "# --- BEGIN autograder: written by `autograder release --nbgrader`; your own lines go outside this block ---"
 END = "# --- END autograder ---"
 _OLD_HEADER = "# Written by `autograder release ID --nbgrader"
 _ASSIGN = re.compile(r"^\s*c\.(\w+)\.(\w+)\s*=(.*)$")

@@ -86,7 +86,7 @@ class Assignment:
     return sum(t.points for t in self.tests)
 
 
-RELEASE_DIR = "public_tests"   # what `autograder release ID --out DIR` writes the public tests into (DIR/public_tests/ID/)
+RELEASE_DIR = "public_tests"   # `autograder release ID --out DIR` writes the public tests to DIR/public_tests/ID/
 ENV = "AUTOGRADER_ASSIGNMENTS"
 
 
