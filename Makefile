@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 export KERAS_BACKEND := jax
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test test-fast bench venv venv-test docs lint clean
+.PHONY: demo test test-fast bench venv venv-test grading docs lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 venv: $(VENV)/.installed
 
 venv-test: $(VENV)/.installed-test
+
+# A grading machine: everything `autograder list/check/grade/grade-all/release/validate` need.
+$(VENV)/.installed-grading: $(VENV)/.installed pyproject.toml
+	$(PIP) install -q -e '.[grading]'
+	touch $@
+
+grading: $(VENV)/.installed-grading
+	@command -v bwrap >/dev/null || echo "note: install bubblewrap (apt-get install bubblewrap) for the full sandbox"
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/dlfunc train

@@ -153,3 +153,93 @@ def lint(assignment) -> list[str]:
       except ValueError as e:
         problems.append(str(e).splitlines()[0])
   return problems
+
+
+_KEEP = {"FUNCTIONS", "FORBIDDEN", "TIMEOUT", "TOTAL_TIMEOUT", "MEMORY_MB"}
+
+
+def _decorator_names(node) -> set[str]:
+  import ast
+  out = set()
+  for d in getattr(node, "decorator_list", []):
+    d = d.func if isinstance(d, ast.Call) else d
+    out.add(d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", ""))
+  return out
+
+
+def _defined(node) -> set[str]:
+  import ast
+  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+    return {node.name}
+  if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+  return set()
+
+
+def public_tests_source(text: str, assignment_id: str) -> str:
+  """``tests.py`` without its hidden tests, and without every definition only they used.
+
+  ``@hidden`` test functions are dropped; then, repeatedly, any top-level
+  function, class or assignment that nothing left refers to (constants,
+  reference helpers of the hidden tests) is dropped too. Comments go (the
+  code is re-printed from its syntax tree) and the module docstring is
+  replaced, so no hidden test's name, code or expected value remains.
+  """
+  import ast
+  tree = ast.parse(text)
+  body = [n for n in tree.body if "hidden" not in _decorator_names(n)]
+  if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+      and isinstance(body[0].value.value, str):
+    body = body[1:]
+  while True:
+    used: dict[int, set[str]] = {}
+    for i, n in enumerate(body):
+      used[i] = {x.id for x in ast.walk(n) if isinstance(x, ast.Name)} | \
+          {x.attr for x in ast.walk(n) if isinstance(x, ast.Attribute)}
+    drop = []
+    for i, n in enumerate(body):
+      names = _defined(n)
+      if not names or names & _KEEP or "points" in _decorator_names(n):
+        continue
+      if not any(names & used[j] for j in used if j != i):
+        drop.append(i)
+    for i, n in enumerate(body):        # imports: drop the names nothing left uses (a hidden test's hypothesis)
+      if isinstance(n, (ast.Import, ast.ImportFrom)) and not (isinstance(n, ast.ImportFrom) and
+                                                               n.module == "__future__"):
+        rest = set().union(*(used[j] for j in used if j != i))
+        keep = [al for al in n.names if (al.asname or al.name.split(".")[0]) in rest or al.name == "*"]
+        if not keep:
+          drop.append(i)
+        elif len(keep) < len(n.names):
+          n.names = keep
+    if not drop:
+      break
+    body = [n for i, n in enumerate(body) if i not in drop]
+  doc = (f'"""Public tests of assignment {assignment_id}, released by '
+         f'`autograder release {assignment_id} --out DIR`.\n\n'
+         f'Run them with `autograder check {assignment_id}` in this release folder (or the notebook\'s test cells).\n'
+         'The hidden tests are not here; they also count towards your grade.\n"""\n')
+  tree.body = body
+  return doc + ast.unparse(tree) + "\n"
+
+
+def data_files(assignment) -> dict[str, list[pathlib.Path]]:
+  """Files of ``assignments/ID/`` a student release needs: ``{"text": [...], "tests": [...]}``.
+
+  "text": those whose name the assignment's text mentions (copied next to the
+  notebook); "tests": those the public tests read (copied beside them).
+  Python helper scripts the text mentions (``record_fixtures.py``) count as text files.
+  """
+  folder = assignment.path
+  text = pathlib.Path(assignment.source).read_text(encoding="utf-8")
+  public = public_tests_source((folder / "tests.py").read_text(encoding="utf-8"), assignment.id)
+  out = {"text": [], "tests": []}
+  for p in sorted(folder.iterdir()):
+    if not p.is_file() or p.name in ("assignment.py", "tests.py") or p.name.startswith((".", "_")):
+      continue
+    if re.search(r"(?<![\w.])" + re.escape(p.name) + r"(?![\w])", text):
+      out["text"].append(p)
+    if p.suffix != ".py" and re.search(r"[\"']" + re.escape(p.name) + r"[\"']", public):
+      out["tests"].append(p)
+  return out

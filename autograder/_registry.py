@@ -77,23 +77,111 @@ class Assignment:
     return sum(t.points for t in self.tests_for(function, hidden))
 
   @property
+  def public_only(self) -> bool:
+    """True for a student release's copy (``public_tests/ID/``): the hidden tests are not here."""
+    return self.path.parent.name == RELEASE_DIR
+
+  @property
   def max_score(self) -> float:
     return sum(t.points for t in self.tests)
 
 
-def assignments_root() -> pathlib.Path:
-  """The folder holding ``<ID>/assignment.py`` (env ``AUTOGRADER_ASSIGNMENTS`` overrides)."""
-  env = os.environ.get("AUTOGRADER_ASSIGNMENTS")
+RELEASE_DIR = "public_tests"   # `autograder release ID --out DIR` writes the public tests to DIR/public_tests/ID/
+ENV = "AUTOGRADER_ASSIGNMENTS"
+
+
+def _checkout_root() -> pathlib.Path:
+  return pathlib.Path(__file__).resolve().parent.parent / "assignments"
+
+
+def assignments_roots() -> list[pathlib.Path]:
+  """Where assignments are looked for, in order.
+
+  ``$AUTOGRADER_ASSIGNMENTS`` alone when it is set; otherwise the checkout's
+  ``assignments/`` (the instructor's side: public and hidden tests), then
+  ``./public_tests/`` (a student release made by ``autograder release ID --out
+  DIR``: public tests only). A wheel install carries no assignments.
+  """
+  env = os.environ.get(ENV)
   if env:
-    return pathlib.Path(env).resolve()
-  return (pathlib.Path(__file__).resolve().parent.parent / "assignments")
+    return [pathlib.Path(env).resolve()]
+  return [_checkout_root(), (pathlib.Path.cwd() / RELEASE_DIR).resolve()]
+
+
+def assignments_root() -> pathlib.Path:
+  """The first folder of :func:`assignments_roots` that exists (the checkout's ``assignments/`` by default)."""
+  roots = assignments_roots()
+  return next((r for r in roots if r.is_dir()), roots[0])
+
+
+def where_text() -> str:
+  """One line saying where assignments are looked for and how to point elsewhere."""
+  looked = " and ".join(str(r) for r in assignments_roots())
+  return (f"looked in {looked}; run this in a folder made by `autograder release ID --out DIR` (it holds "
+          f"{RELEASE_DIR}/), or set {ENV}=/path/to/assignments.")
+
+
+def _folder_of(assignment_id: str) -> pathlib.Path | None:
+  for root in assignments_roots():
+    if (root / assignment_id / "tests.py").is_file():
+      return root / assignment_id
+  return None
 
 
 def list_assignments() -> list[str]:
-  root = assignments_root()
-  if not root.is_dir():
-    return []
-  return sorted(p.name for p in root.iterdir() if (p / "tests.py").is_file() and (p / "assignment.py").is_file())
+  """Ids found in :func:`assignments_roots` (a folder counts if it holds ``tests.py``)."""
+  seen = []
+  for root in assignments_roots():
+    if root.is_dir():
+      seen += [p.name for p in root.iterdir() if (p / "tests.py").is_file() and p.name not in seen]
+  return sorted(seen)
+
+
+def resolve_id(assignment_id: str) -> str:
+  """``'5'`` -> ``'05'`` when only the zero-padded id exists; a malformed id raises ``ValueError``."""
+  if not isinstance(assignment_id, str) or not _ID_RE.match(assignment_id):
+    raise ValueError(f"assignment ids look like '01'; got {assignment_id!r}.")
+  if _folder_of(assignment_id) is None and assignment_id.isdigit() and _folder_of(assignment_id.zfill(2)):
+    return assignment_id.zfill(2)
+  return assignment_id
+
+
+def manifest(assignment_id: str) -> dict:
+  """``{"id", "functions", "points", "public_points"}`` read from ``tests.py``'s syntax tree (nothing imported).
+
+  What ``autograder list`` prints; falls back to importing the tests when the
+  file computes its ``FUNCTIONS`` or ``@points`` values instead of writing them.
+  """
+  import ast
+  folder = _folder_of(resolve_id(assignment_id))
+  if folder is None:
+    raise ValueError(f"no assignment '{assignment_id}'; {where_text()}")
+  tree = ast.parse((folder / "tests.py").read_text(encoding="utf-8"))
+  functions, total, public = None, 0.0, 0.0
+  try:
+    for node in tree.body:
+      if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "FUNCTIONS" for t in node.targets):
+        functions = tuple(ast.literal_eval(node.value))
+      if not isinstance(node, ast.FunctionDef):
+        continue
+      pts, hid = None, False
+      for d in node.decorator_list:
+        name = d.func if isinstance(d, ast.Call) else d
+        name = name.attr if isinstance(name, ast.Attribute) else getattr(name, "id", "")
+        if name == "points":
+          pts = float(ast.literal_eval(d.args[0]))
+        elif name == "hidden":
+          hid = True
+      if pts is not None:
+        total += pts
+        public += 0.0 if hid else pts
+  except (ValueError, TypeError, IndexError, AttributeError):
+    functions = None
+  if not functions:
+    a = load_assignment(folder.name)
+    return {"id": a.id, "functions": a.functions, "points": a.max_score, "public_points": a.points_for(hidden=False),
+            "path": str(folder)}
+  return {"id": folder.name, "functions": functions, "points": total, "public_points": public, "path": str(folder)}
 
 
 _CACHE: dict[str, Assignment] = {}
@@ -101,15 +189,14 @@ _CACHE: dict[str, Assignment] = {}
 
 def load_assignment(assignment_id: str) -> Assignment:
   """Import ``assignments/<ID>/tests.py`` (in the trusted process) and collect its tests."""
-  if not isinstance(assignment_id, str) or not _ID_RE.match(assignment_id):
-    raise ValueError(f"assignment ids look like '01'; got {assignment_id!r}.")
+  assignment_id = resolve_id(assignment_id)
   if assignment_id in _CACHE:
     return _CACHE[assignment_id]
-  folder = assignments_root() / assignment_id
-  tests_py = folder / "tests.py"
-  if not tests_py.is_file():
+  folder = _folder_of(assignment_id)
+  if folder is None:
     known = ", ".join(list_assignments()) or "none"
-    raise ValueError(f"no assignment '{assignment_id}' (known: {known}); expected {tests_py}.")
+    raise ValueError(f"no assignment '{assignment_id}' (known: {known}); {where_text()}")
+  tests_py = folder / "tests.py"
   modname = f"autograder_assignment_{assignment_id.replace('-', '_')}"
   spec = importlib.util.spec_from_file_location(modname, tests_py)
   module = importlib.util.module_from_spec(spec)

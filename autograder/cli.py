@@ -19,33 +19,114 @@ def _report_dict(r):
 
 
 def cmd_list(args):
+  """Ids, functions and points read from each tests.py's syntax tree: JAX is not imported."""
   from autograder import _registry
-  for i in _registry.list_assignments():
-    a = _registry.load_assignment(i)
-    print(f"{i}  {', '.join(a.functions)}  ({a.max_score:g} points)")
+  ids = _registry.list_assignments()
+  if not ids:
+    print(f"autograder list: no assignments found; {_registry.where_text()}", file=sys.stderr)
+    return 2
+  for i in ids:
+    m = _registry.manifest(i)
+    pts = f"{m['points']:g} points" if m["points"] != m["public_points"] else \
+        f"{m['points']:g} points, public tests only: {m['path']}"
+    print(f"{i}  {', '.join(m['functions'])}  ({pts})")
   return 0
 
 
-def _find_default(assignment_id: str) -> pathlib.Path:
-  for cand in (f"{assignment_id}.ipynb", f"{assignment_id}.py"):
-    if pathlib.Path(cand).exists():
-      return pathlib.Path(cand)
-  raise SystemExit(f"autograder check {assignment_id}: give the file to check (no {assignment_id}.ipynb or "
-                   f"{assignment_id}.py here).")
+class BadInput(Exception):
+  """Input the grader cannot take (missing file, wrong extension, unreadable notebook): exit status 2."""
+
+
+SIDE_BY_SIDE_RULE = "the more recently modified one is checked; give the file's path to choose"
+
+
+def _pick(folder: pathlib.Path, assignment_id: str) -> tuple[pathlib.Path | None, str]:
+  """``ID.py`` / ``ID.ipynb`` in ``folder``: the one to check and, when both exist, a line saying why."""
+  cands = [folder / f"{assignment_id}.py", folder / f"{assignment_id}.ipynb"]
+  cands = [c for c in cands if c.is_file()]
+  if not cands:
+    return None, ""
+  if len(cands) == 1:
+    return cands[0], ""
+  newest = max(cands, key=lambda c: (c.stat().st_mtime, c.suffix == ".py"))
+  other = next(c for c in cands if c != newest)
+  return newest, f"both {newest.name} and {other.name} are in {folder}: {SIDE_BY_SIDE_RULE}; checking {newest.name}."
+
+
+def _submission_path(assignment_id: str, given: str | None, *, check: bool) -> tuple[pathlib.Path, str]:
+  """The submission to grade and an optional line about how it was chosen; ``BadInput`` when it cannot be."""
+  from autograder import _registry, _submission
+  cmd = "check" if check else "grade"
+  if given is None:
+    path, why = _pick(pathlib.Path.cwd(), assignment_id)
+    if path is None:
+      raise BadInput(f"autograder {cmd} {assignment_id}: no {assignment_id}.py or {assignment_id}.ipynb in "
+                     f"{pathlib.Path.cwd()}; give the file to check.")
+    return path, why
+  path = pathlib.Path(given)
+  if not path.exists():
+    raise BadInput(f"autograder {cmd}: {given}: no such file or folder.")
+  why = ""
+  if path.is_dir() and check:
+    picked, why = _pick(path, assignment_id)
+    path = picked or path
+  if path.is_file() and path.suffix not in (".py", ".ipynb"):
+    raise BadInput(f"autograder {cmd}: {given}: a submission is a .py or .ipynb file (or a folder holding one), "
+                   f"not {path.suffix or 'a file without extension'}.")
+  try:
+    a = _registry.load_assignment(assignment_id)
+    info = _submission.read_submission(path, a.functions)
+  except _submission.SubmissionUnreadable as e:
+    raise BadInput(f"autograder {cmd}: {e}") from None
+  if path.is_dir():
+    why = (f"{path} is a folder: grading {info.entry.relative_to(path)} (the file defining the most graded "
+           "functions; .ipynb on a tie).")
+  return path, why
+
+
+def _only(values, a) -> list[str] | None:
+  """``--only`` as a list of function names (``F1 F2`` or ``F1,F2``); an unknown name raises ``ValueError``."""
+  if not values:
+    return None
+  names = [f.strip() for v in values for f in v.split(",") if f.strip()]
+  unknown = sorted(set(names) - set(a.functions))
+  if unknown:
+    raise ValueError(f"assignment {a.id} has no function(s) {', '.join(unknown)}; its functions are "
+                     f"{', '.join(a.functions)}.")
+  return names
+
+
+def _status(r) -> int:
+  return 0 if r.score >= r.max_score - 1e-9 else 1
 
 
 def cmd_check(args):
-  from autograder import _report, _runner
-  path = pathlib.Path(args.path) if args.path else _find_default(args.id)
-  r = _runner.grade_submission(args.id, path, hidden=False, timeout=args.timeout)
+  from autograder import _registry, _report, _runner
+  aid = _registry.resolve_id(args.id)
+  a = _registry.load_assignment(aid)
+  only = _only(args.only, a)
+  path, why = _submission_path(aid, args.path, check=True)
+  if why:
+    print(why)
+  print(f"checking {path} against the public tests of {aid} ({a.path / 'tests.py'})")
+  r = _runner.grade_submission(aid, path, hidden=False, timeout=args.timeout, functions=only)
   print(_report.text_table(r.as_dict(), self_check=True))
-  return 0
+  return _status(r)
 
 
 def cmd_grade(args):
-  from autograder import _report, _runner
-  only = [f.strip() for f in args.only.split(",")] if args.only else None
-  r = _runner.grade_submission(args.id, args.submission, hidden=not args.public_only, timeout=args.timeout,
+  from autograder import _registry, _report, _runner
+  aid = _registry.resolve_id(args.id)
+  a = _registry.load_assignment(aid)
+  only = _only(args.only, a)
+  path, why = _submission_path(aid, args.submission, check=False)
+  say = print if args.format == "text" or args.out else (lambda *x, **k: print(*x, **k, file=sys.stderr))
+  if why:
+    say(why)
+  say(f"grading {path.resolve()} with the {'public' if args.public_only else 'public and hidden'} tests of {aid}")
+  if a.public_only and not args.public_only:
+    say(f"note: {a.path} is a student release: it holds the public tests only, so no hidden test counts.")
+  r = _runner.grade_submission(aid, path, hidden=not args.public_only, timeout=args.timeout,
                                functions=only)
   text = _report.render(r.as_dict(), args.format)
   if args.out:
@@ -56,7 +137,7 @@ def cmd_grade(args):
       print(text)
   else:
     print(text)
-  return 0
+  return _status(r)
 
 
 def _atomic_write(path: pathlib.Path, text: str):
@@ -101,22 +182,57 @@ def cmd_export(args):
   return _export.main(args)
 
 
+def release_student(assignment_id: str, out) -> list[pathlib.Path]:
+  """Everything a student needs in ``out``: notebook, .py stub, public tests, the data files the text names.
+
+  The public tests go to ``out/public_tests/ID/`` (with the data files they
+  read), where ``autograder check ID`` and the notebook's test cells find them
+  when run in ``out``; no hidden test's name, code or helper is written.
+  """
+  import shutil
+  from autograder import _authoring, _registry
+  a = _registry.load_assignment(assignment_id)
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  written = [out / f"{a.id}.ipynb", out / f"{a.id}.py"]
+  _authoring.write_notebook(_authoring.student_notebook(a.source), written[0])
+  written[1].write_text(_authoring.module_source(a.source, solved=False, assignment_id=a.id))
+  tests_dir = out / _registry.RELEASE_DIR / a.id
+  tests_dir.mkdir(parents=True, exist_ok=True)
+  (tests_dir / "tests.py").write_text(_authoring.public_tests_source((a.path / "tests.py").read_text(), a.id))
+  written.append(tests_dir / "tests.py")
+  files = _authoring.data_files(a)
+  for p in files["text"]:
+    shutil.copyfile(p, out / p.name)
+    written.append(out / p.name)
+  for p in files["tests"]:
+    shutil.copyfile(p, tests_dir / p.name)
+    written.append(tests_dir / p.name)
+  return written
+
+
 def cmd_release(args):
   from autograder import _authoring, _nbgrader, _registry
+  args.id = _registry.resolve_id(args.id)
   a = _registry.load_assignment(args.id)
+  if a.public_only:
+    raise ValueError(f"{a.path} is a student release (public tests only); release from the course's assignments/ "
+                     f"(set {_registry.ENV} or run in the checkout).")
   problems = _authoring.lint(a)
   if problems:
     print("assignment source problems:\n  " + "\n  ".join(problems), file=sys.stderr)
     return 1
   if args.nbgrader:
-    nb = _nbgrader.release(args.id, pathlib.Path(args.nbgrader))
-    print(f"wrote {nb} and {pathlib.Path(args.nbgrader).resolve() / 'nbgrader_config.py'}; next: "
-          f"cd {args.nbgrader} && nbgrader generate_assignment {args.id}")
+    changes: list[str] = []
+    nb = _nbgrader.release(args.id, pathlib.Path(args.nbgrader), changes)
+    config = pathlib.Path(args.nbgrader).resolve() / "nbgrader_config.py"
+    print(f"wrote {nb}")
+    print(f"{config}: " + ("; ".join(changes) if changes else "already up to date"))
+    print(f"next: cd {args.nbgrader} && nbgrader generate_assignment {args.id}")
   if args.out:
-    out = pathlib.Path(args.out)
-    _authoring.write_notebook(_authoring.student_notebook(a.source), out / f"{args.id}.ipynb")
-    (out / f"{args.id}.py").write_text(_authoring.module_source(a.source, solved=False, assignment_id=args.id))
-    print(f"wrote {out / (args.id + '.ipynb')} and {out / (args.id + '.py')} (no solutions, no hidden tests)")
+    written = release_student(args.id, args.out)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    print(f"(no solutions, no hidden tests; students run `autograder check {args.id}` in {args.out})")
   if not (args.out or args.nbgrader):
     print("release: give --out DIR and/or --nbgrader COURSE_DIR", file=sys.stderr)
     return 2
@@ -165,23 +281,36 @@ def cmd_validate(args):
   return 1 if bad else 0
 
 
+EXIT_CODES = """exit status (check, grade):
+  0  every test passed
+  1  some test failed (the table says which)
+  2  bad input: missing file, wrong extension, unreadable notebook, unknown assignment id or function
+     (one line on stderr saying what is wrong, no table)"""
+
+
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="autograder", description="Grade dlfunc assignments in isolation.")
+  fmt = argparse.RawDescriptionHelpFormatter
+  p = argparse.ArgumentParser(prog="autograder", description="Grade dlfunc assignments in isolation.",
+                              epilog=EXIT_CODES, formatter_class=fmt)
   sp = p.add_subparsers(dest="cmd", required=True)
-  sp.add_parser("list", help="the assignment ids").set_defaults(fn=cmd_list)
-  c = sp.add_parser("check", help="self-check: public tests only, in seconds")
+  sp.add_parser("list", help="the assignment ids (read without importing JAX)").set_defaults(fn=cmd_list)
+  c = sp.add_parser("check", help="self-check: public tests only, in seconds", epilog=EXIT_CODES, formatter_class=fmt,
+                    description="Run the public tests on your file. With no PATH (or a folder), ID.py or ID.ipynb "
+                    f"is used; when both are there, {SIDE_BY_SIDE_RULE}. '5' means '05'.")
   c.add_argument("id")
   c.add_argument("path", nargs="?")
+  c.add_argument("--only", nargs="+", metavar="FN", help="run only these functions' public tests")
   c.add_argument("--timeout", type=float, help="seconds per call into the submission")
   c.set_defaults(fn=cmd_check)
-  g = sp.add_parser("grade", help="grade one submission (.py, .ipynb or folder)")
+  g = sp.add_parser("grade", help="grade one submission (.py, .ipynb or folder)", epilog=EXIT_CODES,
+                    formatter_class=fmt)
   g.add_argument("id")
   g.add_argument("submission")
   g.add_argument("--format", choices=["text", "json", "gradescope"], default="text")
   g.add_argument("--out")
   g.add_argument("--timeout", type=float)
   g.add_argument("--public-only", action="store_true")
-  g.add_argument("--only", metavar="F1,F2", help="grade only these functions' tests")
+  g.add_argument("--only", nargs="+", metavar="FN", help="grade only these functions' tests (F1 F2 or F1,F2)")
   g.set_defaults(fn=cmd_grade)
   ga = sp.add_parser("grade-all", help="grade every submission in a folder, in parallel")
   ga.add_argument("id")
@@ -214,8 +343,11 @@ def main(argv=None):
   args = p.parse_args(argv)
   try:
     return args.fn(args)
+  except BadInput as e:
+    print(str(e).splitlines()[0], file=sys.stderr)
+    return 2
   except ValueError as e:
-    print(f"autograder: {e}", file=sys.stderr)
+    print(f"autograder: {str(e).splitlines()[0]}", file=sys.stderr)
     return 2
 
 

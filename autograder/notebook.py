@@ -1,4 +1,12 @@
-"""Grading inside a notebook kernel (nbgrader's ``autograde``/``validate``, or a student's Jupyter).
+"""Checks inside a notebook kernel (the student's Jupyter, ``nbgrader validate``): feedback, not a grade.
+
+Code in any cell of the notebook runs in the same kernel before a test cell and
+can replace what the test cell uses, so nothing computed here decides a grade.
+``nbgrader autograde``, configured by ``autograder release --nbgrader``, never runs
+these cells: :class:`autograder._nbgrader_grade.IsolatedGrade` grades the
+notebook with the isolated standalone grader and writes the cells' outputs.
+In a student release (``autograder release ID --out DIR``) the tests come from
+``DIR/public_tests/ID/tests.py`` when the kernel runs in DIR.
 
 A test cell of a generated notebook reads::
 
