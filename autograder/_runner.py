@@ -116,7 +116,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     budget = total_timeout or a.total_timeout
     sub = _remote.RemoteSubmission(
         sub_info.cells, entry_copy, a.functions, scratch=scratch, denied=denied, timeout=per_call,
-        memory_mb=memory_mb or a.memory_mb, cpu_s=int(budget) + 30, refused=refused)
+        memory_mb=memory_mb or a.memory_mb, cpu_s=int(budget) + 30, refused=refused, forbidden=a.forbidden)
     sub.spawn()
     results = []
     for t in tests:
@@ -143,6 +143,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     if sub.workers_started > 1:
       notes.append(f"the worker process was restarted {sub.workers_started - 1} time(s) after a crash or timeout.")
   finally:
+    layers = sub.layers if sub is not None else []
     if sub is not None:
       sub.close()
     _remote.remove_scratch(scratch)
@@ -151,7 +152,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
   notes = [_cap(n, 600) for n in notes]
   score = round(sum(r.score for r in results), 6)
   return Report(assignment_id, sub_info.name, score, sum(t.points for t in tests), results, notes,
-                _sandbox.isolation_summary(), round(time.monotonic() - t0, 2))
+                _sandbox.isolation_summary(layers), round(time.monotonic() - t0, 2))
 
 
 def _all_failed(a, tests, name, message, t0) -> Report:
