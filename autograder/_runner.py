@@ -96,12 +96,20 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
                      f"its functions are {', '.join(a.functions)}.")
   tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
-  path = pathlib.Path(path).resolve()
+  given = pathlib.Path(path)
+  if given.is_symlink():     # never followed: it could point at the assignment's solution or another student
+    return _all_failed(a, tests, given.stem, str(_submission.SubmissionUnreadable(
+        f"{_submission.display(given.name)} is a symbolic link; submit the file itself (links are not followed).")),
+        t0)
+  path = given.parent.resolve() / given.name
   notes: list[str] = []
   try:
     sub_info = _submission.read_submission(path, a.functions)
   except _submission.SubmissionUnreadable as e:
     return _all_failed(a, tests, path.stem, str(e), t0)
+  except (OSError, UnicodeError, ValueError, RecursionError, MemoryError) as e:
+    return _all_failed(a, tests, path.stem, f"{_submission.display(path.name)} could not be read "
+                       f"({type(e).__name__}).", t0)
   notes.extend(sub_info.notes)
   refused = _submission.forbidden_uses(sub_info.cells, a.functions, a.forbidden)
   for fn, what in refused.items():

@@ -302,7 +302,20 @@ class Worker:
     self.send(obj, what)
     return self.receive(timeout, what)
 
+  def _pending(self) -> bool:
+    """Whether bytes wait on the answer pipe although no answer is due."""
+    try:
+      r, _, _ = select.select([self._resp_r], [], [], 0)
+    except (OSError, ValueError):
+      return False
+    return bool(r)
+
   def send(self, obj, what: str):
+    if self._resp_r >= 0 and self._pending():
+      self.kill()
+      raise SubmissionError("bad_output", f"{what}: the worker had written onto the grader's answer pipe out of "
+                            "turn (a frame nobody asked for: student code writing to the pipe); the worker was "
+                            "stopped.")
     self.meter.start()
     try:
       _wire.write_frame(self._req_w, obj)
@@ -352,6 +365,10 @@ class Worker:
     if not isinstance(resp, dict) or not isinstance(resp.get("ok"), bool):
       self.kill()
       raise SubmissionError("bad_output", f"{what} sent back a malformed answer.")
+    if self._pending():     # a second frame right behind the answer: one of them was written out of turn
+      self.kill()
+      raise SubmissionError("bad_output", f"{what} wrote an extra frame onto the grader's answer pipe (student "
+                            "code writing to the pipe); its answer cannot be trusted and the worker was stopped.")
     return resp
 
   def _read(self, n: int, over) -> bytes:

@@ -449,9 +449,24 @@ class Worker:
         where = self.label(fname, e.lineno or 0)
         problems.append(f"syntax error at {where}: {e.msg}")
         continue
+      except (RecursionError, MemoryError, ValueError, SystemError) as e:
+        what = "the code is nested too deeply" if isinstance(e, (RecursionError, SystemError)) else \
+            "it needs too much memory" if isinstance(e, MemoryError) else str(e)[:100]
+        where = "this file" if idx is None else f"cell {idx}"
+        problems.append(f"{where} cannot be compiled by Python: {what} (e.g. an expression of hundreds of "
+                        "thousands of terms); split it up.")
+        continue
       for node in tree.body:      # statement by statement: one failure does not stop the rest
         try:
-          exec(compile(ast.Module([node], []), fname, "exec"), self.ns)
+          code = compile(ast.Module([node], []), fname, "exec")
+        except (RecursionError, MemoryError, SystemError, ValueError):
+          problems.append(f"{self.label(fname, getattr(node, 'lineno', 0))} cannot be compiled by Python: an "
+                          "expression nested too deeply; split it up.")
+          if idx is not None:
+            break
+          continue
+        try:
+          exec(code, self.ns)
         except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt at top level too)
           err = _ops.classify(e, "the submission", self.is_student, self.label, None)
           problems.append(err.message.replace("the submission raised", "top-level code raised", 1))
