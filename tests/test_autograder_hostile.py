@@ -224,3 +224,128 @@ def test_hostile_without_bubblewrap(name, tmp_path, listener, scratch_root, monk
   assert _hashes(tmp_path / "subs") | _hashes(a.path) == before
   assert listener.connections == 0
   assert not _worker_processes(scratch_root)
+
+
+# ---------------------------------------------------------------- issue 18: walls the kernel enforces
+
+SECRET = "autograder-secret-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:16]
+_KERNEL_FUNCTIONS = ("relu", "sigmoid", "softmax")
+_GRADER_PEAK_MB = 1500     # the grader's own peak RSS over the whole batch (a forged frame once made it 2.1 GB)
+
+
+def _kernel_batch(tmp_path, no_bwrap: bool):
+  """Grade every KERNEL_CASES submission plus a correct one in ONE `grade-all --jobs 2` run; return what the
+  assertions need (the run, the reports, the grader's peak memory, the state before)."""
+  from hostile.cases import KERNEL_CASES, build_kernel
+  import sysconfig
+  a = load_assignment("01")
+  ref = _authoring.module_source(a.source, solved=True, assignment_id="01")
+  subs = tmp_path / "subs"
+  subs.mkdir()
+  good = subs / "good.py"
+  good.write_text(ref)
+  site = sysconfig.get_paths()["purelib"]
+  ctx = dict(tests_path=str(a.path / "tests.py"), site_packages=site, secret=SECRET, checkout=str(REPO),
+             assignment_py=str(a.source), good_path=str(good))
+  paths = {c.name: build_kernel(c, ref, subs, **ctx) for c in KERNEL_CASES}
+  env = dict(os.environ, AUTOGRADER_TEST_SECRET=SECRET)
+  if no_bwrap:
+    env["AUTOGRADER_NO_BWRAP"] = "1"
+  else:
+    env.pop("AUTOGRADER_NO_BWRAP", None)
+  before = {"files": _hashes(subs) | _hashes(a.path), "site": sorted(os.listdir(site))}
+  out = tmp_path / "out"
+  script = ("import sys\nfrom autograder import cli\nrc = 0\ntry:\n  rc = cli.main(sys.argv[1:])\n"
+            "except SystemExit as e:\n  rc = e.code\nhwm = [l for l in open('/proc/self/status') if "
+            "l.startswith('VmHWM')][0].split()[1]\nprint('GRADER_PEAK_KB', hwm)\nsys.exit(rc or 0)\n")
+  r = subprocess.run([sys.executable, "-c", script, "grade-all", "01", str(subs), "--out", str(out), "--jobs", "2",
+                      "--timeout", str(TIMEOUT), "--only", ",".join(_KERNEL_FUNCTIONS)],
+                     capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
+  peak = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("GRADER_PEAK_KB")]
+  reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+  return dict(a=a, run=r, reports=reports, peak_kb=peak[0] if peak else None, before=before, subs=subs, site=site,
+              paths=paths, cases=KERNEL_CASES)
+
+
+@pytest.fixture(scope="module", params=["bwrap", "fallback"])
+def kernel_batch(request, tmp_path_factory):
+  from autograder import _sandbox
+  if request.param == "bwrap":
+    os.environ.pop("AUTOGRADER_NO_BWRAP", None)
+    if not _sandbox.bwrap_usable():
+      pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+  root = tmp_path_factory.mktemp(f"kernel-{request.param}")
+  scratch = root / "scratch"
+  scratch.mkdir()
+  old = os.environ.get("AUTOGRADER_SCRATCH")
+  os.environ["AUTOGRADER_SCRATCH"] = str(scratch)
+  try:
+    d = _kernel_batch(root, no_bwrap=request.param == "fallback")
+  finally:
+    if old is None:
+      os.environ.pop("AUTOGRADER_SCRATCH", None)
+    else:
+      os.environ["AUTOGRADER_SCRATCH"] = old
+  d.update(mode=request.param, scratch=scratch)
+  return d
+
+
+def _kernel_expected(case, a):
+  total = sum(a.points_for(f) for f in _KERNEL_FUNCTIONS)
+  return {"victim": total - a.points_for(case.fn), "full": total, "zero": 0.0}[case.expect]
+
+
+def test_kernel_walls_scores_and_messages(kernel_batch):
+  """Each attack scores what an honest grade gives (a hole would show up as points), with its message."""
+  b = kernel_batch
+  assert b["run"].returncode == 0, b["run"].stderr[-3000:]
+  a, reports = b["a"], b["reports"]
+  assert reports["good"]["score"] == pytest.approx(sum(a.points_for(f) for f in _KERNEL_FUNCTIONS)), \
+      reports["good"]["tests"]
+  wrong = []
+  for case in b["cases"]:
+    rep = reports[case.name]
+    if rep["score"] != pytest.approx(_kernel_expected(case, a)):
+      wrong.append((case.name, rep["score"], [(t["name"], t["score"], t["output"][:160]) for t in rep["tests"]
+                                              if t["function"] == case.fn or case.expect != "victim"][:3]))
+    if case.message and case.message not in json.dumps(rep):
+      wrong.append((case.name, "message", rep["notes"], [t["output"][:200] for t in rep["tests"]][:3]))
+    if case.expect == "victim":
+      others = [t for t in rep["tests"] if t["function"] != case.fn and t["score"] != t["max_score"]]
+      if others:
+        wrong.append((case.name, "bystanders", [t["output"][:200] for t in others][:3]))
+  assert not wrong, wrong
+  assert reports["blank_lines_folder"]["seconds"] < 120     # the entry search was quadratic: 200 s
+
+
+def test_kernel_walls_leave_nothing(kernel_batch):
+  """Nothing written outside scratch, no process left, no secret or hidden-test text in any result, and the
+  grader's own memory stays bounded."""
+  b = kernel_batch
+  a = b["a"]
+  assert b["run"].returncode == 0, b["run"].stderr[-3000:]
+  assert _hashes(b["subs"]) | _hashes(a.path) == b["before"]["files"]
+  assert sorted(os.listdir(b["site"])) == b["before"]["site"], "a file appeared in site-packages"
+  assert not _worker_processes(b["scratch"]), _worker_processes(b["scratch"])
+  assert not _scratch_dirs(b["scratch"])
+  hidden_src = (a.path / "tests.py").read_text()
+  probes = [SECRET] + [ln.strip() for ln in hidden_src.splitlines() if ln.startswith("def test_")][:5]
+  for name, rep in b["reports"].items():
+    text = json.dumps(rep)
+    for probe in probes:
+      assert probe not in text, (name, probe)
+  assert b["peak_kb"] is not None and b["peak_kb"] < _GRADER_PEAK_MB * 1024, b["peak_kb"]
+
+
+def test_kernel_walls_isolation_summary(kernel_batch):
+  """The report says which walls were up; as root without bubblewrap, each worker had a uid of its own."""
+  b = kernel_batch
+  iso = b["reports"]["good"]["isolation"]
+  if b["mode"] == "bwrap":
+    assert iso.startswith("bubblewrap"), iso
+  else:
+    assert "no bubblewrap" in iso, iso
+    if os.getuid() == 0:
+      assert "own unprivileged uid" in iso and "uid 64" in iso, iso
+    else:
+      assert "not root" in iso, iso
