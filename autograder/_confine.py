@@ -51,6 +51,39 @@ def unshare(flags: int) -> bool:
     return False
 
 
+def cover(paths: list[str], keep: list[str]) -> list[str]:
+  """In a new mount namespace (root only), hide ``paths`` under empty read-only tmpfs mounts; return those hidden.
+
+  A path that holds something in ``keep`` (the venv inside a checkout) is not hidden itself: its other
+  entries are, one by one (folders under a tmpfs, files under ``/dev/null``).
+  """
+  if not unshare(CLONE_NEWNS):
+    return []
+  ms_rdonly, ms_nosuid, ms_nodev, ms_bind, ms_rec, ms_private = 1, 2, 4, 4096, 16384, 1 << 18
+  if _libc.mount(b"none", b"/", None, ctypes.c_ulong(ms_rec | ms_private), None) != 0:
+    return []
+  keep = [os.path.realpath(k) for k in keep]
+  hidden, todo = [], [os.path.realpath(p) for p in paths]
+  while todo:
+    p = todo.pop()
+    if not os.path.lexists(p) or p == "/":
+      continue
+    if any(k == p or k.startswith(p + os.sep) for k in keep):
+      if os.path.isdir(p) and not any(k == p for k in keep):
+        todo.extend(os.path.join(p, n) for n in os.listdir(p))
+      continue
+    if os.path.isdir(p) and not os.path.islink(p):
+      ok = _libc.mount(b"tmpfs", os.fsencode(p), b"tmpfs", ctypes.c_ulong(ms_rdonly | ms_nosuid | ms_nodev),
+                       b"size=4k,mode=0555") == 0
+    elif os.path.isfile(p) and not os.path.islink(p):
+      ok = _libc.mount(b"/dev/null", os.fsencode(p), None, ctypes.c_ulong(ms_bind), None) == 0
+    else:
+      ok = False
+    if ok:
+      hidden.append(p)
+  return hidden
+
+
 def _prctl(option: int, arg: int = 0) -> int:
   return _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
                      ctypes.c_ulong(0))

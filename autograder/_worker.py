@@ -374,6 +374,26 @@ def _resolve(name: str):
 # ---------------------------------------------------------------- kernel walls
 
 
+def _git_stores(checkout: str) -> list[str]:
+  """The git folders of ``checkout``: ``.git``, or for a worktree the folders its ``.git`` file points to."""
+  dot = os.path.join(checkout, ".git")
+  out = [dot]
+  try:
+    if os.path.isfile(dot):
+      with open(dot) as f:
+        line = f.read(4096).strip()
+      if line.startswith("gitdir:"):
+        gitdir = os.path.normpath(os.path.join(checkout, line[7:].strip()))
+        out.append(gitdir)
+        common = os.path.join(gitdir, "commondir")
+        if os.path.isfile(common):
+          with open(common) as f:
+            out.append(os.path.normpath(os.path.join(gitdir, f.read(4096).strip())))
+  except OSError:
+    pass
+  return out
+
+
 def confine(scratch: str) -> list[str]:
   """Put up the kernel's walls (see ``_confine``); return the layers in force, for the report."""
   layers = []
@@ -389,6 +409,15 @@ def confine(scratch: str) -> list[str]:
         os.path.realpath(p) != os.path.realpath(scratch):
       ro.add(p)
   ro = sorted({os.path.realpath(p) for p in ro if os.path.exists(p)} | {p for p in ro if os.path.exists(p)})
+  if drop:    # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__)))
+    cover = [pkg_parent] + _git_stores(pkg_parent) + \
+        [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
+    keep = [sys.prefix, sys.base_prefix, scratch, os.path.dirname(os.path.abspath(_ops.__file__))] + \
+        [p for p in sys.path if p and os.path.isdir(p)]
+    keep = [k for k in keep if not os.path.realpath(k) == os.path.realpath(pkg_parent)]
+    if _confine.cover(cover, keep):
+      layers.append("own mount namespace hiding the checkout and the denied folders")
   need_cap = bool(drop) and not all(_confine.world_readable(p) for p in (sys.prefix, sys.base_prefix,
                                                                           os.path.dirname(os.__file__))) \
       or bool(drop) and not _confine.world_readable(os.path.dirname(os.path.realpath(scratch)))

@@ -133,16 +133,15 @@ _CORRECT = {"relu": "jnp.maximum(args[0], 0)", "sigmoid": "1 / (1 + jnp.exp(-arg
 KERNEL_CASES = [
     # 1. files: a directory fd opened outside scratch, then openat relative to it (the audit hook sees only
     #    the relative name).
-    KernelCase("dirfd_read_hidden", body="import os\nd = os.open(os.path.dirname({tests_path!r}), os.O_RDONLY)\n"
-               "fd = os.open('tests.py', os.O_RDONLY, dir_fd=d)\nassert b'def test_' in os.read(fd, 1 << 20)\n"
-               "return {correct}"),
+    KernelCase("dirfd_read_hidden", body="import os\nd = os.open('/', os.O_RDONLY)\n"
+               "fd = os.open({tests_path!r}.lstrip('/'), os.O_RDONLY, dir_fd=d)\n"
+               "assert b'def test_' in os.read(fd, 1 << 20)\nreturn {correct}"),
     KernelCase("dirfd_write_pth", body="import os\nd = os.open({site_packages!r}, os.O_RDONLY)\n"
                "fd = os.open('zz_autograder_escape.pth', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=d)\n"
                "os.write(fd, b'import os\\n')\nreturn {correct}"),
-    KernelCase("read_checkout_git", body="import os, glob\nroot = {checkout!r}\n"
-               "objs = [p for p in glob.glob(root + '/.git/**', recursive=True) if os.path.isfile(p)]\n"
-               "objs += [p for p in glob.glob({tests_path!r})]\nassert objs and open(objs[0], 'rb').read(1)\n"
-               "return {correct}"),
+    KernelCase("read_checkout_git", body="import os\nd = os.open('/', os.O_RDONLY)\n"
+               "fd = os.open(({checkout!r} + '/.git').lstrip('/'), os.O_RDONLY, dir_fd=d)\n"
+               "assert os.read(fd, 100)\nreturn {correct}"),
     KernelCase("sys_path_checkout", body="import sys, os\n"
                "hit = [p for p in sys.path if os.path.isdir(os.path.join(p, 'assignments'))]\n"
                "assert hit\nreturn {correct}"),
