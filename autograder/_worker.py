@@ -212,7 +212,7 @@ class Rules:
     self.current: str | None = None
     self.hit: str | None = None
     self.fn_rules: dict[int, tuple[object, str, set]] = {}    # id(original) -> (original, name, functions)
-    self.files: dict[str, tuple[tuple, frozenset, str]] = {}  # function -> (dir prefixes, files, name)
+    self.files: dict[str, tuple[tuple, frozenset, str]] = {}  # function -> (dir prefixes, code objects, names)
     self.packages: dict[str, list[str]] = {}                 # function -> top-level packages it may not use
     originals: dict[int, object] = {}
     for fn, names in (forbidden or {}).items():
@@ -238,15 +238,10 @@ class Rules:
     if isinstance(mod, types.ModuleType):
       f = getattr(mod, "__file__", None)
       if f and os.path.basename(f) == "__init__.py":
-        dirs.append(os.path.dirname(f) + os.sep)
-      elif f:
-        files.add(f)
-        last = mod.__name__.rsplit(".", 1)[-1]
-        for v in vars(mod).values():   # a public module re-exporting its private implementation (jax._src...)
-          code = getattr(getattr(v, "__wrapped__", v), "__code__", None)
-          mname = getattr(v, "__module__", "") or ""
-          if code is not None and (mname == mod.__name__ or mname.endswith("." + last)):
-            files.add(code.co_filename)
+        dirs.append(os.path.dirname(f) + os.sep)      # a package (optax, jax.example_libraries): all its code
+      for k, v in vars(mod).items():    # and what it re-exports from private modules (jax.nn -> jax._src.nn)
+        if not k.startswith("_"):
+          files.update(_codes(v))
     else:
       try:
         spec = importlib.util.find_spec(name.split(".")[0]) if "." not in name else None
@@ -308,8 +303,8 @@ class Rules:
 
     def tracer(frame, event, arg):
       if event == "call":
-        f = frame.f_code.co_filename
-        if f in files or (dirs and f.startswith(dirs)):
+        code = frame.f_code
+        if code in files or (dirs and code.co_filename.startswith(dirs)):
           rules.hit = names
           raise _ops.RefusedError(f"calls into {names}, which this assignment forbids for {rules.current}.")
       return None
@@ -346,6 +341,18 @@ class _ImportWatch(importlib.abc.MetaPathFinder):
         self.rules.hit = n
         raise _ops.RefusedError(f"imports {n}, which this assignment forbids for {self.rules.current}.")
     return None
+
+
+def _codes(v) -> set:
+  """The code objects behind a public function (unwrapping jit, custom_jvp/vjp and functools.wraps)."""
+  out, seen = set(), 0
+  while v is not None and seen < 5:
+    seen += 1
+    code = getattr(v, "__code__", None)
+    if isinstance(code, types.CodeType):
+      out.add(code)
+    v = getattr(v, "__wrapped__", None) or getattr(v, "fun", None) if not isinstance(v, type) else None
+  return out
 
 
 def _resolve(name: str):

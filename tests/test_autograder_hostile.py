@@ -349,3 +349,187 @@ def test_kernel_walls_isolation_summary(kernel_batch):
       assert "own unprivileged uid" in iso and "uid 64" in iso, iso
     else:
       assert "not root" in iso, iso
+
+
+_RULES_SCRIPT = r'''
+import importlib, json, sys, types
+from autograder import _registry, _worker, _ops
+checked, skipped, bad = 0, [], []
+for aid in _registry.list_assignments():
+  a = _registry.load_assignment(aid)
+  rules = _worker.Rules(a.forbidden)
+  for fn, names in a.forbidden.items():
+    other = next((f for f in a.functions if not set(a.forbidden.get(f, ())) & set(names)), None)
+    for name in names:
+      if name.split(".")[0] == "dlfunc":
+        continue
+      obj = _worker._resolve(name)
+      target = obj
+      if isinstance(obj, types.ModuleType):    # a module rule: some public function of it must be refused
+        import jax.numpy as jnp
+        found = False
+        import pkgutil
+        candidates = list(vars(obj).items())[:200]
+        for sub in pkgutil.iter_modules(getattr(obj, "__path__", [])):   # a package: its modules' functions too
+          try:
+            m = importlib.import_module(obj.__name__ + "." + sub.name)
+          except Exception:
+            continue
+          candidates += list(vars(m).items())[:100]
+        for k, v in candidates:
+          if k.startswith("_") or isinstance(v, (type, types.ModuleType)) or not callable(v):
+            continue
+          for args in [(jnp.ones(3),) * n for n in range(5)]:
+            rules.enter(fn)
+            try:
+              v(*args)
+            except Exception:
+              pass
+            finally:
+              hit = rules.exit()
+            if hit:
+              found = True
+              break
+          if found:
+            break
+        checked += found
+        if not found:
+          bad.append((aid, fn, name, "no public function of it refused"))
+        continue
+      if target is None:
+        if name.split(".")[0] not in sys.modules:      # not installed or not loaded: importing it is the use
+          rules.enter(fn)
+          try:
+            importlib.import_module(name)
+            bad.append((aid, fn, name, "import allowed"))
+          except _ops.RefusedError:
+            checked += 1
+          except ImportError:
+            skipped.append(name)
+          finally:
+            rules.exit()
+        else:
+          skipped.append(name)
+        continue
+      rules.enter(fn)
+      try:
+        target()
+        bad.append((aid, fn, name, "no refusal"))
+      except _ops.RefusedError:
+        checked += 1
+      except Exception as e:
+        hit = rules.hit
+        if hit is None:
+          bad.append((aid, fn, name, type(e).__name__))
+        else:
+          checked += 1
+      finally:
+        rules.exit()
+      if other is not None:       # the same name stays callable while a function that allows it is graded
+        rules.enter(other)
+        try:
+          target()
+        except _ops.RefusedError:
+          bad.append((aid, other, name, "refused for a function that allows it"))
+        except Exception:
+          pass
+        finally:
+          rules.exit()
+print(json.dumps({"checked": checked, "skipped": skipped, "bad": bad}))
+'''
+
+
+def test_forbidden_rules_refused_at_run_time_for_every_assignment():
+  """Every assignment's FORBIDDEN names are refused where the code runs (in a fresh process: the stand-ins
+  replace library functions process-wide), and stay usable for the functions that allow them."""
+  r = subprocess.run([sys.executable, "-c", _RULES_SCRIPT], capture_output=True, text=True, timeout=600, cwd=REPO,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.loads(r.stdout.strip().splitlines()[-1])
+  assert not res["bad"], res
+  assert res["checked"] >= 15, res
+
+
+def test_wire_decoding_is_bounded():
+  """A forged frame cannot make the grader allocate beyond a small multiple of its size."""
+  import io
+  import struct
+  import numpy as np
+  from autograder import _wire
+
+  def frame(tree, blobs):
+    head = json.dumps({"tree": tree, "blobs": [len(b) for b in blobs]}).encode()
+    return struct.pack("<I", len(head)) + head + b"".join(blobs)
+
+  def npy(a):
+    b = io.BytesIO()
+    np.lib.format.write_array(b, a)
+    return b.getvalue()
+  ok = _wire.decode_body(_wire.encode({"x": np.arange(6.0).reshape(2, 3)})[8:])
+  assert ok["x"].shape == (2, 3)
+  one = npy(np.zeros(1, np.float32))
+  with pytest.raises(_wire.WireError, match="referenced twice"):
+    _wire.decode_body(frame({"$l": [{"$a": 0}] * 1000}, [one]))
+  with pytest.raises(_wire.WireError, match="cast"):
+    _wire.decode_body(frame({"$a": 0, "dtype": "(100000,)f8"}, [one]))
+  big_header = one[:10] + one[10:].replace(b"(1,)", b"(9,)")   # claims 9 elements, holds 1
+  with pytest.raises(_wire.WireError):
+    _wire.decode_body(frame({"$a": 0}, [big_header]))
+  with pytest.raises(_wire.WireError, match="dtype"):
+    _wire.decode_body(frame({"$a": 0}, [npy(np.array(["s"]))]))
+  deep = b'{"tree": ' + b"[" * 100_000 + b"]" * 100_000 + b', "blobs": []}'
+  with pytest.raises(_wire.WireError):
+    _wire.decode_body(struct.pack("<I", len(deep)) + deep)
+
+
+def test_parsing_is_bounded_and_links_are_not_followed(tmp_path):
+  """The grader's own parsing of hostile files ends as the submission's message, in bounded time."""
+  import time
+  from autograder import _submission
+  folder = tmp_path / "blank"
+  folder.mkdir()
+  (folder / "a.py").write_text("def relu(x):\n  return x\n")
+  (folder / "b.py").write_text("\n" * 150_000)
+  t = time.monotonic()
+  assert _submission.find_entry(folder, ("relu", "sigmoid")).name == "a.py"
+  assert time.monotonic() - t < 5
+  nb = tmp_path / "ints.ipynb"
+  nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": [1, 2], "metadata": {}}]}))
+  with pytest.raises(_submission.SubmissionUnreadable, match="cell 1's source is not text"):
+    _submission.read_submission(nb)
+  deep = tmp_path / "deep.ipynb"
+  deep.write_text("[" * 100_000 + "]" * 100_000)
+  with pytest.raises(_submission.SubmissionUnreadable, match="nested too deeply"):
+    _submission.read_submission(deep)
+  huge = tmp_path / "huge.py"
+  huge.write_text("x = " + "+".join(["1"] * 200_000) + "\n")
+  assert _submission.forbidden_uses(_submission.read_submission(huge).cells, ["relu"], {}) == {}
+  links = tmp_path / "links"
+  links.mkdir()
+  (links / "sol.py").symlink_to(folder / "a.py")
+  with pytest.raises(_submission.SubmissionUnreadable, match="symbolic link"):
+    _submission.find_entry(links, ("relu",))
+  with pytest.raises(_submission.SubmissionUnreadable, match="symbolic link"):
+    _submission.find_entry(links / "sol.py")
+  assert _submission.display(os.fsdecode(b"\xff\x1b=1.py")) == "\\xff\\x1b=1.py"
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "fallback"])
+def test_odd_file_names_are_graded(mode, tmp_path, scratch_root, monkeypatch):
+  """A name a spreadsheet would evaluate and a name that is not UTF-8 are graded like any other."""
+  from autograder import _sandbox
+  if mode == "fallback":
+    monkeypatch.setenv("AUTOGRADER_NO_BWRAP", "1")
+  else:
+    monkeypatch.delenv("AUTOGRADER_NO_BWRAP", raising=False)
+    if not _sandbox.bwrap_usable():
+      pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+  a = load_assignment("01")
+  ref = _authoring.module_source(a.source, solved=True, assignment_id="01")
+  for raw in (b"=1+1.py", b"caf\xe9 \xff.py"):
+    p = pathlib.Path(os.fsdecode(bytes(tmp_path) + b"/" + raw))
+    p.write_text(ref)
+    report = grade_submission("01", p, functions=["relu"], timeout=TIMEOUT)
+    assert report.score == report.max_score, [(t.name, t.output[:300]) for t in report.tests]
+    json.dumps(report.as_dict())
+  assert not _worker_processes(scratch_root)
