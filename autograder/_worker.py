@@ -1,8 +1,9 @@
 """The untrusted worker: imports one submission and runs operations on it.
 
-Started by the grader (``python -I -m autograder._worker REQ_FD RESP_FD``) inside
-bubblewrap when available, always under rlimits, in a new session, with a
-scratch directory (holding a copy of the submission) as its working directory.
+Started by the grader (``python -P -E -s -c <boot> REQ_FD RESP_FD SCRATCH``, see
+``_sandbox.Worker``) inside bubblewrap when available, always under rlimits, in
+a new session, with a scratch directory (holding a copy of the submission) as
+its working directory. Design: ``autograder/ISOLATION.md``.
 It answers one request at a time over two pipes in the format of ``_wire``.
 
 Layers set up here, before any submission code runs:
@@ -417,8 +418,10 @@ def confine(scratch: str) -> list[str]:
       ro.add(p)
   ro = sorted({os.path.realpath(p) for p in ro if os.path.exists(p)} | {p for p in ro if os.path.exists(p)})
   if drop:    # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__)))
-    cover = [pkg_parent] + _git_stores(pkg_parent) + \
+    pkg_parent = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__))))
+    installed = any(pkg_parent == q or pkg_parent.startswith(q + os.sep)   # pip-installed: not a checkout
+                    for q in {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})
+    cover = ([] if installed else [pkg_parent] + _git_stores(pkg_parent)) + \
         [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
     keep = [sys.prefix, sys.base_prefix, scratch, os.path.dirname(os.path.abspath(_ops.__file__))] + \
         [p for p in sys.path if p and os.path.isdir(p)]

@@ -170,7 +170,8 @@ KERNEL_CASES = [
     KernelCase("forbidden_getattr", fn="sigmoid", message="forbids",
                body="import jax\nreturn getattr(jax.nn, 'sigm' + 'oid')(*args)"),
     KernelCase("forbidden_vars_import_module", fn="softmax", message="forbids",
-               body="import importlib\nreturn vars(importlib.import_module('jax.nn'))['soft' + 'max'](*args, **kwargs)"),
+               body="import importlib\n"
+               "return vars(importlib.import_module('jax.nn'))['soft' + 'max'](*args, **kwargs)"),
     # 4. parsing.
     KernelCase("nb_source_ints", kind="raw", expect="zero", message="source is not text"),
     KernelCase("nb_nested_deep", kind="raw", expect="zero", message="nested too deeply"),
