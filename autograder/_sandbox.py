@@ -248,13 +248,14 @@ class Worker:
   def _bwrap(py, scratch, denied):
     """Bind in only what the worker needs; everything else (the checkout, its .git, assignments/, the out
     folder, other submissions, the grader's /proc, /home, /root, /tmp) does not exist inside."""
-    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
-    for p in sys.path:    # the standard library and site-packages (the checkout, if on sys.path, is not bound)
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
+    needed = set(prefixes)
+    for p in sys.path:
+      # The standard library and site-packages only: not the grader's working directory or PYTHONPATH
+      # folders (a course folder holding hidden tests), not the checkout (a venv inside it is bound alone).
       rp = os.path.realpath(p) if p else ""
-      if not rp or not os.path.isdir(rp):
-        continue
-      in_checkout = rp == _PKG_PARENT or rp.startswith(_PKG_PARENT + os.sep)
-      if not in_checkout or rp.startswith(os.path.realpath(sys.prefix) + os.sep):   # a venv inside the checkout
+      if rp and os.path.isdir(rp) and (any(rp.startswith(q + os.sep) for q in prefixes) or
+                                       os.path.basename(rp) in ("site-packages", "dist-packages")):
         needed.add(rp)
     needed = sorted(p for p in needed if not any(p.startswith(q + os.sep) for q in needed if q != p))
     args = [bwrap_path()]

@@ -269,11 +269,8 @@ def _kernel_batch(tmp_path, no_bwrap: bool):
 
 @pytest.fixture(scope="module", params=["bwrap", "fallback"])
 def kernel_batch(request, tmp_path_factory):
-  from autograder import _sandbox
-  if request.param == "bwrap":
-    os.environ.pop("AUTOGRADER_NO_BWRAP", None)
-    if not _sandbox.bwrap_usable():
-      pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+  if request.param == "bwrap" and not _bwrap_here():
+    pytest.skip("bubblewrap is not installed or cannot create namespaces here")
   root = tmp_path_factory.mktemp(f"kernel-{request.param}")
   scratch = root / "scratch"
   scratch.mkdir()
@@ -288,6 +285,16 @@ def kernel_batch(request, tmp_path_factory):
       os.environ["AUTOGRADER_SCRATCH"] = old
   d.update(mode=request.param, scratch=scratch)
   return d
+
+
+def _bwrap_here() -> bool:
+  from autograder import _sandbox
+  saved = os.environ.pop("AUTOGRADER_NO_BWRAP", None)
+  try:
+    return _sandbox.bwrap_usable()
+  finally:
+    if saved is not None:
+      os.environ["AUTOGRADER_NO_BWRAP"] = saved
 
 
 def _kernel_expected(case, a):
