@@ -213,9 +213,12 @@ class Rules:
     self.current: str | None = None
     self.hit: str | None = None
     self.fn_rules: dict[int, tuple[object, str, set]] = {}    # id(original) -> (original, name, functions)
-    self.files: dict[str, tuple[tuple, frozenset, str]] = {}  # function -> (dir prefixes, code objects, names)
-    self.packages: dict[str, list[str]] = {}                 # function -> top-level packages it may not use
-    originals: dict[int, object] = {}
+    self.stand_ins: dict[int, object] = {}
+    self.files: dict[str, tuple[tuple, frozenset, str]] = {}  # function -> (package folders, (), names)
+    self.packages: dict[str, list[str]] = {}                 # function -> packages whose import is a use
+    self._subpackages: dict[str, set] = {}                   # package -> functions; submodules get stand-ins
+    self._done_modules: set[str] = set()
+    self._finder = None
     for fn, names in (forbidden or {}).items():
       if not isinstance(names, (list, tuple)):
         continue
@@ -224,36 +227,56 @@ class Rules:
           continue
         obj = _resolve(name)
         if obj is not None and not isinstance(obj, types.ModuleType) and callable(obj):
-          key = id(obj)
-          originals[key] = obj
-          entry = self.fn_rules.setdefault(key, (obj, name, set()))
-          entry[2].add(fn)
+          self._add(obj, name, fn)
         else:
           self._module_rule(fn, name, obj)
-    self.stand_ins = {k: self._stand_in(o, self.fn_rules[k][1], self.fn_rules[k][2]) for k, o in originals.items()}
     self._install()
+
+  def _add(self, obj, name, fn):
+    if isinstance(obj, type) or id(obj) in self.stand_ins and self.fn_rules[id(obj)][0] is not obj:
+      return
+    entry = self.fn_rules.setdefault(id(obj), (obj, name, set()))
+    entry[2].add(fn)
+    if id(obj) not in self.stand_ins:
+      self.stand_ins[id(obj)] = self._stand_in(obj, name, entry[2])
+
+  def _module_functions(self, mod, fn):
+    """Stand-ins for the public functions a forbidden module implements (jax.nn: relu, softmax... from
+    jax._src.nn), not for what it merely re-exports from elsewhere (jax.nn.tanh is jax.numpy.tanh)."""
+    name = mod.__name__
+    top, last = name.split(".")[0], name.rsplit(".", 1)[-1]
+    for k, v in list(vars(mod).items()):
+      if k.startswith("_") or not callable(v) or isinstance(v, (type, types.ModuleType)):
+        continue
+      home = getattr(v, "__module__", None) or ""
+      if not isinstance(home, str):
+        continue
+      ours = home == name or home.startswith(name + ".") or (
+          home.startswith(top + "._src.") and any(last in part for part in home.split(".")[2:]))
+      if ours:
+        self._add(v, f"{name}.{k}", fn)
+    self._done_modules.add(name)
 
   def _module_rule(self, fn, name, mod):
     dirs, files, names = self.files.get(fn, ((), frozenset(), ""))
-    dirs, files = list(dirs), set(files)
+    dirs = list(dirs)
+    top_level = "." not in name
     if isinstance(mod, types.ModuleType):
-      f = getattr(mod, "__file__", None)
-      if f and os.path.basename(f) == "__init__.py":
-        dirs.append(os.path.dirname(f) + os.sep)      # a package (optax, jax.example_libraries): all its code
-      for k, v in vars(mod).items():    # and what it re-exports from private modules (jax.nn -> jax._src.nn)
-        if not k.startswith("_"):
-          files.update(_codes(v))
+      self._module_functions(mod, fn)
+      if hasattr(mod, "__path__"):
+        self._subpackages.setdefault(name, set()).add(fn)    # its submodules, loaded later, get stand-ins
+        self.packages.setdefault(fn, []).append(name)        # and importing one of them is a use
+      if top_level and hasattr(mod, "__path__"):
+        dirs.extend(os.path.join(d, "") for d in mod.__path__)   # a library (optax): all of its code
     else:
       try:
-        spec = importlib.util.find_spec(name.split(".")[0]) if "." not in name else None
+        spec = importlib.util.find_spec(name) if top_level else None
       except (ImportError, ValueError):
         spec = None
       if spec is not None and spec.submodule_search_locations:
         dirs.extend(os.path.join(d, "") for d in spec.submodule_search_locations)
-      elif spec is not None and spec.origin:
-        files.add(spec.origin)
       self.packages.setdefault(fn, []).append(name)
-    self.files[fn] = (tuple(dirs), frozenset(files), (names + ", " if names else "") + name)
+    self.files[fn] = (tuple(dirs), frozenset(), (names + ", " if names else "") + name)
 
   def _stand_in(self, original, name, functions):
     rules = self
@@ -274,17 +297,31 @@ class Rules:
     """Replace every reference to a forbidden function in the loaded modules' namespaces."""
     if not self.stand_ins:
       return
+    stand_ins, rules = self.stand_ins, self.fn_rules
     for m in list(sys.modules.values()):
       d = getattr(m, "__dict__", None)
       if not isinstance(d, dict):
         continue
       for k, v in list(d.items()):
-        s = self.stand_ins.get(id(v))
-        if s is not None and self.fn_rules[id(v)][0] is v:
+        s = stand_ins.get(id(v))
+        if s is not None and rules[id(v)][0] is v:
           try:
             d[k] = s
           except TypeError:
             pass
+
+  def _late_submodules(self):
+    """Submodules of a forbidden package loaded since (by the submission): stand-ins for them too."""
+    new = False
+    for pkg, fns in self._subpackages.items():
+      for mname in [m for m in list(sys.modules) if m.startswith(pkg + ".") and m not in self._done_modules]:
+        mod = sys.modules.get(mname)
+        if isinstance(mod, types.ModuleType):
+          for fn in fns:
+            self._module_functions(mod, fn)
+          new = True
+    if new:
+      self._install()
 
   # -- during one graded call
 
@@ -293,10 +330,12 @@ class Rules:
     rule = self.files.get(fn)
     if rule is None:
       return
+    if self._subpackages:
+      self._late_submodules()
     dirs, files, names = rule
-    tops = {n.split(".")[0] for n in names.split(", ")}
-    if any(t in sys.modules for t in tops):     # nothing to trace while the package is not even imported
-      self._trace(dirs, files, names)
+    if dirs and any(getattr(m, "__file__", None) and m.__file__.startswith(dirs)
+                    for m in [sys.modules.get(n.split(".")[0]) for n in names.split(", ")] if m is not None):
+      self._trace(dirs, files, names)     # a library it may not use is loaded: watch every call into it
     self._watch_imports(fn)
 
   def _trace(self, dirs, files, names):
@@ -304,8 +343,7 @@ class Rules:
 
     def tracer(frame, event, arg):
       if event == "call":
-        code = frame.f_code
-        if code in files or (dirs and code.co_filename.startswith(dirs)):
+        if frame.f_code.co_filename.startswith(dirs):
           rules.hit = names
           raise _ops.RefusedError(f"calls into {names}, which this assignment forbids for {rules.current}.")
       return None
