@@ -203,10 +203,11 @@ class Rules:
   A name that is a function (``jax.nn.relu``) is replaced, in every loaded module's namespace (so
   ``jax._src.nn.functions.relu``, ``getattr(jax.nn, "re" + "lu")`` and ``vars(jax.nn)["relu"]`` all give
   the stand-in), by a stand-in that calls the original except while a graded function that forbids it is
-  being graded. A name that is a module or package (``optax``, ``jax.nn.initializers``) is checked by a
-  call tracer that runs only during that function's grading and only once the package is imported; an
-  import of it during that grading counts as a use. A refusal marks the whole call refused even if the
-  submission catches the exception.
+  being graded. A name that is a module or package (``jax.nn.initializers``, ``optax``) gets stand-ins for
+  every public function it implements (and its submodules, when loaded); a third-party library that is
+  loaded is also watched by a call tracer during the grading of a function that forbids it (classes such as
+  flax modules have no stand-ins); importing a forbidden package during that grading counts as a use. A
+  refusal marks the whole call refused even if the submission catches the exception.
   """
 
   def __init__(self, forbidden: dict):
