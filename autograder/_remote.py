@@ -113,7 +113,7 @@ class RemoteSubmission(_Ops):
 
   def __init__(self, cells, entry_copy: pathlib.Path, functions, *, scratch: pathlib.Path, denied: list[str],
                timeout: float, memory_mb: int, cpu_s: int, refused: dict[str, str] | None = None,
-               use_bwrap: bool | None = None):
+               use_bwrap: bool | None = None, forbidden: dict | None = None):
     self._cells = cells
     self._entry = str(entry_copy)
     self._functions = list(functions)
@@ -122,6 +122,8 @@ class RemoteSubmission(_Ops):
     self.timeout = timeout
     self._memory_mb, self._cpu_s = memory_mb, cpu_s
     self._refused = refused or {}
+    self._forbidden = {f: list(v) for f, v in (forbidden or {}).items()}
+    self.layers: list[str] = []     # the kernel layers the worker reported in force
     self._use_bwrap = _sandbox.bwrap_usable() if use_bwrap is None else use_bwrap
     self._worker: _sandbox.Worker | None = None
     self._broken: SubmissionError | None = None
@@ -137,7 +139,8 @@ class RemoteSubmission(_Ops):
   def spawn(self):
     """Start the worker now (it imports JAX while the grader does the same)."""
     if self._worker is None and self._broken is None:
-      self._worker = _sandbox.Worker(self._scratch, self._denied, self._memory_mb, self._cpu_s, self._use_bwrap)
+      self._worker = _sandbox.Worker(self._scratch, self._denied, self._memory_mb, self._cpu_s, self._use_bwrap,
+                                     forbidden=self._forbidden)
       self.workers_started += 1
 
   def _ensure(self):
@@ -166,6 +169,9 @@ class RemoteSubmission(_Ops):
       self.load_problems = [str(p)[:MSG_CAP] for p in probs[:20]]
       defined = resp.get("defined") if isinstance(resp.get("defined"), dict) else {}
       self.defined = {f: bool(defined.get(f)) for f in self._functions}
+      layers = resp.get("layers")
+      if isinstance(layers, list):
+        self.layers = [str(x)[:200] for x in layers[:8]]
       out = resp.get("output")
       if isinstance(out, str) and out.strip():
         self.load_problems.append("output while loading: " + out.strip()[:300] + (" ..." if len(out) > 300 else ""))

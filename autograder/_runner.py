@@ -96,12 +96,20 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
                      f"its functions are {', '.join(a.functions)}.")
   tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
-  path = pathlib.Path(path).resolve()
+  given = pathlib.Path(path)
+  if given.is_symlink():     # never followed: it could point at the assignment's solution or another student
+    return _all_failed(a, tests, given.stem, str(_submission.SubmissionUnreadable(
+        f"{_submission.display(given.name)} is a symbolic link; submit the file itself (links are not followed).")),
+        t0)
+  path = given.parent.resolve() / given.name
   notes: list[str] = []
   try:
     sub_info = _submission.read_submission(path, a.functions)
   except _submission.SubmissionUnreadable as e:
     return _all_failed(a, tests, path.stem, str(e), t0)
+  except (OSError, UnicodeError, ValueError, RecursionError, MemoryError) as e:
+    return _all_failed(a, tests, path.stem, f"{_submission.display(path.name)} could not be read "
+                       f"({type(e).__name__}).", t0)
   notes.extend(sub_info.notes)
   refused = _submission.forbidden_uses(sub_info.cells, a.functions, a.forbidden)
   for fn, what in refused.items():
@@ -116,7 +124,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     budget = total_timeout or a.total_timeout
     sub = _remote.RemoteSubmission(
         sub_info.cells, entry_copy, a.functions, scratch=scratch, denied=denied, timeout=per_call,
-        memory_mb=memory_mb or a.memory_mb, cpu_s=int(budget) + 30, refused=refused)
+        memory_mb=memory_mb or a.memory_mb, cpu_s=int(budget) + 30, refused=refused, forbidden=a.forbidden)
     sub.spawn()
     results = []
     for t in tests:
@@ -145,6 +153,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     if sub.workers_started > 1:
       notes.append(f"the worker process was restarted {sub.workers_started - 1} time(s) after a crash or timeout.")
   finally:
+    layers = sub.layers if sub is not None else []
     if sub is not None:
       sub.close()
     _remote.remove_scratch(scratch)
@@ -153,7 +162,7 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
   notes = [_cap(n, 600) for n in notes]
   score = round(sum(r.score for r in results), 6)
   return Report(assignment_id, sub_info.name, score, sum(t.points for t in tests), results, notes,
-                _sandbox.isolation_summary(), round(time.monotonic() - t0, 2))
+                _sandbox.isolation_summary(layers), round(time.monotonic() - t0, 2))
 
 
 def _all_failed(a, tests, name, message, t0) -> Report:

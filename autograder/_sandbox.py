@@ -1,19 +1,26 @@
 """Starting, talking to and killing the untrusted worker process.
 
-Layers (each independent; see GRADER.md): bubblewrap when installed (read-only
-root, private /tmp, denied folders covered, no network, own PID namespace, no
-capabilities); rlimits on address space, CPU time, processes, file size and
-open files; a new session; a scratch working directory; the worker's audit
-hook; per-call time limits charged by the worker's own CPU and idle time (see
-``_meter``; load on the machine is not charged); bounded output; and a sweep that kills any
-process left behind (same session, or working directory in the scratch dir).
+The design, layer by layer and per mode, is in ``autograder/ISOLATION.md``. In
+short: bubblewrap when it works here (only the interpreter, its libraries and
+the autograder package — at the neutral path ``/opt/autograder`` — are bound
+in, read-only; the scratch folder is the only writable place; own PID,
+network, IPC and UTS namespaces; no capabilities); without it, when the grader
+is root, each worker runs as an unprivileged uid of its own from the pool
+``AUTOGRADER_UIDS``; in every mode Landlock and a seccomp filter where the
+kernel offers them (``_confine``), rlimits, a new session, a scratch working
+directory, the worker's audit hook, per-call time limits charged by the
+worker's own CPU and idle time (``_meter``), bounded output, and a sweep that
+kills every process the submission left (its uid; its session, working
+directory or environment tag).
 """
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import pathlib
 import resource
+import secrets
 import select
 import shutil
 import signal
@@ -29,6 +36,77 @@ from autograder._errors import SubmissionError
 DRAIN_CAP = 64 * 1024
 _SLICE = 0.2     # seconds between looks at a running call's charged time
 _PKG_PARENT = str(pathlib.Path(__file__).resolve().parent.parent)
+_PKG_DIR = str(pathlib.Path(__file__).resolve().parent)
+NEUTRAL = "/opt/autograder"     # where bubblewrap shows the autograder package (never the checkout)
+DEFAULT_UIDS = "64000-64031"
+
+
+# ---------------------------------------------------------------- the uid pool (root without bubblewrap)
+
+_UID_LOCK = threading.Lock()
+_UIDS_IN_USE: set[int] = set()
+
+
+def uid_pool() -> list[int]:
+  """The uids workers may run as (``AUTOGRADER_UIDS``: "64000-64031" or "64000,64001"; "off": none)."""
+  spec = os.environ.get("AUTOGRADER_UIDS", DEFAULT_UIDS).strip()
+  if spec.lower() in ("off", "none", ""):
+    return []
+  out = []
+  for part in spec.split(","):
+    lo, _, hi = part.strip().partition("-")
+    try:
+      lo_i = int(lo)
+      hi_i = int(hi) if hi else lo_i
+    except ValueError:
+      raise ValueError(f"AUTOGRADER_UIDS={spec!r}: give uids like 64000-64031 or 64000,64001.") from None
+    out.extend(u for u in range(lo_i, hi_i + 1) if u > 0)
+  return out
+
+
+def drops_privileges() -> bool:
+  """Whether workers started without bubblewrap run as a uid of their own (the grader is root, a pool exists)."""
+  return os.getuid() == 0 and bool(uid_pool())
+
+
+def acquire_uid(wait: float = 600.0) -> int:
+  """A uid no other live worker of this grader uses (waits while all are taken)."""
+  pool, deadline = uid_pool(), time.monotonic() + wait
+  while True:
+    with _UID_LOCK:
+      for u in pool:
+        if u not in _UIDS_IN_USE and not _uid_has_processes(u):
+          _UIDS_IN_USE.add(u)
+          return u
+    if time.monotonic() > deadline:
+      raise RuntimeError(f"all {len(pool)} worker uids (AUTOGRADER_UIDS) are in use; give a larger range.")
+    time.sleep(0.1)
+
+
+def release_uid(uid: int):
+  with _UID_LOCK:
+    _UIDS_IN_USE.discard(uid)
+
+
+def _uid_has_processes(uid: int) -> bool:
+  for p in os.listdir("/proc"):
+    if p.isdigit():
+      try:
+        if os.stat(f"/proc/{p}").st_uid == uid:
+          return True
+      except OSError:
+        pass
+  return False
+
+
+def _chown_tree(root: str, uid: int, gid: int):
+  os.chown(root, uid, gid, follow_symlinks=False)
+  for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+      try:
+        os.chown(os.path.join(d, n), uid, gid, follow_symlinks=False)
+      except OSError:
+        pass
 
 
 def bwrap_path() -> str | None:
@@ -56,12 +134,17 @@ def bwrap_usable() -> bool:
   return _BWRAP_OK[path]
 
 
-def isolation_summary() -> str:
+def isolation_summary(layers: list[str] | None = None) -> str:
+  """One line for the report: the mode, and the kernel layers the worker reported in force (``layers``)."""
+  extra = (" + " + " + ".join(layers)) if layers else ""
   if bwrap_usable():
-    return "bubblewrap sandbox (read-only filesystem, no network, own PID namespace) + rlimits + audit hook"
-  extra = ", own network namespace (root)" if os.getuid() == 0 else ""
-  return (f"no bubblewrap: rlimits + new session + audit hook{extra} (install the 'bubblewrap' package for a "
-          "read-only filesystem, a private /tmp and a PID namespace)")
+    who = "" if os.getuid() == 0 else " (grader not root)"
+    return (f"bubblewrap sandbox{who} (only the interpreter and libraries visible, read-only; no network; own PID "
+            f"namespace){extra} + rlimits + audit hook")
+  if drops_privileges():
+    return f"no bubblewrap: own unprivileged uid per worker{extra} + rlimits + new session + audit hook"
+  return (f"no bubblewrap, grader not root: worker runs as the grader's own user{extra} + rlimits + new session + "
+          "audit hook (install 'bubblewrap', or grade as root so each worker gets a uid of its own)")
 
 
 def _count_my_tasks() -> int:
@@ -116,23 +199,39 @@ def _describe_exit(rc: int, via_bwrap: bool) -> str:
 class Worker:
   """One worker process; ``request`` sends a frame and waits (bounded) for the answer."""
 
-  def __init__(self, scratch: str, denied: list[str], memory_mb: int, cpu_s: int, use_bwrap: bool):
+  def __init__(self, scratch: str, denied: list[str], memory_mb: int, cpu_s: int, use_bwrap: bool,
+               forbidden: dict | None = None):
     self.scratch = scratch
     self.via_bwrap = use_bwrap
+    self.uid = None
+    self.tag = secrets.token_hex(8)      # in the worker's environment: the sweep finds what it started by it
+    self._req_w = self._resp_r = -1
+    if not use_bwrap and drops_privileges():
+      self.uid = acquire_uid()
+      _chown_tree(scratch, self.uid, self.uid)
     req_r, self._req_w = os.pipe()
     self._resp_r, resp_w = os.pipe()
     out_r, out_w = os.pipe()
     # -P: no script/cwd dir on sys.path (a student's numpy.py cannot shadow numpy); -E -s: no PYTHON* env, no
-    # user site. The autograder package is put on sys.path explicitly (works installed or from a checkout).
-    boot = (f"import sys; sys.path.insert(0, {_PKG_PARENT!r}); import runpy; "
+    # user site. The autograder package is put on sys.path explicitly: under bubblewrap at a neutral path (the
+    # checkout is not there at all); without it from where it lives, removed from sys.path once imported.
+    pkg_parent = NEUTRAL if use_bwrap else _PKG_PARENT
+    boot = (f"import sys; sys.path.insert(0, {pkg_parent!r}); import runpy; "
             "runpy.run_module('autograder._worker', run_name='__main__')")
     py = [sys.executable, "-P", "-E", "-s", "-c", boot, str(req_r), str(resp_w), scratch]
     cmd = self._bwrap(py, scratch, denied) if use_bwrap else py
-    env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "AUTOGRADER_DENIED": os.pathsep.join(denied), "PYTHONDONTWRITEBYTECODE": "1",
-           "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
-    nproc = 64 + (_count_my_tasks() if os.getuid() != 0 else 0)  # root is exempt: bwrap's PID namespace and
-    env["AUTOGRADER_LIMITS"] = f"{memory_mb},{cpu_s},{nproc}"      # the audit hook hold forks instead
+    env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "JAX_PLATFORMS": "cpu",
+           "TF_CPP_MIN_LOG_LEVEL": "3", "AUTOGRADER_DENIED": os.pathsep.join(denied), "PYTHONDONTWRITEBYTECODE": "1",
+           "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8", "AUTOGRADER_TAG": self.tag,
+           "AUTOGRADER_FORBIDDEN": json.dumps(forbidden or {})}
+    if os.environ.get("AUTOGRADER_NO_LANDLOCK"):
+      env["AUTOGRADER_NO_LANDLOCK"] = "1"
+    if self.uid is not None:
+      nproc = 512       # counted for this uid alone (threads included): exact, and no other worker shares it
+      env["AUTOGRADER_DROP"] = f"{self.uid}:{self.uid}"
+    else:
+      nproc = 64 + (_count_my_tasks() if os.getuid() != 0 else 0)  # root is exempt: bwrap's PID namespace and
+    env["AUTOGRADER_LIMITS"] = f"{memory_mb},{cpu_s},{nproc}"        # the audit hook hold forks instead
     if not use_bwrap:
       env["AUTOGRADER_UNSHARE_NET"] = "1"
     self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
@@ -147,16 +246,36 @@ class Worker:
 
   @staticmethod
   def _bwrap(py, scratch, denied):
-    essentials = [pathlib.Path(p).resolve() for p in (sys.prefix, sys.base_prefix, os.path.dirname(__file__))]
-    args = [bwrap_path(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for e in essentials:   # bring back what lives under /tmp (e.g. a venv made in a temp dir)
-      if str(e).startswith("/tmp/"):
-        args += ["--ro-bind", str(e), str(e)]
-    for d in denied:
-      dp = pathlib.Path(d).resolve()
-      if not dp.is_dir() or any(e == dp or dp in e.parents for e in essentials):
+    """Bind in only what the worker needs; everything else (the checkout, its .git, assignments/, the out
+    folder, other submissions, the grader's /proc, /home, /root, /tmp) does not exist inside."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
+    needed = set(prefixes)
+    for p in sys.path:
+      # The standard library and site-packages only: not the grader's working directory or PYTHONPATH
+      # folders (a course folder holding hidden tests), not the checkout (a venv inside it is bound alone).
+      rp = os.path.realpath(p) if p else ""
+      if rp and os.path.isdir(rp) and (any(rp.startswith(q + os.sep) for q in prefixes) or
+                                       os.path.basename(rp) in ("site-packages", "dist-packages")):
+        needed.add(rp)
+    needed = sorted(p for p in needed if not any(p.startswith(q + os.sep) for q in needed if q != p))
+    args = [bwrap_path()]
+    for system in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
+      if os.path.islink(system):
+        args += ["--symlink", os.readlink(system), system]
+      elif os.path.isdir(system):
+        args += ["--ro-bind", system, system]
+    for f in ("/etc/ld.so.cache", "/etc/localtime"):
+      if os.path.exists(f):
+        args += ["--ro-bind", f, f]
+    for p in needed:
+      if p.startswith(("/usr/", "/lib")) or p in ("/usr",):
         continue
-      args += ["--tmpfs", str(dp)]
+      args += ["--ro-bind", p, p]
+    args += ["--ro-bind", _PKG_DIR, NEUTRAL + "/autograder", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for d in denied:       # anything denied that lies inside a bound folder is covered
+      dp = os.path.realpath(d)
+      if os.path.isdir(dp) and any(dp.startswith(n + os.sep) for n in needed):
+        args += ["--tmpfs", dp]
     args += ["--bind", scratch, scratch, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--chdir", scratch, "--"]
     return args + py
@@ -184,7 +303,20 @@ class Worker:
     self.send(obj, what)
     return self.receive(timeout, what)
 
+  def _pending(self) -> bool:
+    """Whether bytes wait on the answer pipe although no answer is due."""
+    try:
+      r, _, _ = select.select([self._resp_r], [], [], 0)
+    except (OSError, ValueError):
+      return False
+    return bool(r)
+
   def send(self, obj, what: str):
+    if self._resp_r >= 0 and self._pending():
+      self.kill()
+      raise SubmissionError("bad_output", f"{what}: the worker had written onto the grader's answer pipe out of "
+                            "turn (a frame nobody asked for: student code writing to the pipe); the worker was "
+                            "stopped.")
     self.meter.start()
     try:
       _wire.write_frame(self._req_w, obj)
@@ -234,6 +366,10 @@ class Worker:
     if not isinstance(resp, dict) or not isinstance(resp.get("ok"), bool):
       self.kill()
       raise SubmissionError("bad_output", f"{what} sent back a malformed answer.")
+    if self._pending():     # a second frame right behind the answer: one of them was written out of turn
+      self.kill()
+      raise SubmissionError("bad_output", f"{what} wrote an extra frame onto the grader's answer pipe (student "
+                            "code writing to the pipe); its answer cannot be trusted and the worker was stopped.")
     return resp
 
   def _read(self, n: int, over) -> bytes:
@@ -259,7 +395,7 @@ class Worker:
       return self.proc.returncode if self.proc.returncode is not None else -9
 
   def kill(self):
-    """Kill the worker, its process group and anything else it left behind."""
+    """Kill the worker, its process group and anything else it left behind (everything its uid owns)."""
     try:
       os.killpg(self.proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -272,7 +408,10 @@ class Worker:
       self.proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
       pass
-    kill_leftovers(self.scratch, self.proc.pid)
+    kill_leftovers(self.scratch, self.proc.pid, uid=self.uid, tag=self.tag)
+    if self.uid is not None:
+      release_uid(self.uid)
+      self.uid = None
     for fd in (self._req_w, self._resp_r):
       try:
         os.close(fd)
@@ -284,35 +423,54 @@ class Worker:
     self.kill()
 
 
-def kill_leftovers(scratch: str, sid: int, wait: float = 3.0) -> int:
-  """Kill processes in session ``sid`` or whose working directory is inside ``scratch``; wait till they are gone."""
+def kill_leftovers(scratch: str, sid: int, wait: float = 3.0, uid: int | None = None, tag: str | None = None) -> int:
+  """Kill processes owned by ``uid``, in session ``sid``, whose working directory is inside ``scratch`` or
+  whose environment carries ``tag``; wait till they are gone. With a worker's own uid the sweep is exact
+  (a process that left the session and the folder is still that uid's); the other signs are for the modes
+  without one."""
   deadline = time.monotonic() + wait
   total = 0
   while True:
-    n = _kill_once(scratch, sid)
+    n = _kill_once(scratch, sid, uid, tag)
     total += n
     if n == 0 or time.monotonic() > deadline:
       return total
     time.sleep(0.05)
 
 
-def _kill_once(scratch: str, sid: int) -> int:
+def _kill_once(scratch: str, sid: int, uid: int | None = None, tag: str | None = None) -> int:
   killed = 0
   scratch = os.path.realpath(scratch)
   me = os.getpid()
+  marker = f"AUTOGRADER_TAG={tag}".encode() if tag else None
   for p in os.listdir("/proc"):
     if not p.isdigit() or int(p) == me:
       continue
     pid = int(p)
-    try:
-      in_session = os.getsid(pid) == sid
-    except OSError:
-      continue
-    try:
-      cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-      cwd = ""
-    if in_session or cwd == scratch or cwd.startswith(scratch + os.sep):
+    hit = False
+    if uid is not None:
+      try:
+        hit = os.stat(f"/proc/{p}").st_uid == uid
+      except OSError:
+        continue
+    if not hit:
+      try:
+        hit = os.getsid(pid) == sid
+      except OSError:
+        continue
+    if not hit:
+      try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+      except OSError:
+        cwd = ""
+      hit = cwd == scratch or cwd.startswith(scratch + os.sep)
+    if not hit and marker:
+      try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+          hit = marker in f.read(1 << 16)
+      except OSError:
+        pass
+    if hit:
       try:
         os.kill(pid, signal.SIGKILL)
         killed += 1

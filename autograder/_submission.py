@@ -34,19 +34,60 @@ class SubmissionUnreadable(ValueError):
   pass
 
 
+def display(name) -> str:
+  """``name`` (a str, possibly holding undecodable bytes as surrogates) as printable text for messages:
+  undecodable bytes as ``\\xff``, control characters escaped."""
+  name = os.fspath(name)
+  if isinstance(name, bytes):
+    name = os.fsdecode(name)
+  text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+  return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def _candidates(root: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+  """(.py/.ipynb files under ``root``, those of them that are symbolic links); links are never followed."""
+  found, links = [], []
+  for d, dirs, files in os.walk(root, followlinks=False):
+    dirs[:] = sorted(x for x in dirs if x != ".ipynb_checkpoints" and not x.startswith("."))
+    for n in sorted(files):
+      p = pathlib.Path(d, n)
+      if p.suffix not in (".ipynb", ".py") or n.startswith("."):
+        continue
+      if p.is_symlink():
+        links.append(p)
+      elif p.is_file():
+        found.append(p)
+  return found, links
+
+
 def find_entry(path: pathlib.Path, functions=()) -> pathlib.Path:
-  """The file to grade: ``path`` itself, or in a folder the .ipynb/.py defining most graded functions."""
+  """The file to grade: ``path`` itself, or in a folder the .ipynb/.py defining most graded functions.
+
+  Symbolic links are neither followed nor copied: a link could show the grader any file it can read (the
+  assignment's own solution, another student's file).
+  """
+  if path.is_symlink():
+    raise SubmissionUnreadable(f"{display(path.name)} is a symbolic link; submit the file itself (links are not "
+                               "followed).")
   if path.is_file():
     if path.suffix not in (".py", ".ipynb"):
-      raise SubmissionUnreadable(f"{path.name}: submissions are .py or .ipynb files (or a folder holding one).")
+      raise SubmissionUnreadable(f"{display(path.name)}: submissions are .py or .ipynb files (or a folder "
+                                 "holding one).")
     return path
   if path.is_dir():
-    found = sorted(p for p in path.rglob("*") if p.suffix in (".ipynb", ".py") and p.is_file()
-                   and ".ipynb_checkpoints" not in p.parts and not p.name.startswith("."))
+    found, links = _candidates(path)
     if not found:
-      raise SubmissionUnreadable(f"{path.name}/: no .py or .ipynb file inside.")
-    pattern = re.compile(r"(?:def\s+|^\s*)(" + "|".join(map(re.escape, functions)) + r")\b\s*[(=]", re.M) \
-        if functions else None
+      if links:
+        raise SubmissionUnreadable(f"{display(path.name)}/: its only .py/.ipynb files are symbolic links "
+                                   f"({display(links[0].relative_to(path))}...), which are not followed; "
+                                   "submit the files themselves.")
+      raise SubmissionUnreadable(f"{display(path.name)}/: no .py or .ipynb file inside.")
+    # [ \t]* (not \s*): \s also matches newlines, and on a file of blank lines the search was quadratic.
+    pattern = re.compile(r"(?:def[ \t]+|^[ \t]*)(" + "|".join(map(re.escape, functions)) + r")\b[ \t]*[(=]",
+                         re.M) if functions else None
 
     def score(p):
       defined = 0
@@ -54,14 +95,14 @@ def find_entry(path: pathlib.Path, functions=()) -> pathlib.Path:
         defined = len(set(pattern.findall(p.read_text(encoding="utf-8", errors="replace"))))
       return (-defined, p.suffix != ".ipynb", len(p.parts), p.name)
     return min(found, key=score)
-  raise SubmissionUnreadable(f"{path}: no such file or folder.")
+  raise SubmissionUnreadable(f"{display(path)}: no such file or folder.")
 
 
 def read_submission(path, functions=()) -> Submission:
   path = pathlib.Path(path)
   entry = find_entry(path, functions)
   if entry.stat().st_size > MAX_BYTES:
-    raise SubmissionUnreadable(f"{entry.name} is larger than {MAX_BYTES // 2**20} MB.")
+    raise SubmissionUnreadable(f"{display(entry.name)} is larger than {MAX_BYTES // 2**20} MB.")
   notes: list[str] = []
   if entry.suffix == ".py":
     cells = [{"index": None, "source": _py_source(entry.read_text(encoding="utf-8", errors="replace"), notes)}]
@@ -109,18 +150,25 @@ def _py_cell_skipped(header: str) -> str:
 def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
   try:
     nb = json.loads(entry.read_text(encoding="utf-8", errors="replace"))
-    raw = nb["cells"]
-    if not isinstance(raw, list):
-      raise TypeError
-  except (json.JSONDecodeError, KeyError, TypeError) as e:
-    raise SubmissionUnreadable(f"{entry.name} is not a readable notebook ({type(e).__name__}).") from None
+  except RecursionError:
+    raise SubmissionUnreadable(f"{display(entry.name)} is not a readable notebook (its JSON is nested too "
+                               "deeply).") from None
+  except (ValueError, MemoryError) as e:
+    raise SubmissionUnreadable(f"{display(entry.name)} is not a readable notebook ({type(e).__name__}).") from None
+  raw = nb.get("cells") if isinstance(nb, dict) else None
+  if not isinstance(raw, list):
+    raise SubmissionUnreadable(f"{display(entry.name)} is not a readable notebook (no list of cells).")
   cells, code_i = [], 0
   for cell in raw:
     code_i += 1                    # the cell's position as Jupyter shows it (markdown cells count too)
     if not isinstance(cell, dict) or cell.get("cell_type") != "code":
       continue
     src = cell.get("source", "")
-    src = "".join(src) if isinstance(src, list) else str(src)
+    if isinstance(src, list) and all(isinstance(x, str) for x in src):
+      src = "".join(src)
+    elif not isinstance(src, str):
+      raise SubmissionUnreadable(f"{display(entry.name)}: code cell {code_i}'s source is not text (a notebook "
+                                 "cell's source is a string or a list of strings).")
     meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
     nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
     tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
@@ -143,18 +191,35 @@ def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
 
 
 def copy_into(sub: Submission, scratch: pathlib.Path) -> pathlib.Path:
-  """Copy the submission into ``scratch``; return the copy's entry path."""
+  """Copy the submission into ``scratch``; return the copy's entry path.
+
+  The copy of the graded file gets a plain name (``submission.py``) when its own is not one (non-UTF-8
+  bytes, spaces, ``=``...), so Python and XLA see a path they can handle. Symbolic links are not copied.
+  """
   if sub.path.is_file():
-    dest = scratch / sub.entry.name
-    shutil.copyfile(sub.entry, dest)
+    dest = scratch / ("submission" + sub.entry.suffix)
+    shutil.copyfile(sub.entry, dest, follow_symlinks=False)
     return dest
-  total = sum(p.stat().st_size for p in sub.path.rglob("*") if p.is_file() and not p.is_symlink())
+  total = 0
+  for d, dirs, files in os.walk(sub.path, followlinks=False):
+    for n in files:
+      p = os.path.join(d, n)
+      if not os.path.islink(p) and os.path.isfile(p):
+        total += os.path.getsize(p)
   if total > MAX_BYTES:
-    raise SubmissionUnreadable(f"{sub.path.name}/ holds more than {MAX_BYTES // 2**20} MB.")
+    raise SubmissionUnreadable(f"{display(sub.path.name)}/ holds more than {MAX_BYTES // 2**20} MB.")
   dest_root = scratch / "submission"
   shutil.copytree(sub.path, dest_root, symlinks=False, ignore_dangling_symlinks=True,
-                  ignore=lambda d, names: [n for n in names if os.path.islink(os.path.join(d, n))])
-  return dest_root / sub.entry.relative_to(sub.path)
+                  ignore=lambda d, names: [n for n in names if os.path.islink(os.path.join(d, n))
+                                           or not (os.path.isfile(os.path.join(d, n))
+                                                   or os.path.isdir(os.path.join(d, n)))])
+  rel = sub.entry.relative_to(sub.path)
+  entry = dest_root / rel
+  if not all(_SAFE_NAME.fullmatch(part) for part in rel.parts):
+    safe = dest_root / ("_graded_submission" + sub.entry.suffix)
+    os.replace(entry, safe)
+    entry = safe
+  return entry
 
 
 # ---------------------------------------------------------------- static inspection
@@ -173,8 +238,8 @@ def forbidden_uses(cells: list[dict], functions, forbidden: dict[str, tuple]) ->
     try:
       with _AST_LOCK:   # CPython 3.11's ast.parse is not thread-safe (grade-all grades in threads): "SystemError:
         tree = ast.parse(cell["source"])   # AST constructor recursion depth mismatch" scored whole submissions 0
-    except SyntaxError:
-      continue
+    except (SyntaxError, ValueError, RecursionError, MemoryError, SystemError):
+      continue    # the worker reports it ("cannot be compiled by Python: ..."); nothing to inspect here
     for node in tree.body:
       if isinstance(node, (ast.Import, ast.ImportFrom)):
         _record_imports(node, aliases)

@@ -6,7 +6,13 @@ None) with arrays replaced by ``{"$a": i}`` (blob i, ``numpy.lib.format``),
 typed PRNG keys by ``{"$key": i}`` (their key data), non-finite floats by
 ``{"$float": "nan"}`` and anything else the worker cannot send by
 ``{"$bad": "<type name>"}``. Decoding checks sizes, depth, node counts and
-dtypes before using anything (the grader treats the worker as hostile).
+dtypes before using anything (the grader treats the worker as hostile): the JSON
+header is at most ``MAX_HEADER`` bytes; each blob is used at most once and must
+hold exactly the bytes its ``.npy`` header announces, in one of the plain numeric
+dtypes (``_DTYPES``); the only casts are float32 blobs to the narrow float types
+the worker legitimately sends that way (bfloat16, float8...). Decoding therefore
+allocates at most a small multiple of the frame's own size, however the frame
+was forged (student code can write onto the answer pipe).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 
 import numpy as np
@@ -21,7 +28,11 @@ import numpy as np
 MAX_FRAME = 128 * 2**20        # bytes in one frame (a result larger than this is refused)
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+MAX_HEADER = 16 * 2**20       # bytes of JSON structure in one frame
 _NUMERIC_KINDS = "biufc"
+_DTYPES = frozenset(np.dtype(t).str for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                                              "uint64", "float16", "float32", "float64", "complex64", "complex128"))
+_CASTS = re.compile(r"bfloat16|float8_e[0-9a-z]+|float4_e[0-9a-z]+|int4|uint4|int2|uint2")
 
 
 class WireError(Exception):
@@ -101,16 +112,41 @@ def encode(obj) -> bytes:
   return struct.pack("<Q", len(body)) + body
 
 
+def _read_npy(view: memoryview) -> np.ndarray:
+  """One ``.npy`` blob -> array, checked before anything is allocated (no ``read_array``: it would allocate
+  whatever shape the header claims before noticing that the data is short)."""
+  f = io.BytesIO(view[:4096].tobytes())
+  version = np.lib.format.read_magic(f)
+  if version == (1, 0):
+    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=4096)
+  elif version in ((2, 0), (3, 0)):
+    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=4096)
+  else:
+    raise ValueError("unknown .npy version")
+  if dtype.str not in _DTYPES:
+    raise WireError(f"an array of dtype {dtype}, which the worker never sends")
+  n = 1
+  for d in shape:
+    if not isinstance(d, int) or d < 0:
+      raise ValueError("bad shape")
+    n *= d
+  data = view[f.tell():]
+  if n * dtype.itemsize != len(data):
+    raise ValueError("data size does not match the header")
+  arr = np.frombuffer(data, dtype=dtype).copy()   # a copy: the frame's buffer is not kept alive
+  return arr.reshape(shape, order="F" if fortran else "C")
+
+
 def decode_body(body: bytes):
   if len(body) < 4:
     raise WireError("a malformed answer (frame too short)")
   (hlen,) = struct.unpack("<I", body[:4])
-  if hlen > len(body) - 4:
+  if hlen > len(body) - 4 or hlen > MAX_HEADER:
     raise WireError("a malformed answer (bad header length)")
   try:
     head = json.loads(body[4:4 + hlen].decode("utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise WireError(f"a malformed answer (bad JSON header: {e})") from None
+  except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    raise WireError(f"a malformed answer (bad JSON header: {type(e).__name__})") from None
   if not isinstance(head, dict) or not isinstance(head.get("blobs"), list):
     raise WireError("a malformed answer (bad header)")
   lens = head["blobs"]
@@ -121,21 +157,30 @@ def decode_body(body: bytes):
     offsets.append((pos, pos + n))
     pos += n
   count = [0]
+  used: set[int] = set()
+  view = memoryview(body)
 
   def array(i, want_key=False, dtype=None):
-    if not isinstance(i, int) or not 0 <= i < len(offsets):
+    if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(offsets):
       raise WireError("a malformed answer (bad blob index)")
+    if i in used:      # one blob, many references: a few bytes would decode to any size
+      raise WireError("a malformed answer (an array referenced twice)")
+    used.add(i)
     a, b = offsets[i]
     try:
-      arr = np.lib.format.read_array(io.BytesIO(body[a:b]), allow_pickle=False)
+      arr = _read_npy(view[a:b])
+    except WireError:
+      raise
     except Exception as e:  # noqa: BLE001
       raise WireError(f"a malformed answer (bad array: {type(e).__name__})") from None
-    if arr.dtype.kind not in _NUMERIC_KINDS:
-      raise WireError(f"an array of dtype {arr.dtype}, which is not numeric")
     if want_key:
       import jax
+      if arr.dtype.kind not in "iu":
+        raise WireError("a malformed answer (a key that is not integers)")
       return jax.random.wrap_key_data(arr.astype(np.uint32))
     if dtype:
+      if not _CASTS.fullmatch(dtype) or arr.dtype != np.float32:
+        raise WireError(f"a malformed answer (a cast to {dtype[:40]!r})")
       try:
         import ml_dtypes  # noqa: F401  (registers bfloat16 & co with NumPy)
         arr = arr.astype(np.dtype(dtype))
@@ -194,6 +239,7 @@ def read_exact(fd: int, n: int) -> bytes:
 
 
 def read_frame(fd: int):
+  """Read one frame (the worker reads its requests with it)."""
   (n,) = struct.unpack("<Q", read_exact(fd, 8))
   if n > MAX_FRAME:
     raise WireError(f"a result of {n / 2**20:.0f} MB, over the {MAX_FRAME / 2**20:.0f} MB limit")

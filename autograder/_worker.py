@@ -1,8 +1,9 @@
 """The untrusted worker: imports one submission and runs operations on it.
 
-Started by the grader (``python -I -m autograder._worker REQ_FD RESP_FD``) inside
-bubblewrap when available, always under rlimits, in a new session, with a
-scratch directory (holding a copy of the submission) as its working directory.
+Started by the grader (``python -P -E -s -c <boot> REQ_FD RESP_FD SCRATCH``, see
+``_sandbox.Worker``) inside bubblewrap when available, always under rlimits, in
+a new session, with a scratch directory (holding a copy of the submission) as
+its working directory. Design: ``autograder/ISOLATION.md``.
 It answers one request at a time over two pipes in the format of ``_wire``.
 
 Layers set up here, before any submission code runs:
@@ -10,8 +11,16 @@ Layers set up here, before any submission code runs:
   "uses dlfunc's implementation" when called (so only that function scores 0);
 - a snapshot of numpy/jax/builtins/autograder module dicts, checked and restored
   after every request (monkeypatching is reported as such);
+- the assignment's rules (``FORBIDDEN``) as stand-ins: every reference to a
+  forbidden function in every loaded module is replaced by a stand-in that
+  refuses the call while a function that forbids it is being graded; calls
+  into a forbidden package (``optax``, ``jax.nn.initializers``) during that
+  function's grading are caught by a call tracer (see :class:`Rules`);
 - a Python audit hook (cannot be removed) refusing sockets, new processes,
-  signals, writes outside the scratch directory and reads of denied folders.
+  signals, writes outside the scratch directory and reads of denied folders
+  (a tripwire that makes messages readable);
+- the kernel's walls (``_confine``): Landlock, a seccomp filter and, when
+  started as root without bubblewrap, an unprivileged uid of its own.
 """
 from __future__ import annotations
 
@@ -19,10 +28,13 @@ import ast
 import builtins
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import io
+import json
 import linecache
 import os
 import sys
+import threading
 import types
 
 import jax  # noqa: F401  (imported before the submission: the ops capture its functions)
@@ -33,7 +45,7 @@ import jax.random  # noqa: F401
 import jax.test_util  # noqa: F401
 import numpy
 
-from autograder import _ops, _sandbox, _wire
+from autograder import _confine, _ops, _sandbox, _wire
 from autograder._errors import SubmissionError
 
 OUTPUT_CAP = 4000
@@ -181,6 +193,300 @@ def _install_audit_hook(scratch: str, denied: list[str]):
   sys.addaudithook(hook)
 
 
+
+# ---------------------------------------------------------------- the assignment's rules, where the code runs
+
+
+class Rules:
+  """``FORBIDDEN`` enforced at run time: ``{graded function: (dotted names)}``.
+
+  A name that is a function (``jax.nn.relu``) is replaced, in every loaded module's namespace (so
+  ``jax._src.nn.functions.relu``, ``getattr(jax.nn, "re" + "lu")`` and ``vars(jax.nn)["relu"]`` all give
+  the stand-in), by a stand-in that calls the original except while a graded function that forbids it is
+  being graded. A name that is a module or package (``jax.nn.initializers``, ``optax``) gets stand-ins for
+  every public function it implements (and its submodules, when loaded); a third-party library that is
+  loaded is also watched by a call tracer during the grading of a function that forbids it (classes such as
+  flax modules have no stand-ins); importing a forbidden package during that grading counts as a use. A
+  refusal marks the whole call refused even if the submission catches the exception.
+  """
+
+  def __init__(self, forbidden: dict):
+    self.current: str | None = None
+    self.hit: str | None = None
+    self.fn_rules: dict[int, tuple[object, str, set]] = {}    # id(original) -> (original, name, functions)
+    self.stand_ins: dict[int, object] = {}
+    self.files: dict[str, tuple[tuple, frozenset, str]] = {}  # function -> (package folders, (), names)
+    self.packages: dict[str, list[str]] = {}                 # function -> packages whose import is a use
+    self._subpackages: dict[str, set] = {}                   # package -> functions; submodules get stand-ins
+    self._done_modules: set[str] = set()
+    self._finder = None
+    for fn, names in (forbidden or {}).items():
+      if not isinstance(names, (list, tuple)):
+        continue
+      for name in names:
+        if not isinstance(name, str) or name == "dlfunc" or name.startswith("dlfunc."):
+          continue
+        obj = _resolve(name)
+        if obj is not None and not isinstance(obj, types.ModuleType) and callable(obj):
+          self._add(obj, name, fn)
+        else:
+          self._module_rule(fn, name, obj)
+    self._install()
+
+  def _add(self, obj, name, fn):
+    if isinstance(obj, type) or id(obj) in self.stand_ins and self.fn_rules[id(obj)][0] is not obj:
+      return
+    entry = self.fn_rules.setdefault(id(obj), (obj, name, set()))
+    entry[2].add(fn)
+    if id(obj) not in self.stand_ins:
+      self.stand_ins[id(obj)] = self._stand_in(obj, name, entry[2])
+
+  def _module_functions(self, mod, fn):
+    """Stand-ins for the public functions a forbidden module implements (jax.nn: relu, softmax... from
+    jax._src.nn), not for what it merely re-exports from elsewhere (jax.nn.tanh is jax.numpy.tanh)."""
+    name = mod.__name__
+    top, last = name.split(".")[0], name.rsplit(".", 1)[-1]
+    for k, v in list(vars(mod).items()):
+      if k.startswith("_") or not callable(v) or isinstance(v, (type, types.ModuleType)):
+        continue
+      home = getattr(v, "__module__", None) or ""
+      if not isinstance(home, str):
+        continue
+      ours = home == name or home.startswith(name + ".") or (
+          home.startswith(top + "._src.") and any(last in part for part in home.split(".")[2:]))
+      if ours:
+        self._add(v, f"{name}.{k}", fn)
+    self._done_modules.add(name)
+
+  def _module_rule(self, fn, name, mod):
+    dirs, files, names = self.files.get(fn, ((), frozenset(), ""))
+    dirs = list(dirs)
+    top_level = "." not in name
+    if isinstance(mod, types.ModuleType):
+      self._module_functions(mod, fn)
+      if hasattr(mod, "__path__"):
+        self._subpackages.setdefault(name, set()).add(fn)    # its submodules, loaded later, get stand-ins
+        self.packages.setdefault(fn, []).append(name)        # and importing one of them is a use
+      if top_level and hasattr(mod, "__path__"):
+        dirs.extend(os.path.join(d, "") for d in mod.__path__)   # a library (optax): all of its code
+    else:
+      try:
+        spec = importlib.util.find_spec(name) if top_level else None
+      except (ImportError, ValueError):
+        spec = None
+      if spec is not None and spec.submodule_search_locations:
+        dirs.extend(os.path.join(d, "") for d in spec.submodule_search_locations)
+      self.packages.setdefault(fn, []).append(name)
+    self.files[fn] = (tuple(dirs), frozenset(), (names + ", " if names else "") + name)
+
+  def _stand_in(self, original, name, functions):
+    rules = self
+
+    def stand_in(*args, **kwargs):
+      if rules.current in functions:
+        rules.hit = name
+        raise _ops.RefusedError(f"calls {name}, which this assignment forbids for {rules.current}.")
+      return original(*args, **kwargs)
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+      try:
+        setattr(stand_in, attr, getattr(original, attr))
+      except (AttributeError, TypeError):
+        pass
+    return stand_in
+
+  def _install(self):
+    """Replace every reference to a forbidden function in the loaded modules' namespaces."""
+    if not self.stand_ins:
+      return
+    stand_ins, rules = self.stand_ins, self.fn_rules
+    for m in list(sys.modules.values()):
+      d = getattr(m, "__dict__", None)
+      if not isinstance(d, dict):
+        continue
+      for k, v in list(d.items()):
+        s = stand_ins.get(id(v))
+        if s is not None and rules[id(v)][0] is v:
+          try:
+            d[k] = s
+          except TypeError:
+            pass
+
+  def _late_submodules(self):
+    """Submodules of a forbidden package loaded since (by the submission): stand-ins for them too."""
+    new = False
+    for pkg, fns in self._subpackages.items():
+      for mname in [m for m in list(sys.modules) if m.startswith(pkg + ".") and m not in self._done_modules]:
+        mod = sys.modules.get(mname)
+        if isinstance(mod, types.ModuleType):
+          for fn in fns:
+            self._module_functions(mod, fn)
+          new = True
+    if new:
+      self._install()
+
+  # -- during one graded call
+
+  def enter(self, fn: str):
+    self.current, self.hit = fn, None
+    rule = self.files.get(fn)
+    if rule is None:
+      return
+    if self._subpackages:
+      self._late_submodules()
+    dirs, files, names = rule
+    if dirs and any(getattr(m, "__file__", None) and m.__file__.startswith(dirs)
+                    for m in [sys.modules.get(n.split(".")[0]) for n in names.split(", ")] if m is not None):
+      self._trace(dirs, files, names)     # a library it may not use is loaded: watch every call into it
+    self._watch_imports(fn)
+
+  def _trace(self, dirs, files, names):
+    rules = self
+
+    def tracer(frame, event, arg):
+      if event == "call":
+        if frame.f_code.co_filename.startswith(dirs):
+          rules.hit = names
+          raise _ops.RefusedError(f"calls into {names}, which this assignment forbids for {rules.current}.")
+      return None
+    sys.settrace(tracer)
+    threading.settrace(tracer)
+
+  def _watch_imports(self, fn):
+    pk = self.packages.get(fn)
+    if pk:
+      self._finder = _ImportWatch(self, tuple(pk))
+      sys.meta_path.insert(0, self._finder)
+
+  def exit(self) -> str | None:
+    sys.settrace(None)
+    threading.settrace(None)
+    f = getattr(self, "_finder", None)
+    if f is not None:
+      try:
+        sys.meta_path.remove(f)
+      except ValueError:
+        pass
+      self._finder = None
+    hit, self.current, self.hit = self.hit, None, None
+    return hit
+
+
+class _ImportWatch(importlib.abc.MetaPathFinder):
+  def __init__(self, rules, names):
+    self.rules, self.names = rules, names
+
+  def find_spec(self, fullname, path=None, target=None):
+    for n in self.names:
+      if fullname == n or fullname.startswith(n + "."):
+        self.rules.hit = n
+        raise _ops.RefusedError(f"imports {n}, which this assignment forbids for {self.rules.current}.")
+    return None
+
+
+def _codes(v) -> set:
+  """The code objects behind a public function (unwrapping jit, custom_jvp/vjp and functools.wraps)."""
+  out, seen = set(), 0
+  while v is not None and seen < 5:
+    seen += 1
+    code = getattr(v, "__code__", None)
+    if isinstance(code, types.CodeType):
+      out.add(code)
+    v = getattr(v, "__wrapped__", None) or getattr(v, "fun", None) if not isinstance(v, type) else None
+  return out
+
+
+def _resolve(name: str):
+  """The object a dotted name names (``None`` if it cannot be found); imports only inside packages already
+  imported (``jax.scipy.special`` once ``jax`` is loaded), never a new package (``optax``)."""
+  parts = name.split(".")
+  if parts[0] not in sys.modules:
+    return None
+  for i in range(len(parts), 0, -1):
+    modname = ".".join(parts[:i])
+    mod = sys.modules.get(modname)
+    if mod is None:
+      try:
+        mod = importlib.import_module(modname)
+      except Exception:  # noqa: BLE001  (not a module: try the parent)
+        continue
+    obj = mod
+    for p in parts[i:]:
+      obj = getattr(obj, p, None)
+      if obj is None:
+        return None
+    return obj
+  return None
+
+
+# ---------------------------------------------------------------- kernel walls
+
+
+def _git_stores(checkout: str) -> list[str]:
+  """The git folders of ``checkout``: ``.git``, or for a worktree the folders its ``.git`` file points to."""
+  dot = os.path.join(checkout, ".git")
+  out = [dot]
+  try:
+    if os.path.isfile(dot):
+      with open(dot) as f:
+        line = f.read(4096).strip()
+      if line.startswith("gitdir:"):
+        gitdir = os.path.normpath(os.path.join(checkout, line[7:].strip()))
+        out.append(gitdir)
+        common = os.path.join(gitdir, "commondir")
+        if os.path.isfile(common):
+          with open(common) as f:
+            out.append(os.path.normpath(os.path.join(gitdir, f.read(4096).strip())))
+  except OSError:
+    pass
+  return out
+
+
+def confine(scratch: str) -> list[str]:
+  """Put up the kernel's walls (see ``_confine``); return the layers in force, for the report."""
+  layers = []
+  drop = os.environ.get("AUTOGRADER_DROP")
+  if os.environ.get("AUTOGRADER_UNSHARE_NET") and os.getuid() == 0 and _confine.unshare(_confine.CLONE_NEWNET):
+    layers.append("own network namespace")
+  ro = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime", "/proc",
+        "/sys/devices/system/cpu", "/dev/urandom", "/dev/random", "/dev/zero", sys.prefix, sys.base_prefix,
+        os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(_ops.__file__))}
+  pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__)))
+  for p in sys.path:        # site-packages and the standard library; not the folder holding the autograder
+    if p and os.path.isdir(p) and os.path.realpath(p) != os.path.realpath(pkg_parent) and \
+        os.path.realpath(p) != os.path.realpath(scratch):
+      ro.add(p)
+  ro = sorted({os.path.realpath(p) for p in ro if os.path.exists(p)} | {p for p in ro if os.path.exists(p)})
+  if drop:    # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
+    pkg_parent = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__))))
+    installed = any(pkg_parent == q or pkg_parent.startswith(q + os.sep)   # pip-installed: not a checkout
+                    for q in {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})
+    cover = ([] if installed else [pkg_parent] + _git_stores(pkg_parent)) + \
+        [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
+    keep = [sys.prefix, sys.base_prefix, scratch, os.path.dirname(os.path.abspath(_ops.__file__))] + \
+        [p for p in sys.path if p and os.path.isdir(p)]
+    keep = [k for k in keep if not os.path.realpath(k) == os.path.realpath(pkg_parent)]
+    if _confine.cover(cover, keep):
+      layers.append("own mount namespace hiding the checkout and the denied folders")
+  need_cap = bool(drop) and not all(_confine.world_readable(p) for p in (sys.prefix, sys.base_prefix,
+                                                                          os.path.dirname(os.__file__))) \
+      or bool(drop) and not _confine.world_readable(os.path.dirname(os.path.realpath(scratch)))
+  abi = 0 if os.environ.get("AUTOGRADER_NO_LANDLOCK") else _confine.landlock(ro, [scratch], ["/dev/null"])
+  if abi:
+    layers.append(f"Landlock v{abi} (reads only the interpreter and libraries, writes only scratch"
+                  + (", no TCP" if abi >= 4 else "") + (", no signals out" if abi >= 6 else "") + ")")
+  sec = _confine.seccomp()
+  if sec:
+    layers.append("seccomp (no ptrace, process_vm_*, open_by_handle_at, mount, unshare, sockets)")
+  if drop:
+    uid, gid = (int(v) for v in drop.split(":"))
+    keep = need_cap and bool(abi) and sec
+    if _confine.drop_to(uid, gid, keep_read_search=keep):
+      layers.append(f"uid {uid}")
+    else:
+      raise SystemExit(f"could not drop to uid {uid}")   # never run student code as root by accident
+  return layers
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -221,9 +527,24 @@ class Worker:
         where = self.label(fname, e.lineno or 0)
         problems.append(f"syntax error at {where}: {e.msg}")
         continue
+      except (RecursionError, MemoryError, ValueError, SystemError) as e:
+        what = "the code is nested too deeply" if isinstance(e, (RecursionError, SystemError)) else \
+            "it needs too much memory" if isinstance(e, MemoryError) else str(e)[:100]
+        where = "this file" if idx is None else f"cell {idx}"
+        problems.append(f"{where} cannot be compiled by Python: {what} (e.g. an expression of hundreds of "
+                        "thousands of terms); split it up.")
+        continue
       for node in tree.body:      # statement by statement: one failure does not stop the rest
         try:
-          exec(compile(ast.Module([node], []), fname, "exec"), self.ns)
+          code = compile(ast.Module([node], []), fname, "exec")
+        except (RecursionError, MemoryError, SystemError, ValueError):
+          problems.append(f"{self.label(fname, getattr(node, 'lineno', 0))} cannot be compiled by Python: an "
+                          "expression nested too deeply; split it up.")
+          if idx is not None:
+            break
+          continue
+        try:
+          exec(code, self.ns)
         except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt at top level too)
           err = _ops.classify(e, "the submission", self.is_student, self.label, None)
           problems.append(err.message.replace("the submission raised", "top-level code raised", 1))
@@ -256,17 +577,18 @@ def main(argv):
   sys.meta_path.insert(0, _DlfuncFinder())
   sys.path.append(scratch)
   os.chdir(scratch)
-  if os.environ.get("AUTOGRADER_UNSHARE_NET") and os.getuid() == 0:
-    # Root without bubblewrap: a private, empty network namespace (no network even through ctypes).
-    try:
-      import ctypes
-      ctypes.CDLL(None, use_errno=True).unshare(0x40000000)  # CLONE_NEWNET
-    except (OSError, AttributeError):
-      pass
   limits = os.environ.get("AUTOGRADER_LIMITS")
   if limits:
     memory_mb, cpu_s, nproc = (int(v) for v in limits.split(","))
     _sandbox.apply_limits(memory_mb, cpu_s, nproc)
+  try:
+    forbidden = json.loads(os.environ.get("AUTOGRADER_FORBIDDEN") or "{}")
+  except ValueError:
+    forbidden = {}
+  rules = Rules(forbidden if isinstance(forbidden, dict) else {})
+  layers = confine(scratch)
+  pkg_parent = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__))))
+  sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != pkg_parent]   # imports are done
   worker = Worker(scratch)
   snap = _snapshot()
   _install_audit_hook(scratch, denied)
@@ -284,13 +606,21 @@ def main(argv):
       if req["op"] == "load":
         resp["problems"] = worker.load(req)
         resp["defined"] = {f: callable(worker.ns.get(f)) for f in req["functions"]}
+        resp["layers"] = layers
       else:
         fn_name = req["fn"]
         fn = worker.ns.get(fn_name)
         if not callable(fn):
           raise SubmissionError("missing", f"{fn_name} is not defined (or not a function) in the submission.")
-        resp["result"] = _ops.run(req["op"], fn, fn_name, tuple(req["args"]), dict(req["kwargs"]),
-                                  dict(req.get("opts") or {}), worker.is_student, worker.label)
+        rules.enter(fn_name)
+        try:
+          resp["result"] = _ops.run(req["op"], fn, fn_name, tuple(req["args"]), dict(req["kwargs"]),
+                                    dict(req.get("opts") or {}), worker.is_student, worker.label)
+        finally:
+          hit = rules.exit()
+        if hit:       # refused, even if the submission caught the refusal and went on
+          raise SubmissionError("refused", f"{fn_name}: calls {hit}, which this assignment forbids for "
+                                f"{fn_name}. Write it yourself with jax.numpy.")
     except SubmissionError as e:
       resp = {"ok": False, "kind": e.kind, "message": e.message}
     except BaseException as e:  # noqa: BLE001

@@ -224,3 +224,319 @@ def test_hostile_without_bubblewrap(name, tmp_path, listener, scratch_root, monk
   assert _hashes(tmp_path / "subs") | _hashes(a.path) == before
   assert listener.connections == 0
   assert not _worker_processes(scratch_root)
+
+
+# ---------------------------------------------------------------- issue 18: walls the kernel enforces
+
+SECRET = "autograder-secret-" + hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:16]
+_KERNEL_FUNCTIONS = ("relu", "sigmoid", "softmax")
+_GRADER_PEAK_MB = 1500     # the grader's own peak RSS over the whole batch (a forged frame once made it 2.1 GB)
+
+
+def _kernel_batch(tmp_path, no_bwrap: bool):
+  """Grade every KERNEL_CASES submission plus a correct one in ONE `grade-all --jobs 2` run; return what the
+  assertions need (the run, the reports, the grader's peak memory, the state before)."""
+  from hostile.cases import KERNEL_CASES, build_kernel
+  import sysconfig
+  a = load_assignment("01")
+  ref = _authoring.module_source(a.source, solved=True, assignment_id="01")
+  subs = tmp_path / "subs"
+  subs.mkdir()
+  good = subs / "good.py"
+  good.write_text(ref)
+  site = sysconfig.get_paths()["purelib"]
+  ctx = dict(tests_path=str(a.path / "tests.py"), site_packages=site, secret=SECRET, checkout=str(REPO),
+             assignment_py=str(a.source), good_path=str(good))
+  paths = {c.name: build_kernel(c, ref, subs, **ctx) for c in KERNEL_CASES}
+  env = dict(os.environ, AUTOGRADER_TEST_SECRET=SECRET)
+  if no_bwrap:
+    env["AUTOGRADER_NO_BWRAP"] = "1"
+  else:
+    env.pop("AUTOGRADER_NO_BWRAP", None)
+  before = {"files": _hashes(subs) | _hashes(a.path), "site": sorted(os.listdir(site))}
+  out = tmp_path / "out"
+  script = ("import sys\nfrom autograder import cli\nrc = 0\ntry:\n  rc = cli.main(sys.argv[1:])\n"
+            "except SystemExit as e:\n  rc = e.code\nhwm = [l for l in open('/proc/self/status') if "
+            "l.startswith('VmHWM')][0].split()[1]\nprint('GRADER_PEAK_KB', hwm)\nsys.exit(rc or 0)\n")
+  r = subprocess.run([sys.executable, "-c", script, "grade-all", "01", str(subs), "--out", str(out), "--jobs", "2",
+                      "--timeout", str(TIMEOUT), "--only", ",".join(_KERNEL_FUNCTIONS)],
+                     capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
+  peak = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("GRADER_PEAK_KB")]
+  reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+  return dict(a=a, run=r, reports=reports, peak_kb=peak[0] if peak else None, before=before, subs=subs, site=site,
+              paths=paths, cases=KERNEL_CASES)
+
+
+@pytest.fixture(scope="module", params=["bwrap", "fallback"])
+def kernel_batch(request, tmp_path_factory):
+  if request.param == "bwrap" and not _bwrap_here():
+    pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+  root = tmp_path_factory.mktemp(f"kernel-{request.param}")
+  scratch = root / "scratch"
+  scratch.mkdir()
+  old = os.environ.get("AUTOGRADER_SCRATCH")
+  os.environ["AUTOGRADER_SCRATCH"] = str(scratch)
+  try:
+    d = _kernel_batch(root, no_bwrap=request.param == "fallback")
+  finally:
+    if old is None:
+      os.environ.pop("AUTOGRADER_SCRATCH", None)
+    else:
+      os.environ["AUTOGRADER_SCRATCH"] = old
+  d.update(mode=request.param, scratch=scratch)
+  return d
+
+
+def _bwrap_here() -> bool:
+  from autograder import _sandbox
+  saved = os.environ.pop("AUTOGRADER_NO_BWRAP", None)
+  try:
+    return _sandbox.bwrap_usable()
+  finally:
+    if saved is not None:
+      os.environ["AUTOGRADER_NO_BWRAP"] = saved
+
+
+def _kernel_expected(case, a):
+  total = sum(a.points_for(f) for f in _KERNEL_FUNCTIONS)
+  return {"victim": total - a.points_for(case.fn), "full": total, "zero": 0.0}[case.expect]
+
+
+def test_kernel_walls_scores_and_messages(kernel_batch):
+  """Each attack scores what an honest grade gives (a hole would show up as points), with its message."""
+  b = kernel_batch
+  assert b["run"].returncode == 0, b["run"].stderr[-3000:]
+  a, reports = b["a"], b["reports"]
+  assert reports["good"]["score"] == pytest.approx(sum(a.points_for(f) for f in _KERNEL_FUNCTIONS)), \
+      reports["good"]["tests"]
+  wrong = []
+  for case in b["cases"]:
+    rep = reports[case.name]
+    if rep["score"] != pytest.approx(_kernel_expected(case, a)):
+      wrong.append((case.name, rep["score"], [(t["name"], t["score"], t["output"][:160]) for t in rep["tests"]
+                                              if t["function"] == case.fn or case.expect != "victim"][:3]))
+    if case.message and case.message not in json.dumps(rep):
+      wrong.append((case.name, "message", rep["notes"], [t["output"][:200] for t in rep["tests"]][:3]))
+    if case.expect == "victim":
+      others = [t for t in rep["tests"] if t["function"] != case.fn and t["score"] != t["max_score"]]
+      if others:
+        wrong.append((case.name, "bystanders", [t["output"][:200] for t in others][:3]))
+  assert not wrong, wrong
+  assert reports["blank_lines_folder"]["seconds"] < 120     # the entry search was quadratic: 200 s
+
+
+def test_kernel_walls_leave_nothing(kernel_batch):
+  """Nothing written outside scratch, no process left, no secret or hidden-test text in any result, and the
+  grader's own memory stays bounded."""
+  b = kernel_batch
+  a = b["a"]
+  assert b["run"].returncode == 0, b["run"].stderr[-3000:]
+  assert _hashes(b["subs"]) | _hashes(a.path) == b["before"]["files"]
+  assert sorted(os.listdir(b["site"])) == b["before"]["site"], "a file appeared in site-packages"
+  assert not _worker_processes(b["scratch"]), _worker_processes(b["scratch"])
+  assert not _scratch_dirs(b["scratch"])
+  hidden_src = (a.path / "tests.py").read_text()
+  probes = [SECRET] + [ln.strip() for ln in hidden_src.splitlines() if ln.startswith("def test_")][:5]
+  for name, rep in b["reports"].items():
+    text = json.dumps(rep)
+    for probe in probes:
+      assert probe not in text, (name, probe)
+  assert b["peak_kb"] is not None and b["peak_kb"] < _GRADER_PEAK_MB * 1024, b["peak_kb"]
+
+
+def test_kernel_walls_isolation_summary(kernel_batch):
+  """The report says which walls were up; as root without bubblewrap, each worker had a uid of its own."""
+  b = kernel_batch
+  iso = b["reports"]["good"]["isolation"]
+  if b["mode"] == "bwrap":
+    assert iso.startswith("bubblewrap"), iso
+  else:
+    assert "no bubblewrap" in iso, iso
+    if os.getuid() == 0:
+      assert "own unprivileged uid" in iso and "uid 64" in iso, iso
+    else:
+      assert "not root" in iso, iso
+
+
+_RULES_SCRIPT = r'''
+import importlib, json, sys, types
+from autograder import _registry, _worker, _ops
+checked, skipped, bad = 0, [], []
+for aid in _registry.list_assignments():
+  a = _registry.load_assignment(aid)
+  rules = _worker.Rules(a.forbidden)
+  for fn, names in a.forbidden.items():
+    other = next((f for f in a.functions if not set(a.forbidden.get(f, ())) & set(names)), None)
+    for name in names:
+      if name.split(".")[0] == "dlfunc":
+        continue
+      obj = _worker._resolve(name)
+      target = obj
+      if isinstance(obj, types.ModuleType):    # a module rule: some public function of it must be refused
+        import jax.numpy as jnp
+        found = False
+        import pkgutil
+        candidates = list(vars(obj).items())[:200]
+        for sub in pkgutil.iter_modules(getattr(obj, "__path__", [])):   # a package: its modules' functions too
+          try:
+            m = importlib.import_module(obj.__name__ + "." + sub.name)
+          except Exception:
+            continue
+          candidates += list(vars(m).items())[:100]
+        for k, v in candidates:
+          if k.startswith("_") or isinstance(v, (type, types.ModuleType)) or not callable(v):
+            continue
+          for args in [(jnp.ones(3),) * n for n in range(5)]:
+            rules.enter(fn)
+            try:
+              v(*args)
+            except Exception:
+              pass
+            finally:
+              hit = rules.exit()
+            if hit:
+              found = True
+              break
+          if found:
+            break
+        checked += found
+        if not found:
+          bad.append((aid, fn, name, "no public function of it refused"))
+        continue
+      if target is None:
+        if name.split(".")[0] not in sys.modules:      # not installed or not loaded: importing it is the use
+          rules.enter(fn)
+          try:
+            importlib.import_module(name)
+            bad.append((aid, fn, name, "import allowed"))
+          except _ops.RefusedError:
+            checked += 1
+          except ImportError:
+            skipped.append(name)
+          finally:
+            rules.exit()
+        else:
+          skipped.append(name)
+        continue
+      rules.enter(fn)
+      try:
+        target()
+        bad.append((aid, fn, name, "no refusal"))
+      except _ops.RefusedError:
+        checked += 1
+      except Exception as e:
+        hit = rules.hit
+        if hit is None:
+          bad.append((aid, fn, name, type(e).__name__))
+        else:
+          checked += 1
+      finally:
+        rules.exit()
+      if other is not None:       # the same name stays callable while a function that allows it is graded
+        rules.enter(other)
+        try:
+          target()
+        except _ops.RefusedError:
+          bad.append((aid, other, name, "refused for a function that allows it"))
+        except Exception:
+          pass
+        finally:
+          rules.exit()
+print(json.dumps({"checked": checked, "skipped": skipped, "bad": bad}))
+'''
+
+
+def test_forbidden_rules_refused_at_run_time_for_every_assignment():
+  """Every assignment's FORBIDDEN names are refused where the code runs (in a fresh process: the stand-ins
+  replace library functions process-wide), and stay usable for the functions that allow them."""
+  r = subprocess.run([sys.executable, "-c", _RULES_SCRIPT], capture_output=True, text=True, timeout=600, cwd=REPO,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.loads(r.stdout.strip().splitlines()[-1])
+  assert not res["bad"], res
+  assert res["checked"] >= 15, res
+
+
+def test_wire_decoding_is_bounded():
+  """A forged frame cannot make the grader allocate beyond a small multiple of its size."""
+  import io
+  import struct
+  import numpy as np
+  from autograder import _wire
+
+  def frame(tree, blobs):
+    head = json.dumps({"tree": tree, "blobs": [len(b) for b in blobs]}).encode()
+    return struct.pack("<I", len(head)) + head + b"".join(blobs)
+
+  def npy(a):
+    b = io.BytesIO()
+    np.lib.format.write_array(b, a)
+    return b.getvalue()
+  ok = _wire.decode_body(_wire.encode({"x": np.arange(6.0).reshape(2, 3)})[8:])
+  assert ok["x"].shape == (2, 3)
+  one = npy(np.zeros(1, np.float32))
+  with pytest.raises(_wire.WireError, match="referenced twice"):
+    _wire.decode_body(frame({"$l": [{"$a": 0}] * 1000}, [one]))
+  with pytest.raises(_wire.WireError, match="cast"):
+    _wire.decode_body(frame({"$a": 0, "dtype": "(100000,)f8"}, [one]))
+  big_header = one[:10] + one[10:].replace(b"(1,)", b"(9,)")   # claims 9 elements, holds 1
+  with pytest.raises(_wire.WireError):
+    _wire.decode_body(frame({"$a": 0}, [big_header]))
+  with pytest.raises(_wire.WireError, match="dtype"):
+    _wire.decode_body(frame({"$a": 0}, [npy(np.array(["s"]))]))
+  deep = b'{"tree": ' + b"[" * 100_000 + b"]" * 100_000 + b', "blobs": []}'
+  with pytest.raises(_wire.WireError):
+    _wire.decode_body(struct.pack("<I", len(deep)) + deep)
+
+
+def test_parsing_is_bounded_and_links_are_not_followed(tmp_path):
+  """The grader's own parsing of hostile files ends as the submission's message, in bounded time."""
+  import time
+  from autograder import _submission
+  folder = tmp_path / "blank"
+  folder.mkdir()
+  (folder / "a.py").write_text("def relu(x):\n  return x\n")
+  (folder / "b.py").write_text("\n" * 150_000)
+  t = time.monotonic()
+  assert _submission.find_entry(folder, ("relu", "sigmoid")).name == "a.py"
+  assert time.monotonic() - t < 5
+  nb = tmp_path / "ints.ipynb"
+  nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": [1, 2], "metadata": {}}]}))
+  with pytest.raises(_submission.SubmissionUnreadable, match="cell 1's source is not text"):
+    _submission.read_submission(nb)
+  deep = tmp_path / "deep.ipynb"
+  deep.write_text("[" * 100_000 + "]" * 100_000)
+  with pytest.raises(_submission.SubmissionUnreadable, match="nested too deeply"):
+    _submission.read_submission(deep)
+  huge = tmp_path / "huge.py"
+  huge.write_text("x = " + "+".join(["1"] * 200_000) + "\n")
+  assert _submission.forbidden_uses(_submission.read_submission(huge).cells, ["relu"], {}) == {}
+  links = tmp_path / "links"
+  links.mkdir()
+  (links / "sol.py").symlink_to(folder / "a.py")
+  with pytest.raises(_submission.SubmissionUnreadable, match="symbolic link"):
+    _submission.find_entry(links, ("relu",))
+  with pytest.raises(_submission.SubmissionUnreadable, match="symbolic link"):
+    _submission.find_entry(links / "sol.py")
+  assert _submission.display(os.fsdecode(b"\xff\x1b=1.py")) == "\\xff\\x1b=1.py"
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "fallback"])
+def test_odd_file_names_are_graded(mode, tmp_path, scratch_root, monkeypatch):
+  """A name a spreadsheet would evaluate and a name that is not UTF-8 are graded like any other."""
+  from autograder import _sandbox
+  if mode == "fallback":
+    monkeypatch.setenv("AUTOGRADER_NO_BWRAP", "1")
+  else:
+    monkeypatch.delenv("AUTOGRADER_NO_BWRAP", raising=False)
+    if not _sandbox.bwrap_usable():
+      pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+  a = load_assignment("01")
+  ref = _authoring.module_source(a.source, solved=True, assignment_id="01")
+  for raw in (b"=1+1.py", b"caf\xe9 \xff.py"):
+    p = pathlib.Path(os.fsdecode(bytes(tmp_path) + b"/" + raw))
+    p.write_text(ref)
+    report = grade_submission("01", p, functions=["relu"], timeout=TIMEOUT)
+    assert report.score == report.max_score, [(t.name, t.output[:300]) for t in report.tests]
+    json.dumps(report.as_dict())
+  assert not _worker_processes(scratch_root)
