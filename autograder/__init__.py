@@ -6,7 +6,7 @@ comparisons), ``SubmissionError`` (what a failed call into a submission raises),
 ``load_assignment``, ``list_assignments``, ``grade_submission``.
 """
 from autograder._errors import CheckFailed, SubmissionError
-from autograder._registry import hidden, list_assignments, load_assignment, points
+from autograder.grader._registry import hidden, list_assignments, load_assignment, points
 
 __all__ = ["points", "hidden", "CheckFailed", "SubmissionError", "load_assignment", "list_assignments",
            "grade_submission"]
@@ -15,7 +15,7 @@ __all__ = ["points", "hidden", "CheckFailed", "SubmissionError", "load_assignmen
 def __getattr__(name):
   # Lazy: importing the runner pulls in the sandbox machinery.
   if name == "grade_submission":
-    from autograder._runner import grade_submission
+    from autograder.grader._runner import grade_submission
     return grade_submission
   if name == "checks":
     import importlib

@@ -20,7 +20,7 @@ def _report_dict(r):
 
 def cmd_list(args):
   """Ids, functions and points read from each tests.py's syntax tree: JAX is not imported."""
-  from autograder import _registry
+  from autograder.grader import _registry
   ids = _registry.list_assignments()
   if not ids:
     print(f"autograder list: no assignments found; {_registry.where_text()}", file=sys.stderr)
@@ -55,7 +55,8 @@ def _pick(folder: pathlib.Path, assignment_id: str) -> tuple[pathlib.Path | None
 
 def _submission_path(assignment_id: str, given: str | None, *, check: bool) -> tuple[pathlib.Path, str]:
   """The submission to grade and an optional line about how it was chosen; ``BadInput`` when it cannot be."""
-  from autograder import _registry, _submission
+  from autograder.grader import _registry
+  from autograder.worker import _submission
   cmd = "check" if check else "grade"
   if given is None:
     path, why = _pick(pathlib.Path.cwd(), assignment_id)
@@ -101,7 +102,7 @@ def _status(r) -> int:
 
 
 def cmd_check(args):
-  from autograder import _registry, _report, _runner
+  from autograder.grader import _registry, _report, _runner
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
   only = _only(args.only, a)
@@ -115,7 +116,7 @@ def cmd_check(args):
 
 
 def cmd_grade(args):
-  from autograder import _registry, _report, _runner
+  from autograder.grader import _registry, _report, _runner
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
   only = _only(args.only, a)
@@ -147,11 +148,11 @@ def _atomic_write(path: pathlib.Path, text: str):
   os.replace(tmp, path)
 
 
-from autograder._batch import grade_all  # noqa: E402,F401  (moved to autograder._batch; kept importable here)
+from autograder.grader._batch import grade_all  # noqa: E402,F401  (kept importable here)
 
 
 def cmd_grade_all(args):
-  from autograder import _batch
+  from autograder.grader import _batch
   t0 = time.monotonic()
   only = [f.strip() for f in args.only.split(",")] if args.only else None
   shard = _batch.parse_shard(args.shard, args.shards)
@@ -169,7 +170,7 @@ def cmd_grade_all(args):
 
 
 def cmd_collect(args):
-  from autograder import _batch
+  from autograder.grader import _batch
   summary: list[str] = []
   reports = _batch.collect(args.out, summary=summary)
   print("\n".join(summary))
@@ -178,7 +179,7 @@ def cmd_collect(args):
 
 
 def cmd_export(args):
-  from autograder import _export
+  from autograder.platforms import _export
   return _export.main(args)
 
 
@@ -190,7 +191,8 @@ def release_student(assignment_id: str, out) -> list[pathlib.Path]:
   when run in ``out``; no hidden test's name, code or helper is written.
   """
   import shutil
-  from autograder import _authoring, _registry
+  from autograder.authoring import _authoring
+  from autograder.grader import _registry
   a = _registry.load_assignment(assignment_id)
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +214,8 @@ def release_student(assignment_id: str, out) -> list[pathlib.Path]:
 
 
 def cmd_release(args):
-  from autograder import _authoring, _nbgrader, _registry
+  from autograder.authoring import _authoring, _nbgrader
+  from autograder.grader import _registry
   args.id = _registry.resolve_id(args.id)
   a = _registry.load_assignment(args.id)
   if a.public_only:
@@ -241,7 +244,8 @@ def cmd_release(args):
 
 def validate(assignment_id: str, nbgrader: bool = True, verbose: bool = True) -> list[str]:
   """Problems found (empty = valid): lint, reference 100 %, blank 0 %, standalone and through nbgrader."""
-  from autograder import _authoring, _nbgrader, _registry, _runner
+  from autograder.authoring import _authoring, _nbgrader
+  from autograder.grader import _registry, _runner
   a = _registry.load_assignment(assignment_id)
   problems = list(_authoring.lint(a))
   say = print if verbose else (lambda *x, **k: None)
@@ -268,7 +272,7 @@ def validate(assignment_id: str, nbgrader: bool = True, verbose: bool = True) ->
 
 
 def cmd_validate(args):
-  from autograder import _registry
+  from autograder.grader import _registry
   ids = _registry.list_assignments() if args.id == "all" else [args.id]
   bad = 0
   for i in ids:

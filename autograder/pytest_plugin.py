@@ -19,8 +19,9 @@ import time
 
 import pytest
 
-from autograder import _registry, _remote, _sandbox, _submission
-from autograder._checks import Credit
+from autograder.grader import _registry
+from autograder.worker import _remote, _sandbox, _submission
+from autograder.grader._checks import Credit
 from autograder._errors import CheckFailed, SubmissionError
 
 _RECORDS = pytest.StashKey[list]()

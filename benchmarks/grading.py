@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO))
 def make_submissions(assignment_id: str, n: int, folder: pathlib.Path, released_nb, source_nb) -> dict[str, float]:
   """N student notebooks; returns the score each should get."""
   import nbformat
-  from autograder import _authoring, load_assignment
+  from autograder import load_assignment
+  from autograder.authoring import _authoring
   a = load_assignment(assignment_id)
   src = nbformat.read(str(source_nb), 4)
   sol = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in src.cells}
@@ -56,14 +57,15 @@ def main(argv=None):
   p.add_argument("--standalone-only", action="store_true", help="skip nbgrader (e.g. where it is not installed)")
   p.add_argument("--keep", help="work in this folder instead of a temporary one")
   args = p.parse_args(argv)
-  from autograder import _nbgrader
+  from autograder.authoring import _nbgrader
   from autograder.cli import grade_all
   work = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="grading-bench-")).resolve()
   course = work / "course"
   aid = args.assignment
   src_nb = _nbgrader.release(aid, course)
   if args.standalone_only:
-    from autograder import _authoring, load_assignment
+    from autograder import load_assignment
+    from autograder.authoring import _authoring
     released = work / "released.ipynb"
     _authoring.write_notebook(_authoring.student_notebook(load_assignment(aid).source), released)
   else:

@@ -79,7 +79,8 @@ print(json.dumps({{"seconds": secs, "peak_tree_mb": peak[0] / 1024, "peak_pss_mb
                   "peak_single_mb": single / 1024,
                   "score": rep["score"], "max_score": rep["max_score"], "isolation": rep["isolation"]}}))
 """
-  from autograder import _authoring, _registry
+  from autograder.authoring import _authoring
+  from autograder.grader import _registry
   a = _registry.load_assignment(aid)
   with tempfile.TemporaryDirectory() as tmp:
     ref = pathlib.Path(tmp) / "reference.py"
@@ -93,7 +94,7 @@ print(json.dumps({{"seconds": secs, "peak_tree_mb": peak[0] / 1024, "peak_pss_mb
 def main(argv):
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, str(REPO))
-  from autograder import _registry
+  from autograder.grader import _registry
   ids = argv or _registry.list_assignments()
   data = json.loads(OUT.read_text()) if OUT.is_file() else {"assignments": {}}
   for aid in ids:

@@ -1,9 +1,10 @@
 """Helpers for the per-assignment mistake tests: run the reference with some functions replaced."""
 import textwrap
 
-from autograder import _authoring, _registry
-from autograder._remote import LocalSubmission
-from autograder._runner import run_test
+from autograder.authoring import _authoring
+from autograder.grader import _registry
+from autograder.worker._remote import LocalSubmission
+from autograder.grader._runner import run_test
 
 
 def namespace(aid: str, override: str = "") -> dict:

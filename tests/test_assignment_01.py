@@ -11,7 +11,8 @@ import time
 import nbformat
 import pytest
 
-from autograder import _authoring, _nbgrader, load_assignment
+from autograder import load_assignment
+from autograder.authoring import _authoring, _nbgrader
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 A = load_assignment("01")

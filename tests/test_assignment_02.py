@@ -9,9 +9,10 @@ import textwrap
 
 import pytest
 
-from autograder import _authoring, _registry
-from autograder._remote import LocalSubmission
-from autograder._runner import run_test
+from autograder.authoring import _authoring
+from autograder.grader import _registry
+from autograder.worker._remote import LocalSubmission
+from autograder.grader._runner import run_test
 from _assignment_helpers import namespace, scores
 
 AID = "02"

@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from autograder import _authoring, _registry
+from autograder.authoring import _authoring
+from autograder.grader import _registry
 from _assignment_helpers import namespace, scores
 
 AID = "03"

@@ -123,7 +123,7 @@ def test_reference_beats_scratch_and_wrong_steps_do_not(ref_ns):
 
 def test_scratch_features_match_the_given_features():
   """The grader's scratch network uses an im2col rewrite of the given features: same values to rounding."""
-  from autograder import _registry
+  from autograder.grader import _registry
   t = _registry.load_assignment(AID).module
   p = t.scratch_params(3)["backbone"]
   x = t.few_labels(0)[0]

@@ -10,9 +10,10 @@ import textwrap
 
 import pytest
 
-from autograder import _authoring, _registry
-from autograder._feedback import graded_callees
-from autograder._runner import grade_submission
+from autograder.authoring import _authoring
+from autograder.grader import _registry
+from autograder.grader._feedback import graded_callees
+from autograder.grader._runner import grade_submission
 
 IF_TRACED = "works eagerly but not under jax.jit"          # the worker's words for a trace failure
 NUMPY_TRACED = "jax.jit"

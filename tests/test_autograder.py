@@ -12,11 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autograder import _authoring, _report, _submission, _wire, checks as C
+from autograder import checks as C
+from autograder.authoring import _authoring
+from autograder.grader import _report
+from autograder.worker import _submission, _wire
 from autograder._errors import CheckFailed, SubmissionError
-from autograder._registry import collect_tests, hidden, load_assignment, points
-from autograder._remote import LocalSubmission
-from autograder._runner import run_test
+from autograder.grader._registry import collect_tests, hidden, load_assignment, points
+from autograder.worker._remote import LocalSubmission
+from autograder.grader._runner import run_test
 
 # ---------------------------------------------------------------- wire
 
@@ -343,7 +346,7 @@ def test_matches_runs_float64_inputs_with_float64_enabled():
   import numpy as np
 
   from autograder import checks as C
-  from autograder._remote import LocalSubmission
+  from autograder.worker._remote import LocalSubmission
 
   def relu(x):
     x = jnp.asarray(x)

@@ -1,4 +1,4 @@
-"""grade-all bookkeeping, sharding and collect (autograder._batch), run the way deploy/ runs them.
+"""grade-all bookkeeping, sharding and collect (autograder.grader._batch), run the way deploy/ runs them.
 
 One folder of mixed 01 submissions (relu only, to stay fast) is graded once in one run and once as the two shards
 of deploy/grade-all-job.yaml (its own arguments, JOB_COMPLETION_INDEX set as Kubernetes sets it) plus its collect
@@ -17,8 +17,9 @@ import sys
 import pytest
 import yaml
 
-from autograder import _authoring, _batch, _report
-from autograder._registry import load_assignment
+from autograder.authoring import _authoring
+from autograder.grader import _batch, _report
+from autograder.grader._registry import load_assignment
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

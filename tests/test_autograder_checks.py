@@ -8,7 +8,7 @@ import pytest
 
 from autograder import checks as C
 from autograder._errors import CheckFailed
-from autograder._remote import LocalSubmission
+from autograder.worker._remote import LocalSubmission
 
 
 def _scale(x, train, times):
@@ -88,7 +88,7 @@ def test_grad_matches_memoises_the_reference_but_judges_every_submission():
   """A module-level reference's vjp is computed once per input (grade-all); each student is still judged."""
   import jax
 
-  from autograder import _checks
+  from autograder.grader import _checks
   x = C.normal(7, (3,), np.float64)
   C.grad_matches(LocalSubmission({"scale": _scale}), "scale", _scale, x, True, 2)
   assert any(k[:4] == (_scale.__module__, _scale.__qualname__, id(_scale), "vjp") for k in _checks._MEMO)

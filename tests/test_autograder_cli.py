@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from autograder import _authoring, load_assignment
+from autograder import load_assignment
+from autograder.authoring import _authoring
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -113,7 +114,7 @@ def test_check_names_the_file_and_exit_status(tmp_path, monkeypatch, capsys):
 
 
 def test_release_nbgrader_config_keeps_instructor_lines(tmp_path):
-  from autograder import _nbgrader
+  from autograder.authoring import _nbgrader
   mine = "c = get_config()\n# course settings\nc.Execute.timeout = 300\nc.Exchange.root = '/srv/ex'\n" \
          "c.Autograde.exclude_overwriting = {'01': ['data.csv']}\n"
   text, changes = _nbgrader.merge_config(mine, tmp_path, ["01"])

@@ -21,8 +21,9 @@ import zipfile
 import jsonschema
 import pytest
 
-from autograder import _adapters, _authoring
-from autograder._registry import load_assignment
+from autograder.authoring import _authoring
+from autograder.platforms import _adapters
+from autograder.grader._registry import load_assignment
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 A = load_assignment("01")

@@ -10,9 +10,9 @@ import pytest
 
 from autograder import checks as C
 from autograder._errors import CheckFailed
-from autograder._feedback import fix_callees_first, graded_callees
-from autograder._remote import LocalSubmission
-from autograder import _runner
+from autograder.grader._feedback import fix_callees_first, graded_callees
+from autograder.worker._remote import LocalSubmission
+from autograder.grader import _runner
 
 X = C.normal(0, (5, 4))     # a batch of 5
 G = C.normal(1, (5, 3))
@@ -102,7 +102,7 @@ def test_parameter_trees_are_summarised_by_path_shape_and_dtype():
                                 "float32[10]}")
   layers = [{"w": np.zeros((3, 3), np.float32), "b": np.zeros(3, np.float32)}] * 6
   assert C.describe(layers).endswith("3/w float32[3, 3], 3/b float32[3], ... and 4 more leaves]")
-  from autograder._checks import _call_text
+  from autograder.grader._checks import _call_text
   text = _call_text("classifier_apply", (params, np.zeros((12, 8, 8), np.float32)) * 3, {})
   assert len(text) <= 320 and text.endswith("more arguments)"), text   # whole arguments, never cut mid-word
 
@@ -126,15 +126,16 @@ def test_failing_callee_says_fix_it_first():
 
 
 def _reference_source(aid):
-  from autograder import _authoring, _registry
+  from autograder.authoring import _authoring
+  from autograder.grader import _registry
   a = _registry.load_assignment(aid)
   return a, _authoring.module_source(a.source, True, aid)
 
 
 @pytest.mark.slow
 def test_syntax_error_in_a_py_comes_first_and_alone(tmp_path):
-  from autograder import _report
-  from autograder._runner import grade_submission
+  from autograder.grader import _report
+  from autograder.grader._runner import grade_submission
   a, src = _reference_source("03")
   bad = src.replace('  return grads, g @ params["w"].T', '  return grads, g @ params["w"].T)')
   line = bad.splitlines().index('  return grads, g @ params["w"].T)') + 1
@@ -155,8 +156,8 @@ def test_syntax_error_in_a_py_comes_first_and_alone(tmp_path):
 @pytest.mark.slow
 def test_syntax_error_in_a_notebook_names_the_cell_as_jupyter_counts_it(tmp_path):
   import nbformat
-  from autograder import _authoring
-  from autograder._runner import grade_submission
+  from autograder.authoring import _authoring
+  from autograder.grader._runner import grade_submission
   a, _ = _reference_source("03")
   nb = _authoring.instructor_notebook(a.source)
   for cell in nb.cells:

@@ -21,8 +21,9 @@ import threading
 
 import pytest
 
-from autograder import _authoring, list_assignments, load_assignment
-from autograder._runner import grade_submission
+from autograder import list_assignments, load_assignment
+from autograder.authoring import _authoring
+from autograder.grader._runner import grade_submission
 from hostile.cases import CASES, build
 
 pytestmark = pytest.mark.slow
@@ -288,7 +289,7 @@ def kernel_batch(request, tmp_path_factory):
 
 
 def _bwrap_here() -> bool:
-  from autograder import _sandbox
+  from autograder.worker import _sandbox
   saved = os.environ.pop("AUTOGRADER_NO_BWRAP", None)
   try:
     return _sandbox.bwrap_usable()
@@ -360,7 +361,8 @@ def test_kernel_walls_isolation_summary(kernel_batch):
 
 _RULES_SCRIPT = r'''
 import importlib, json, sys, types
-from autograder import _registry, _worker, _ops
+from autograder.grader import _registry
+from autograder.worker import _worker, _ops
 checked, skipped, bad = 0, [], []
 for aid in _registry.list_assignments():
   a = _registry.load_assignment(aid)
@@ -462,7 +464,7 @@ def test_wire_decoding_is_bounded():
   import io
   import struct
   import numpy as np
-  from autograder import _wire
+  from autograder.worker import _wire
 
   def frame(tree, blobs):
     head = json.dumps({"tree": tree, "blobs": [len(b) for b in blobs]}).encode()
@@ -492,7 +494,7 @@ def test_wire_decoding_is_bounded():
 def test_parsing_is_bounded_and_links_are_not_followed(tmp_path):
   """The grader's own parsing of hostile files ends as the submission's message, in bounded time."""
   import time
-  from autograder import _submission
+  from autograder.worker import _submission
   folder = tmp_path / "blank"
   folder.mkdir()
   (folder / "a.py").write_text("def relu(x):\n  return x\n")
@@ -524,7 +526,7 @@ def test_parsing_is_bounded_and_links_are_not_followed(tmp_path):
 @pytest.mark.parametrize("mode", ["bwrap", "fallback"])
 def test_odd_file_names_are_graded(mode, tmp_path, scratch_root, monkeypatch):
   """A name a spreadsheet would evaluate and a name that is not UTF-8 are graded like any other."""
-  from autograder import _sandbox
+  from autograder.worker import _sandbox
   if mode == "fallback":
     monkeypatch.setenv("AUTOGRADER_NO_BWRAP", "1")
   else:

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from autograder import _authoring, _meter, load_assignment
+from autograder import load_assignment
+from autograder.authoring import _authoring
+from autograder.worker import _meter
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "sched_setaffinity"),
                                 reason="the meter reads /proc and the load is pinned with sched_setaffinity (Linux)")
@@ -108,7 +110,7 @@ def test_reference_keeps_full_marks_with_a_tight_timeout_on_a_crowded_core(tmp_p
   core = _core()
   burn = [_start(SPIN, core) for _ in range(4)]
   try:
-    code = ("import json, sys; from autograder._runner import grade_submission as g; "
+    code = ("import json, sys; from autograder.grader._runner import grade_submission as g; "
             "r = [g('01', sys.argv[1], timeout=2.0, functions=['softmax', 'init_dense']), "
             "g('01', sys.argv[2], timeout=2.0, functions=['relu'])]; "
             "print(json.dumps([[x.score, x.max_score, [t.output for t in x.tests if t.score < t.max_score]] "

@@ -12,7 +12,9 @@ import textwrap
 
 import pytest
 
-from autograder import _authoring, _registry, load_assignment
+from autograder import load_assignment
+from autograder.authoring import _authoring
+from autograder.grader import _registry
 from autograder.cli import release_student
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -3,7 +3,8 @@ import textwrap
 
 import pytest
 
-from autograder import _authoring, _registry
+from autograder.authoring import _authoring
+from autograder.grader import _registry
 from autograder.selfcheck import check_all
 
 AID = "03"

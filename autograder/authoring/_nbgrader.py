@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sys
 
-from autograder import _authoring, _registry
+from autograder.authoring import _authoring
+from autograder.grader import _registry
 
 CELL_TIMEOUT = 120
 
@@ -17,7 +18,7 @@ BEGIN = "# --- BEGIN autograder: written by `autograder release --nbgrader`; you
 END = "# --- END autograder ---"
 _OLD_HEADER = "# Written by `autograder release ID --nbgrader"
 _ASSIGN = re.compile(r"^\s*c\.(\w+)\.(\w+)\s*=(.*)$")
-PREPROCESSORS = ("autograder._nbgrader_grade.IsolatedGrade", "nbgrader.preprocessors.IgnorePattern",
+PREPROCESSORS = ("autograder.authoring._nbgrader_grade.IsolatedGrade", "nbgrader.preprocessors.IgnorePattern",
                  "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
                  "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
                  "nbgrader.preprocessors.CheckCellMetadata")
@@ -80,7 +81,7 @@ def merge_config(text: str, course: pathlib.Path, ids: list[str]) -> tuple[str, 
     if m:
       before[f"{m.group(1)}.{m.group(2)}"] = m.group(3).strip()
   block = [BEGIN, "c = get_config()  # noqa: F821",
-           "from autograder._nbgrader_grade import IsolatedGrade  # noqa: E402"]
+           "from autograder.authoring._nbgrader_grade import IsolatedGrade  # noqa: E402"]
   for p in PREPROCESSORS[1:]:
     mod, name = p.rsplit(".", 1)
     block.append(f"from {mod} import {name}  # noqa: E402")

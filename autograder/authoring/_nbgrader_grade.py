@@ -10,7 +10,7 @@ from that kernel can be faked. ``release --nbgrader`` therefore puts
 
 1. after nbgrader's sanitising pass (locked cells and hidden tests restored
    from the gradebook), the notebook is graded by the standalone grader
-   (:func:`autograder._runner.grade_submission`): the student's code cells run
+   (:func:`autograder.grader._runner.grade_submission`): the student's code cells run
    in an isolated worker process, the tests (public and hidden) in this
    trusted process; the test cells' own code is never run;
 2. each autograded test cell gets the outputs a kernel would have given it:
@@ -52,7 +52,7 @@ def cell_function(cell, functions) -> str | None:
 
 
 def _assignment_id(nb, resources) -> str:
-  from autograder import _registry
+  from autograder.grader import _registry
   aid = (resources.get("nbgrader") or {}).get("assignment") or ""
   if aid:
     try:
@@ -121,7 +121,7 @@ class IsolatedGrade(NbGraderPreprocessor):
   timeout = Float(0.0, help="Seconds per call into the submission (0: the assignment's own limit).").tag(config=True)
 
   def preprocess(self, nb, resources):
-    from autograder import _registry, _runner
+    from autograder.grader import _registry, _runner
     aid = _assignment_id(nb, resources)
     a = _registry.load_assignment(aid)
     student = (resources.get("nbgrader") or {}).get("student") or "student"

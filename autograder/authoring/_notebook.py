@@ -3,7 +3,7 @@
 Code in any cell of the notebook runs in the same kernel before a test cell and
 can replace what the test cell uses, so nothing computed here decides a grade.
 ``nbgrader autograde``, configured by ``autograder release --nbgrader``, never runs
-these cells: :class:`autograder._nbgrader_grade.IsolatedGrade` grades the
+these cells: :class:`autograder.authoring._nbgrader_grade.IsolatedGrade` grades the
 notebook with the isolated standalone grader and writes the cells' outputs.
 In a student release (``autograder release ID --out DIR``) the tests come from
 ``DIR/public_tests/ID/tests.py`` when the kernel runs in DIR.
@@ -55,8 +55,9 @@ def _tampered() -> list[str]:
       if not (mod.startswith(("numpy", "jax", "jaxlib")) or mod == "builtins" or
               type(f).__module__.startswith(("numpy", "jax", "jaxlib"))):
         bad.append(f"{modname}.{n}")
-  here = os.path.dirname(os.path.abspath(__file__))
-  for modname in ("autograder._checks", "autograder._ops", "autograder._runner", "autograder._registry"):
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the autograder package
+  for modname in ("autograder.grader._checks", "autograder.worker._ops", "autograder.grader._runner",
+                  "autograder.grader._registry"):
     m = importlib.import_module(modname)
     if not os.path.abspath(getattr(m, "__file__", "")).startswith(here):
       bad.append(modname)
@@ -116,8 +117,9 @@ def _time_limit(seconds: float):
 
 def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = False, verbose: bool = True) -> float:
   """Run the public (or, with ``hidden=True``, the hidden) tests of ``function``; return the points earned."""
-  from autograder import _registry, _runner, _submission
-  from autograder._remote import LocalSubmission
+  from autograder.grader import _registry, _runner
+  from autograder.worker import _submission
+  from autograder.worker._remote import LocalSubmission
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   a = _registry.load_assignment(assignment_id)
   tests = a.tests_for(function, hidden=hidden)
@@ -164,7 +166,7 @@ def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = Fal
 
 def _refused_in_notebook(namespace: dict, a) -> dict[str, str]:
   """Static check of the notebook's code cells for dlfunc / forbidden names (the kernel keeps them in ``In``)."""
-  from autograder import _submission
+  from autograder.worker import _submission
   sources = namespace.get("In")
   if not isinstance(sources, list):
     return {}

@@ -12,9 +12,10 @@ import time
 
 def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True) -> dict:
   """Run all public tests of ``assignment_id`` on the functions in ``namespace``; print the report; return it."""
-  from autograder import _feedback, _registry, _report, _runner, notebook
+  from autograder.authoring import _notebook as notebook
+  from autograder.grader import _feedback, _registry, _report, _runner
   from autograder._errors import GradingTimeout
-  from autograder._remote import LocalSubmission
+  from autograder.worker._remote import LocalSubmission
   t0 = time.monotonic()
   a = _registry.load_assignment(assignment_id)
   tampered = notebook._tampered()

@@ -281,7 +281,7 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
   ``out/grades.csv`` (through :func:`collect`). Returns this run's records (reused ones included); lines for
   the run's summary are appended to ``summary`` when given.
   """
-  from autograder import _registry, _runner
+  from autograder.grader import _registry, _runner
   a = _registry.load_assignment(assignment_id)
   unknown = sorted(set(functions or ()) - set(a.functions))
   if unknown:
@@ -415,7 +415,7 @@ def collect(out, assignment_id: str | None = None, summary: list[str] | None = N
   a missing shard is reported (a ``ValueError`` naming it); records of submissions no longer in the folder are
   left out and listed. Without markers (a folder from an older version), every record in ``out`` counts.
   """
-  from autograder import _registry, _report
+  from autograder.grader import _registry, _report
   out = pathlib.Path(out)
   if not out.is_dir():
     raise ValueError(f"{out}: no such folder (give the --out folder of grade-all).")

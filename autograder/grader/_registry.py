@@ -91,7 +91,7 @@ ENV = "AUTOGRADER_ASSIGNMENTS"
 
 
 def _checkout_root() -> pathlib.Path:
-  return pathlib.Path(__file__).resolve().parent.parent / "assignments"
+  return pathlib.Path(__file__).resolve().parents[2] / "assignments"
 
 
 def assignments_roots() -> list[pathlib.Path]:

@@ -7,8 +7,9 @@ import pathlib
 import time
 import traceback
 
-from autograder import _feedback, _registry, _remote, _sandbox, _submission
-from autograder._checks import Credit
+from autograder.grader import _feedback, _registry
+from autograder.worker import _remote, _sandbox, _submission
+from autograder.grader._checks import Credit
 from autograder._errors import CheckFailed, SubmissionError
 
 OUTPUT_CAP = 2000   # characters of feedback + student output kept per test
@@ -175,7 +176,7 @@ def _safe_denied(dirs: list[str]) -> list[str]:
   """Drop folders the worker needs (the interpreter, the autograder, JAX) from the deny list."""
   import sys
   import jax
-  needed = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(__file__),
+  needed = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(__file__)),
                                           os.path.dirname(jax.__file__))]
   out = []
   for d in dirs:

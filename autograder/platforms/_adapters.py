@@ -1,9 +1,9 @@
 """Grading one submission for another platform: Gradescope's ``results.json`` and PrairieLearn's.
 
 These run inside the platform's container (``run_autograder`` / ``run.sh`` of an exported bundle call
-``python -m autograder._adapters gradescope|prairielearn ROOT``). They grade with the normal isolated grader, and
-always leave a valid results file: a crash of the grader itself, a submission without a gradable file and a
-deadline overrun each become a visible message with score 0, never a missing or malformed file.
+``python -m autograder.platforms._adapters gradescope|prairielearn ROOT``). They grade with the normal isolated
+grader, and always leave a valid results file: a crash of the grader itself, a submission without a gradable file
+and a deadline overrun each become a visible message with score 0, never a missing or malformed file.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def choose(folder: pathlib.Path, functions=()) -> tuple[pathlib.Path | None, str
   One .py/.ipynb at the top of the folder: that file. Several (or only inside subfolders): the folder, whose entry
   is the file defining the most graded functions (ties: the notebook), as for folder submissions elsewhere.
   """
-  from autograder import _batch, _submission
+  from autograder.grader import _batch
+  from autograder.worker import _submission
   found = []
   for dirpath, dirnames, filenames in os.walk(folder):
     dirnames[:] = sorted(d for d in dirnames if d != ".ipynb_checkpoints")
@@ -93,7 +94,7 @@ def gs_message(name: str, text: str, score: float = 0.0) -> dict:
 
 def gradescope(root: pathlib.Path) -> int:
   """Grade ``root/submission`` for the bundle's assignment; write ``root/results/results.json``."""
-  from autograder import _report, _runner
+  from autograder.grader import _report, _runner
   t0 = time.monotonic()
   src, results = root / "source", root / "results" / "results.json"
   cfg = json.loads((src / "bundle.json").read_text())
@@ -113,7 +114,7 @@ def gradescope(root: pathlib.Path) -> int:
 
   try:
     with _Deadline(deadline, overrun):
-      from autograder import _registry
+      from autograder.grader import _registry
       a = _registry.load_assignment(aid)
       path, chosen, found = choose(root / "submission", a.functions)
       if path is None:
@@ -124,7 +125,7 @@ def gradescope(root: pathlib.Path) -> int:
       res = _report.gradescope(report)
       res["output"] = "\n".join([chosen + ".", *report.get("notes", []), f"isolation: {report['isolation']}"])
       print(f"{aid}: {chosen}: {report['score']:g}/{report['max_score']:g}; isolation: {report['isolation']}; "
-            f"grader at {pathlib.Path(__file__).resolve().parent}")
+            f"grader at {pathlib.Path(__file__).resolve().parents[1]}")
       finish(res)
       return 0
   except Exception:  # noqa: BLE001  (the grader's own failure: say so, score 0, details for the instructor)
@@ -176,7 +177,8 @@ def _cannot_compile(report: dict, entry: pathlib.Path | None) -> list[str]:
 
 def prairielearn(root: pathlib.Path) -> int:
   """Grade ``root/student`` for the assignment in ``root/tests/bundle.json``; write ``root/results/results.json``."""
-  from autograder import _registry, _runner, _submission
+  from autograder.grader import _registry, _runner
+  from autograder.worker import _submission
   tests_dir, results = root / "tests", root / "results" / "results.json"
   cfg = json.loads((tests_dir / "bundle.json").read_text())
   aid, deadline = cfg["assignment"], float(os.environ.get("AUTOGRADER_DEADLINE", cfg.get("deadline_s", 540)))
@@ -219,7 +221,7 @@ def prairielearn(root: pathlib.Path) -> int:
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 2 or argv[0] not in ("gradescope", "prairielearn"):
-    print("usage: python -m autograder._adapters gradescope|prairielearn ROOT", file=sys.stderr)
+    print("usage: python -m autograder.platforms._adapters gradescope|prairielearn ROOT", file=sys.stderr)
     return 2
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

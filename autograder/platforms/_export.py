@@ -20,11 +20,11 @@ import tempfile
 import time
 import zipfile
 
-from autograder import _registry
+from autograder.grader import _registry
 
-PROJECT = pathlib.Path(__file__).resolve().parent.parent
+PROJECT = pathlib.Path(__file__).resolve().parents[2]
 EXTRA_GRADING_REQUIREMENTS = ("hypothesis",)   # imported by an assignment's tests (06), not by the library
-FOOTPRINT = pathlib.Path(__file__).with_name("footprint.json")
+FOOTPRINT = pathlib.Path(__file__).resolve().parents[1] / "footprint.json"
 EXEC = 0o755
 GS_DEFAULT_MB, GS_DEFAULT_S = 768, 600     # Gradescope's default container: about 768 MB, 0.5 CPU, 10 minutes
 
@@ -137,8 +137,8 @@ def _assignment_files(a) -> list[tuple[str, pathlib.Path]]:
 
 
 def _text(name: str) -> str:
-  """A script or README template (autograder/_export_templates.py)."""
-  from autograder import _export_templates
+  """A script or README template (autograder/platforms/_export_templates.py)."""
+  from autograder.platforms import _export_templates
   return getattr(_export_templates, name.upper().replace(".", "_"))
 
 

@@ -68,7 +68,7 @@ rm -f "$RESULTS"
 PY="$(cat "$SRC/.python" 2>/dev/null || command -v python3 || echo python3)"
 export AUTOGRADER_ASSIGNMENTS="$SRC/assignments" JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3
 cd "$ROOT"
-"$PY" -P -m autograder._adapters gradescope "$ROOT"   # -P: the working folder is not on sys.path
+"$PY" -P -m autograder.platforms._adapters gradescope "$ROOT"   # -P: the working folder is not on sys.path
 rc=$?
 if [ "$rc" -ne 0 ] || [ ! -s "$RESULTS" ]; then
   # The grader could not run at all (or was killed, e.g. out of memory): one visible test says so, score 0.
@@ -136,7 +136,7 @@ rm -f "$RESULTS"
 PY="${AUTOGRADER_PYTHON:-$(command -v python3 || echo python3)}"
 export AUTOGRADER_ASSIGNMENTS="$ROOT/tests/assignments" JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3
 cd "$ROOT"
-"$PY" -P -m autograder._adapters prairielearn "$ROOT"
+"$PY" -P -m autograder.platforms._adapters prairielearn "$ROOT"
 rc=$?
 if [ "$rc" -ne 0 ] || [ ! -s "$RESULTS" ]; then
   printf '{"gradable": true, "score": 0, "message": "The autograder itself failed (exit status %d); %s", %s}\n' \

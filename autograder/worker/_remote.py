@@ -11,7 +11,7 @@ import pathlib
 import shutil
 import tempfile
 
-from autograder import _ops, _sandbox
+from autograder.worker import _ops, _sandbox
 from autograder._errors import SubmissionError
 
 _KINDS = {"exception", "not_implemented", "missing", "timeout", "crash", "refused", "jit", "bad_output", "tampered"}

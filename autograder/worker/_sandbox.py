@@ -30,13 +30,13 @@ import sys
 import threading
 import time
 
-from autograder import _meter, _wire
+from autograder.worker import _meter, _wire
 from autograder._errors import SubmissionError
 
 DRAIN_CAP = 64 * 1024
 _SLICE = 0.2     # seconds between looks at a running call's charged time
-_PKG_PARENT = str(pathlib.Path(__file__).resolve().parent.parent)
-_PKG_DIR = str(pathlib.Path(__file__).resolve().parent)
+_PKG_DIR = str(pathlib.Path(__file__).resolve().parents[1])     # the autograder package (this is worker/_sandbox.py)
+_PKG_PARENT = str(pathlib.Path(_PKG_DIR).parent)
 NEUTRAL = "/opt/autograder"     # where bubblewrap shows the autograder package (never the checkout)
 DEFAULT_UIDS = "64000-64031"
 
@@ -217,7 +217,7 @@ class Worker:
     # checkout is not there at all); without it from where it lives, removed from sys.path once imported.
     pkg_parent = NEUTRAL if use_bwrap else _PKG_PARENT
     boot = (f"import sys; sys.path.insert(0, {pkg_parent!r}); import runpy; "
-            "runpy.run_module('autograder._worker', run_name='__main__')")
+            "runpy.run_module('autograder.worker._worker', run_name='__main__')")
     py = [sys.executable, "-P", "-E", "-s", "-c", boot, str(req_r), str(resp_w), scratch]
     cmd = self._bwrap(py, scratch, denied) if use_bwrap else py
     env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "JAX_PLATFORMS": "cpu",

@@ -45,7 +45,7 @@ import jax.random  # noqa: F401
 import jax.test_util  # noqa: F401
 import numpy
 
-from autograder import _confine, _ops, _sandbox, _wire
+from autograder.worker import _confine, _ops, _sandbox, _wire
 from autograder._errors import SubmissionError
 
 OUTPUT_CAP = 4000
@@ -93,10 +93,16 @@ class _DlfuncFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     pass
 
 
+def _pkg_dir() -> str:
+  """The ``autograder`` package folder (this file is ``autograder/worker/_worker.py``)."""
+  return os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__)))
+
+
 # ---------------------------------------------------------------- tamper detection
 
 _WATCHED = ["numpy", "jax", "jax.numpy", "jax.random", "jax.lax", "jax.nn", "jax.tree_util", "builtins",
-            "autograder._ops", "autograder._wire", "autograder._errors", "autograder._worker", "json", "os", "io"]
+            "autograder.worker._ops", "autograder.worker._wire", "autograder._errors", "autograder.worker._worker",
+            "json", "os", "io"]
 _SKIP = {"_", "__builtins__", "__warningregistry__"}
 
 
@@ -449,20 +455,20 @@ def confine(scratch: str) -> list[str]:
     layers.append("own network namespace")
   ro = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime", "/proc",
         "/sys/devices/system/cpu", "/dev/urandom", "/dev/random", "/dev/zero", sys.prefix, sys.base_prefix,
-        os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(_ops.__file__))}
-  pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__)))
+        os.path.dirname(os.__file__), _pkg_dir()}
+  pkg_parent = os.path.dirname(_pkg_dir())
   for p in sys.path:        # site-packages and the standard library; not the folder holding the autograder
     if p and os.path.isdir(p) and os.path.realpath(p) != os.path.realpath(pkg_parent) and \
         os.path.realpath(p) != os.path.realpath(scratch):
       ro.add(p)
   ro = sorted({os.path.realpath(p) for p in ro if os.path.exists(p)} | {p for p in ro if os.path.exists(p)})
   if drop:    # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
-    pkg_parent = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__))))
+    pkg_parent = os.path.realpath(os.path.dirname(_pkg_dir()))
     installed = any(pkg_parent == q or pkg_parent.startswith(q + os.sep)   # pip-installed: not a checkout
                     for q in {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})
     cover = ([] if installed else [pkg_parent] + _git_stores(pkg_parent)) + \
         [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
-    keep = [sys.prefix, sys.base_prefix, scratch, os.path.dirname(os.path.abspath(_ops.__file__))] + \
+    keep = [sys.prefix, sys.base_prefix, scratch, _pkg_dir()] + \
         [p for p in sys.path if p and os.path.isdir(p)]
     keep = [k for k in keep if not os.path.realpath(k) == os.path.realpath(pkg_parent)]
     if _confine.cover(cover, keep):
@@ -587,7 +593,7 @@ def main(argv):
     forbidden = {}
   rules = Rules(forbidden if isinstance(forbidden, dict) else {})
   layers = confine(scratch)
-  pkg_parent = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(_ops.__file__))))
+  pkg_parent = os.path.realpath(os.path.dirname(_pkg_dir()))
   sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != pkg_parent]   # imports are done
   worker = Worker(scratch)
   snap = _snapshot()

@@ -54,7 +54,7 @@ CASES = [
          "np.isclose = lambda a, b, **k: np.ones(np.shape(a), bool)\nreturn None"),
     Case("monkeypatch_jax", "import jax\njax.jit = lambda f, *a, **k: f\njax.vmap = lambda f, *a, **k: f\n"
          "return _original(*args, **kwargs)"),
-    Case("monkeypatch_checks", "import autograder._checks as C, autograder._ops as O\n"
+    Case("monkeypatch_checks", "import autograder.grader._checks as C, autograder.worker._ops as O\n"
          "C.allclose = lambda *a, **k: None\nC.matches = lambda *a, **k: None\nO.to_numpy = lambda t, n: t\n"
          "return None"),
     Case("kill_grader", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(0, signal.SIGKILL)\n"
@@ -161,7 +161,8 @@ KERNEL_CASES = [
                "if libc.fork() == 0:\n  try:\n    libc.setsid()\n    libc.chdir(b'/')\n    me = os.getpid()\n"
                "    for _ in range(600):\n      for p in filter(str.isdigit, os.listdir('/proc')):\n"
                "        try:\n          cmd = open('/proc/%s/cmdline' % p, 'rb').read()\n        except OSError:\n"
-               "          continue\n        if b'autograder._worker' in cmd and int(p) not in (me, os.getppid()):\n"
+               "          continue\n"
+               "        if b'autograder.worker._worker' in cmd and int(p) not in (me, os.getppid()):\n"
                "          libc.kill(int(p), 9)\n      time.sleep(0.1)\n  finally:\n    libc._exit(0)\n"
                "time.sleep(2)\nraise RuntimeError('forked a hunter with libc')"),
     # 3. rules where the code runs (the static scan cannot see these spellings).
