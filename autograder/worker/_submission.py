@@ -226,11 +226,36 @@ def copy_into(sub: Submission, scratch: pathlib.Path) -> pathlib.Path:
 
 
 def forbidden_uses(cells: list[dict], functions, forbidden: dict[str, tuple]) -> dict[str, str]:
-  """Which graded functions use dlfunc (always refused) or a name in ``forbidden[function]``.
+  r"""Which graded functions use dlfunc (always refused) or a name in ``forbidden[function]``.
 
   Resolves import aliases (``from dlfunc.nn import relu as r``), follows calls
   between top-level functions, and catches ``relu = dlfunc.nn.relu``.
-  Returns {function: "dlfunc.nn.relu"}.
+  Returns {function: "dlfunc.nn.relu"}. Three steps: read the cells' top level
+  (imports and definitions), list what each definition uses and calls, then
+  walk each graded function's calls to the first refused name.
+
+  >>> src = "from dlfunc.nn import relu as r\ndef act(x):\n  return r(x)\ndef f(x):\n  return act(x)\n"
+  >>> cells = [{"source": src}]
+  >>> forbidden_uses(cells, ["f"], {})
+  {'f': 'dlfunc.nn.relu'}
+  """
+  aliases, bodies = _top_level(cells)
+  uses, calls = {}, {}
+  for name, nodes in bodies.items():
+    uses[name], calls[name] = _body_uses(name, nodes, aliases, bodies)
+  out: dict[str, str] = {}
+  for fn in functions:
+    hit = _first_refused(fn, uses, calls, forbidden.get(fn, ()))
+    if hit:
+      out[fn] = hit
+  return out
+
+
+def _top_level(cells: list[dict]) -> tuple[dict[str, str], dict[str, list[ast.AST]]]:
+  """Step 1: the import aliases at the top level of all cells, and each top-level name's definitions.
+
+  A definition is a ``def``/``class`` node or the value assigned to the name (``relu = dlfunc.nn.relu``); a name
+  defined twice keeps both. A cell Python cannot parse is skipped: the worker reports it.
   """
   aliases: dict[str, str] = {}
   bodies: dict[str, list[ast.AST]] = {}
@@ -250,54 +275,60 @@ def forbidden_uses(cells: list[dict], functions, forbidden: dict[str, tuple]) ->
         for t in targets:
           if isinstance(t, ast.Name) and node.value is not None:
             bodies.setdefault(t.id, []).append(node.value)
-  direct: dict[str, set[str]] = {}
-  calls: dict[str, set[str]] = {}
-  for name, nodes in bodies.items():
-    used, called = set(), set()
-    local_alias = dict(aliases)
-    for n in nodes:
-      for sub in ast.walk(n):
-        if isinstance(sub, (ast.Import, ast.ImportFrom)):
-          _record_imports(sub, local_alias)
-          if isinstance(sub, ast.ImportFrom) and sub.module:
-            used.add(sub.module)
-          elif isinstance(sub, ast.Import):
-            used.update(a.name for a in sub.names)
-      for sub in [s for n in nodes for s in ast.walk(n)]:
-        dotted = _dotted(sub)
-        if dotted:
-          head, _, rest = dotted.partition(".")
-          if head in local_alias:
-            used.add(local_alias[head] + ("." + rest if rest else ""))
-          else:
-            used.add(dotted)
-          if head in bodies and head != name:
-            called.add(head)
-    direct[name], calls[name] = used, called
+  return aliases, bodies
 
-  def bad(name_used: str, fn: str) -> str | None:
-    if name_used == "dlfunc" or name_used.startswith("dlfunc."):
-      return name_used
-    for f in forbidden.get(fn, ()):
-      if name_used == f or name_used.startswith(f + "."):
-        return name_used
-    return None
 
-  out: dict[str, str] = {}
-  for fn in functions:
-    seen, stack = set(), [fn]
-    while stack and fn not in out:
-      cur = stack.pop()
-      if cur in seen or cur not in direct:
+def _body_uses(name: str, nodes: list[ast.AST], aliases: dict[str, str], defined) -> tuple[set[str], set[str]]:
+  """Step 2: the dotted names one top-level name's definitions use, and the other top-level names they mention.
+
+  Modules imported inside a definition count as used, and its imports add aliases. With several definitions, each
+  name is read under the aliases known after each definition's imports (every reading counts: stricter, never
+  looser). Two walks over the definitions: one for imports, one for names.
+  """
+  used: set[str] = set()
+  local = dict(aliases)
+  versions: list[dict[str, str]] = []
+  for n in nodes:
+    for sub in ast.walk(n):
+      if isinstance(sub, (ast.Import, ast.ImportFrom)):
+        _record_imports(sub, local)
+        if isinstance(sub, ast.ImportFrom) and sub.module:
+          used.add(sub.module)
+        elif isinstance(sub, ast.Import):
+          used.update(a.name for a in sub.names)
+    if not versions or versions[-1] != local:
+      versions.append(dict(local))
+  called: set[str] = set()
+  for n in nodes:
+    for sub in ast.walk(n):
+      dotted = _dotted(sub)
+      if not dotted:
         continue
-      seen.add(cur)
-      for u in sorted(direct[cur], key=lambda s: (-len(s), s)):   # most specific name first
-        hit = bad(u, fn)
-        if hit:
-          out[fn] = hit
-          break
-      stack.extend(calls[cur])
-  return out
+      head, _, rest = dotted.partition(".")
+      for v in versions:
+        used.add(v[head] + ("." + rest if rest else "") if head in v else dotted)
+      if head in defined and head != name:
+        called.add(head)
+  return used, called
+
+
+def _first_refused(fn: str, uses: dict[str, set[str]], calls: dict[str, set[str]], refused) -> str | None:
+  """Step 3: the first refused name that graded function ``fn`` reaches through calls between top-level names.
+
+  dlfunc (any ``dlfunc.*``) is always refused, ``refused`` names (and their attributes) too. Within one
+  definition the most specific name is reported first.
+  """
+  seen, stack = set(), [fn]
+  while stack:
+    cur = stack.pop()
+    if cur in seen or cur not in uses:
+      continue
+    seen.add(cur)
+    for u in sorted(uses[cur], key=lambda s: (-len(s), s)):   # most specific name first
+      if u == "dlfunc" or u.startswith("dlfunc.") or any(u == f or u.startswith(f + ".") for f in refused):
+        return u
+    stack.extend(sorted(calls[cur]))
+  return None
 
 
 def _record_imports(node, aliases):
