@@ -14,10 +14,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _report_dict(r):
-  return r.as_dict()
-
-
 def cmd_list(args):
   """Ids, functions and points read from each tests.py's syntax tree: JAX is not imported."""
   from autograder.grader import _registry

@@ -133,10 +133,6 @@ def _is_array(x) -> bool:
   return isinstance(x, (np.ndarray, np.generic)) or type(x).__module__.startswith(("jax", "jaxlib"))
 
 
-def _dtype_name(a) -> str:
-  return str(getattr(a, "dtype", type(a).__name__))
-
-
 def _fmt(v) -> str:
   v = np.asarray(v)
   if v.dtype.kind == "f":

@@ -108,12 +108,6 @@ def assignments_roots() -> list[pathlib.Path]:
   return [_checkout_root(), (pathlib.Path.cwd() / RELEASE_DIR).resolve()]
 
 
-def assignments_root() -> pathlib.Path:
-  """The first folder of :func:`assignments_roots` that exists (the checkout's ``assignments/`` by default)."""
-  roots = assignments_roots()
-  return next((r for r in roots if r.is_dir()), roots[0])
-
-
 def where_text() -> str:
   """One line saying where assignments are looked for and how to point elsewhere."""
   looked = " and ".join(str(r) for r in assignments_roots())

@@ -116,7 +116,8 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
   for fn, what in refused.items():
     notes.append(f"{fn} uses {what}: refused, its tests score 0.")
   scratch = _remote.make_scratch()
-  denied = [str(a.path.parent), _dlfunc_dir(), str(path.parent if path.is_file() else path.parent)]
+  # the assignment (tests, reference), dlfunc, and the folder holding the submission (other students' work)
+  denied = [str(a.path.parent), _dlfunc_dir(), str(path.parent)]
   denied = _safe_denied([d for d in denied + list(denied_extra or []) if d])
   sub = None
   try:

@@ -17,7 +17,6 @@ import traceback
 
 GRADABLE = (".py", ".ipynb")
 PL_MAX_BYTES = 1_000_000            # PrairieLearn rejects a results.json over 1 MB
-GS_VISIBILITY = ("hidden", "after_due_date", "after_published", "visible")
 
 
 # ---------------------------------------------------------------- shared

@@ -389,18 +389,6 @@ class _ImportWatch(importlib.abc.MetaPathFinder):
     return None
 
 
-def _codes(v) -> set:
-  """The code objects behind a public function (unwrapping jit, custom_jvp/vjp and functools.wraps)."""
-  out, seen = set(), 0
-  while v is not None and seen < 5:
-    seen += 1
-    code = getattr(v, "__code__", None)
-    if isinstance(code, types.CodeType):
-      out.add(code)
-    v = getattr(v, "__wrapped__", None) or getattr(v, "fun", None) if not isinstance(v, type) else None
-  return out
-
-
 def _resolve(name: str):
   """The object a dotted name names (``None`` if it cannot be found); imports only inside packages already
   imported (``jax.scipy.special`` once ``jax`` is loaded), never a new package (``optax``)."""
