@@ -98,6 +98,7 @@ def _status(r) -> int:
 
 
 def cmd_check(args):
+  """``autograder check ID [PATH]``: the public tests only, for a student checking their work in seconds."""
   from autograder.grader import _registry, _report, _runner
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
@@ -112,6 +113,7 @@ def cmd_check(args):
 
 
 def cmd_grade(args):
+  """``autograder grade ID SUBMISSION``: every test; the report as text, JSON or Gradescope JSON."""
   from autograder.grader import _registry, _report, _runner
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
@@ -148,6 +150,7 @@ from autograder.grader._batch import grade_all  # noqa: E402,F401  (kept importa
 
 
 def cmd_grade_all(args):
+  """``autograder grade-all ID DIR --out OUT``: grade a folder of submissions in parallel (or one shard of it)."""
   from autograder.grader import _batch
   t0 = time.monotonic()
   only = [f.strip() for f in args.only.split(",")] if args.only else None
@@ -166,6 +169,7 @@ def cmd_grade_all(args):
 
 
 def cmd_collect(args):
+  """``autograder collect OUT``: write ``OUT/grades.csv`` from the records the shards of grade-all left in OUT."""
   from autograder.grader import _batch
   summary: list[str] = []
   reports = _batch.collect(args.out, summary=summary)
@@ -175,6 +179,7 @@ def cmd_collect(args):
 
 
 def cmd_export(args):
+  """``autograder export ID``: a Gradescope autograder zip and/or PrairieLearn external-grader files."""
   from autograder.platforms import _export
   return _export.main(args)
 
@@ -210,6 +215,7 @@ def release_student(assignment_id: str, out) -> list[pathlib.Path]:
 
 
 def cmd_release(args):
+  """``autograder release ID``: the student notebook and ``.py`` stub, and/or an nbgrader source notebook."""
   from autograder.authoring import _authoring, _nbgrader
   from autograder.grader import _registry
   args.id = _registry.resolve_id(args.id)
@@ -268,6 +274,7 @@ def validate(assignment_id: str, nbgrader: bool = True, verbose: bool = True) ->
 
 
 def cmd_validate(args):
+  """``autograder validate ID|all``: the reference must score 100% and a blank stub 0% (standalone and nbgrader)."""
   from autograder.grader import _registry
   ids = _registry.list_assignments() if args.id == "all" else [args.id]
   bad = 0
@@ -289,6 +296,7 @@ EXIT_CODES = """exit status (check, grade):
 
 
 def main(argv=None):
+  """The ``autograder`` command: parse ``argv`` and run one subcommand; returns the exit status (see ``EXIT_CODES``)."""
   fmt = argparse.RawDescriptionHelpFormatter
   p = argparse.ArgumentParser(prog="autograder", description="Grade dlfunc assignments in isolation.",
                               epilog=EXIT_CODES, formatter_class=fmt)

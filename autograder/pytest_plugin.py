@@ -28,6 +28,7 @@ _RECORDS = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser):
+  """The plugin's options: ``--submission``, ``--grade-json``, ``--public-only``, ``--call-timeout``."""
   g = parser.getgroup("autograder")
   g.addoption("--submission", help="the .py, .ipynb or folder to grade")
   g.addoption("--grade-json", help="write the per-test records and the total here")
@@ -36,6 +37,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+  """Register the ``points``/``hidden`` markers and a place for the per-test records."""
   config.addinivalue_line("markers", "points(n): the test is worth n points")
   config.addinivalue_line("markers", "hidden: a hidden test (not shown to students)")
   config.stash[_RECORDS] = []
@@ -46,6 +48,7 @@ def _assignment_for(path: pathlib.Path):
 
 
 def pytest_collection_modifyitems(config, items):
+  """Keep only graded tests (``@points`` or ``pytest.mark.points``); drop hidden ones under ``--public-only``."""
   keep = []
   for item in items:
     fn = getattr(item, "function", None)
@@ -96,6 +99,7 @@ def sub(_submission_proxy):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
+  """Run one graded test and record its points; a failure or SubmissionError is a score, not a crash."""
   fn = pyfuncitem.obj
   if not hasattr(fn, "__autograder_points__"):
     return None
@@ -133,6 +137,7 @@ def _record(item, fn, frac, msg, t0):
 
 
 def pytest_sessionfinish(session):
+  """Write the per-test records and the total to ``--grade-json`` (when given)."""
   path = session.config.getoption("--grade-json")
   records = session.config.stash.get(_RECORDS, [])
   if not path or not records:
@@ -145,6 +150,7 @@ def pytest_sessionfinish(session):
 
 
 def pytest_terminal_summary(terminalreporter):
+  """Print the points earned at the end of pytest's summary."""
   records = terminalreporter.config.stash.get(_RECORDS, [])
   if records:
     got, mx = sum(r["score"] for r in records), sum(r["max_score"] for r in records)

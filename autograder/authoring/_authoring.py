@@ -63,10 +63,12 @@ def stub_source(src: str, function: str | None = None) -> str:
 
 
 def solution_source(src: str) -> str:
+  """The reference solution: ``src`` without the BEGIN/END SOLUTION marker lines (their contents kept)."""
   return "\n".join(l for l in src.split("\n") if BEGIN_SOLUTION not in l and END_SOLUTION not in l)
 
 
 def strip_hidden(src: str) -> str:
+  """``src`` without the lines between BEGIN HIDDEN and END HIDDEN (markers too): what students never see."""
   out, skipping = [], False
   for line in src.split("\n"):
     if BEGIN_HIDDEN in line:
@@ -120,6 +122,7 @@ def module_source(source: pathlib.Path, solved: bool, assignment_id: str = "") -
 
 
 def write_notebook(nb, path: pathlib.Path):
+  """Write notebook ``nb`` to ``path`` with nbformat, making the parent folders."""
   import nbformat
   path.parent.mkdir(parents=True, exist_ok=True)
   nbformat.write(nb, str(path))

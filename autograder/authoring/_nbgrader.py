@@ -132,6 +132,7 @@ def _nbgrader_cmd() -> list[str]:
 
 
 def run_nbgrader(course: pathlib.Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+  """Run ``nbgrader ARGS`` in the course folder on CPU; returns the finished process (output captured, not raised)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
   env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # nbgrader runs alembic
   return subprocess.run(_nbgrader_cmd() + list(args), cwd=course, env=env, capture_output=True, text=True,
@@ -139,6 +140,7 @@ def run_nbgrader(course: pathlib.Path, *args: str, timeout: float = 1800) -> sub
 
 
 def generate(course: pathlib.Path, assignment_id: str) -> pathlib.Path:
+  """``nbgrader generate_assignment``: the student notebook under ``release/`` (raises with nbgrader's stderr)."""
   r = run_nbgrader(course, "generate_assignment", assignment_id, "--force")
   if r.returncode != 0:
     raise RuntimeError(f"nbgrader generate_assignment {assignment_id} failed:\n{r.stderr[-3000:]}")
@@ -146,6 +148,7 @@ def generate(course: pathlib.Path, assignment_id: str) -> pathlib.Path:
 
 
 def submit(course: pathlib.Path, assignment_id: str, student: str, notebook: pathlib.Path):
+  """Place ``notebook`` as ``student``'s submission (``submitted/STUDENT/ID/``, with a fixed timestamp)."""
   dest = course / "submitted" / student / assignment_id
   dest.mkdir(parents=True, exist_ok=True)
   shutil.copyfile(notebook, dest / f"{assignment_id}.ipynb")
@@ -184,6 +187,7 @@ def feedback(course: pathlib.Path, assignment_id: str) -> None:
 
 
 def scores(course: pathlib.Path, assignment_id: str) -> dict[str, tuple[float, float]]:
+  """Each student's (score, max score) for the assignment, read from the course's nbgrader gradebook."""
   from nbgrader.api import Gradebook
   out = {}
   with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:

@@ -121,6 +121,7 @@ class IsolatedGrade(NbGraderPreprocessor):
   timeout = Float(0.0, help="Seconds per call into the submission (0: the assignment's own limit).").tag(config=True)
 
   def preprocess(self, nb, resources):
+    """Grade ``nb`` with the isolated grader (outputs stripped, hidden tests in); write the scores into its cells."""
     from autograder.grader import _registry, _runner
     aid = _assignment_id(nb, resources)
     a = _registry.load_assignment(aid)

@@ -67,13 +67,16 @@ class Assignment:
 
   @property
   def source(self) -> pathlib.Path:
+    """The assignment's source file (``assignment.py``: solution and stub in one, with markers)."""
     return self.path / "assignment.py"
 
   def tests_for(self, function: str | None = None, hidden: bool | None = None) -> list[GradedTest]:
+    """The tests of one graded ``function`` (all when None), hidden ones only / public ones only / both."""
     return [t for t in self.tests
             if (function is None or t.function == function) and (hidden is None or t.hidden == hidden)]
 
   def points_for(self, function: str | None = None, hidden: bool | None = None) -> float:
+    """The points that :meth:`tests_for` with the same arguments is worth."""
     return sum(t.points for t in self.tests_for(function, hidden))
 
   @property
@@ -83,6 +86,7 @@ class Assignment:
 
   @property
   def max_score(self) -> float:
+    """The points of every test, hidden ones included."""
     return sum(t.points for t in self.tests)
 
 

@@ -11,6 +11,7 @@ MARK = {"passed": "PASS", "partial": "PART", "failed": "FAIL", "error": "ERR "}
 
 
 def text_table(report: dict, *, self_check: bool = False) -> str:
+  """The report as a terminal table: one line per test grouped by function, notes, the total and the isolation."""
   width = max(60, min(shutil.get_terminal_size((100, 20)).columns, 120))
   lines = [f"Assignment {report['assignment']} — {report['submission']}", ""]
   first = [n for n in report.get("notes", []) if n.startswith("syntax error")]   # the cause comes first, alone
@@ -61,6 +62,7 @@ def gradescope(report: dict) -> dict:
 
 
 def render(report: dict, fmt: str) -> str:
+  """The report in format ``fmt``: ``text`` (:func:`text_table`), ``json`` or ``gradescope`` (``results.json``)."""
   if fmt == "text":
     return text_table(report)
   if fmt == "json":

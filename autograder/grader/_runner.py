@@ -17,6 +17,7 @@ OUTPUT_CAP = 2000   # characters of feedback + student output kept per test
 
 @dataclasses.dataclass
 class TestResult:
+  """One graded test: its points out of ``max_score``, its status and the message a student reads."""
   name: str
   function: str
   score: float
@@ -27,11 +28,13 @@ class TestResult:
   seconds: float
 
   def as_dict(self):
+    """The fields as a JSON-ready dict."""
     return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
 class Report:
+  """The grade of one submission: every test's result, notes for the student, and the isolation it ran under."""
   assignment: str
   submission: str
   score: float
@@ -42,11 +45,13 @@ class Report:
   seconds: float
 
   def as_dict(self):
+    """The report as a JSON-ready dict (what ``--format json`` prints and grade-all records)."""
     d = dataclasses.asdict(self)
     d["tests"] = [t.as_dict() for t in self.tests]
     return d
 
   def by_function(self) -> dict[str, tuple[float, float]]:
+    """{graded function: (score, max score)} summed over its tests."""
     out: dict[str, list[float]] = {}
     for t in self.tests:
       s = out.setdefault(t.function, [0.0, 0.0])

@@ -218,6 +218,7 @@ def prairielearn(root: pathlib.Path) -> int:
 
 
 def main(argv=None) -> int:
+  """``python -m autograder.platforms._adapters gradescope|prairielearn ROOT``: grade and write the results file."""
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 2 or argv[0] not in ("gradescope", "prairielearn"):
     print("usage: python -m autograder.platforms._adapters gradescope|prairielearn ROOT", file=sys.stderr)

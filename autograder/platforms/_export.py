@@ -210,6 +210,7 @@ def prairielearn_dir(aid: str, out_dir, image: str = "dlfunc-grader:latest", tim
 # ---------------------------------------------------------------- CLI
 
 def main(args) -> int:
+  """``autograder export``: build the bundles the arguments ask for; print where each went and how long it took."""
   if not (args.gradescope or args.prairielearn):
     print("export: give --gradescope OUT.zip and/or --prairielearn DIR", file=sys.stderr)
     return 2

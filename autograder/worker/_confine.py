@@ -45,6 +45,7 @@ CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x40000000, 0x20000000
 
 
 def unshare(flags: int) -> bool:
+  """``unshare(2)`` with ``flags`` (``CLONE_NEW*``); True when the kernel allowed it, False otherwise."""
   try:
     return _libc.unshare(ctypes.c_int(flags)) == 0
   except (OSError, AttributeError):

@@ -93,6 +93,7 @@ class LocalSubmission(_Ops):
     return _ops.run(op, fn, name, args, kwargs, opts, _is_notebook_code, _label)
 
   def take_output(self) -> str:
+    """Always empty: an in-process submission's prints go to the notebook itself."""
     return ""
 
 
@@ -179,6 +180,7 @@ class RemoteSubmission(_Ops):
     return self._worker
 
   def close(self):
+    """Stop the worker and anything it left running; the next call starts a fresh one."""
     if self._worker is not None:
       self._worker.kill()
       self._worker = None
@@ -190,6 +192,11 @@ class RemoteSubmission(_Ops):
     return self._begin(op, name, args, kwargs, opts)()
 
   def start(self, op, name, *args, **kwargs):
+    """Send one operation to the worker now; return a function that waits for its answer (and raises its error).
+
+    An operation refused before it was sent (a forbidden use, a function that died earlier) comes back as a
+    function that raises, so callers handle every failure where they wait.
+    """
     opts = kwargs.pop("_opts", {})
     try:
       return self._begin(op, name, args, kwargs, opts)
@@ -238,6 +245,7 @@ class RemoteSubmission(_Ops):
     return resp.get("result")
 
   def take_output(self) -> str:
+    """What the submission printed since the last call (then forgotten)."""
     text = "".join(self._output)
     self._output = []
     return text
@@ -253,4 +261,5 @@ def make_scratch() -> pathlib.Path:
 
 
 def remove_scratch(path: pathlib.Path):
+  """Delete a scratch folder, ignoring what is already gone."""
   shutil.rmtree(path, ignore_errors=True)

@@ -84,6 +84,7 @@ def acquire_uid(wait: float = 600.0) -> int:
 
 
 def release_uid(uid: int):
+  """Give back a uid taken by :func:`acquire_uid` once its worker is gone."""
   with _UID_LOCK:
     _UIDS_IN_USE.discard(uid)
 
@@ -110,6 +111,7 @@ def _chown_tree(root: str, uid: int, gid: int):
 
 
 def bwrap_path() -> str | None:
+  """The bubblewrap binary, or None when it is missing or ``AUTOGRADER_NO_BWRAP`` is set."""
   if os.environ.get("AUTOGRADER_NO_BWRAP"):
     return None
   return shutil.which("bwrap")
@@ -296,6 +298,7 @@ class Worker:
       pass
 
   def alive(self) -> bool:
+    """Whether the worker process is still running."""
     return self.proc.poll() is None
 
   def request(self, obj, timeout: float, what: str):
@@ -312,6 +315,7 @@ class Worker:
     return bool(r)
 
   def send(self, obj, what: str):
+    """Send one request frame; refuses (and kills the worker) when it wrote an answer nobody asked for."""
     if self._resp_r >= 0 and self._pending():
       self.kill()
       raise SubmissionError("bad_output", f"{what}: the worker had written onto the grader's answer pipe out of "
@@ -420,6 +424,7 @@ class Worker:
     self._req_w = self._resp_r = -1
 
   def close(self):
+    """Kill the worker (same as :meth:`kill`)."""
     self.kill()
 
 

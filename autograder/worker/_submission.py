@@ -22,6 +22,7 @@ _AST_LOCK = threading.Lock()
 
 @dataclasses.dataclass
 class Submission:
+  """A submission read as data (never run here): where it is, what to grade, its code cells, notes."""
   name: str                      # file name without extension (used for report names)
   path: pathlib.Path             # the original file or folder (never written)
   entry: pathlib.Path            # the .py or .ipynb to grade
@@ -31,6 +32,7 @@ class Submission:
 
 
 class SubmissionUnreadable(ValueError):
+  """The submission cannot be graded at all (no gradable file, too large, a link...); the message says why."""
   pass
 
 
@@ -99,6 +101,11 @@ def find_entry(path: pathlib.Path, functions=()) -> pathlib.Path:
 
 
 def read_submission(path, functions=()) -> Submission:
+  """Read the ``.py``, ``.ipynb`` or folder at ``path`` into a :class:`Submission` without running it.
+
+  Notebook magics, shell escapes and test cells are left out (each with a note); ``functions`` picks a folder's
+  entry file. Raises :class:`SubmissionUnreadable` with a message for the student.
+  """
   path = pathlib.Path(path)
   entry = find_entry(path, functions)
   if entry.stat().st_size > MAX_BYTES:

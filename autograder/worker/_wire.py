@@ -61,6 +61,7 @@ def _is_key(x) -> bool:
 
 
 def encode(obj) -> bytes:
+  """One frame: a JSON header and the raw bytes of every array in ``obj`` (no pickle, so nothing runs on decode)."""
   blobs: list[bytes] = []
 
   def add_array(a: np.ndarray, tag: str, extra=None):
@@ -138,6 +139,7 @@ def _read_npy(view: memoryview) -> np.ndarray:
 
 
 def decode_body(body: bytes):
+  """The object of a frame body (without its length prefix); anything malformed raises :class:`WireError`."""
   if len(body) < 4:
     raise WireError("a malformed answer (frame too short)")
   (hlen,) = struct.unpack("<I", body[:4])
@@ -220,6 +222,7 @@ def decode_body(body: bytes):
 
 
 def write_frame(fd: int, obj) -> None:
+  """Write ``obj`` as one frame to file descriptor ``fd`` (all of it, across partial writes)."""
   data = encode(obj)
   view = memoryview(data)
   while view:
@@ -228,6 +231,7 @@ def write_frame(fd: int, obj) -> None:
 
 
 def read_exact(fd: int, n: int) -> bytes:
+  """Exactly ``n`` bytes from ``fd``; raises EOFError when the other side closed the pipe first."""
   chunks, got = [], 0
   while got < n:
     chunk = os.read(fd, min(n - got, 1 << 20))

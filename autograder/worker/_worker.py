@@ -333,6 +333,7 @@ class Rules:
   # -- during one graded call
 
   def enter(self, fn: str):
+    """Start watching one graded call of ``fn``: arm its forbidden-use rule (a tracer and an import watch)."""
     self.current, self.hit = fn, None
     rule = self.files.get(fn)
     if rule is None:
@@ -364,6 +365,7 @@ class Rules:
       sys.meta_path.insert(0, self._finder)
 
   def exit(self) -> str | None:
+    """Stop watching; the forbidden name the call used, or None."""
     sys.settrace(None)
     threading.settrace(None)
     f = getattr(self, "_finder", None)
@@ -485,6 +487,7 @@ def confine(scratch: str) -> list[str]:
 
 
 class Worker:
+  """The submission as loaded in the worker: its namespace, its cells' sources, and where it came from."""
   def __init__(self, scratch: str):
     self.scratch = scratch
     self.ns: dict = {}
@@ -492,15 +495,18 @@ class Worker:
     self.path = ""
 
   def is_student(self, fname: str) -> bool:
+    """Whether code at file name ``fname`` is the student's (the submission file or one of its cells)."""
     return fname == self.path or fname.startswith("<cell ")
 
   @staticmethod
   def label(fname: str, lineno: int) -> str:
+    """Where a line is, in the student's words: ``line N of cell K`` or ``line N``."""
     if fname.startswith("<cell "):
       return f"line {lineno} of cell {fname[6:-1]}"
     return f"line {lineno}"
 
   def load(self, req):
+    """Run the submission's cells in a fresh ``submission`` module (request ``req`` names the file)."""
     module = types.ModuleType("submission")
     module.__file__ = req["path"]
     sys.modules["submission"] = module
@@ -564,6 +570,7 @@ class _Cap(io.TextIOBase):
 
 
 def main(argv):
+  """The worker process: ``argv`` is (prog, request fd, response fd, scratch). Confine, then answer until EOF."""
   req_fd, resp_fd, scratch = int(argv[1]), int(argv[2]), argv[3]
   denied = [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
   for name in [m for m in sys.modules if m == "dlfunc" or m.startswith("dlfunc.")]:
