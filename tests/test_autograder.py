@@ -356,3 +356,26 @@ def test_matches_runs_float64_inputs_with_float64_enabled():
   ref = lambda x: jnp.maximum(jnp.asarray(x), 0.0)  # noqa: E731
   assert C.matches(sub, "relu", ref, C.normal(0, (5,), np.float64)).dtype == np.float64
   assert C.matches(sub, "relu", ref, C.normal(0, (5,))).dtype == np.float32
+
+
+def test_layout_worker_side_never_imports_the_grader_side_and_old_import_paths_still_work():
+  import ast
+  import importlib
+  root = pathlib.Path(__file__).resolve().parents[1] / "autograder"
+  if not root.is_dir():
+    root = pathlib.Path(importlib.import_module("autograder").__file__).parent
+  upper = ("autograder.grader", "autograder.authoring", "autograder.platforms", "autograder.cli",
+           "autograder.notebook", "autograder.selfcheck", "autograder.checks", "autograder.pytest_plugin")
+  for side, above in (("worker", upper), ("grader", upper[1:])):
+    for f in (root / side).glob("*.py"):
+      for node in ast.walk(ast.parse(f.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                 if isinstance(node, ast.ImportFrom) else [])
+        bad = [n for n in names if n.startswith(above)]
+        assert not bad, f"{f.relative_to(root)} imports {bad}: the {side} side must not depend on a layer above it"
+  # paths written into released notebooks and earlier nbgrader_config.py files
+  from autograder import _nbgrader_grade, notebook
+  from autograder.authoring import _nbgrader_grade as impl
+  assert _nbgrader_grade.IsolatedGrade is impl.IsolatedGrade
+  assert notebook is importlib.import_module("autograder.authoring._notebook") and callable(notebook.grade)
