@@ -272,30 +272,13 @@ def _reusable(rec_path: pathlib.Path, digest: str, graded_for: dict) -> dict | N
   return old
 
 
-def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = False, timeout=None,
-              progress: bool = True, functions: list[str] | None = None, shard: tuple[int, int] | None = None,
-              summary: list[str] | None = None) -> list[dict]:
-  """Grade every entry of ``folder`` (or, with ``shard=(i, n)``, the entries of shard ``i``) into ``out``.
+def _reuse_or_plan(a, mine: list[Entry], out: pathlib.Path, max_score: float, graded_for: dict,
+                   force: bool) -> tuple[dict[str, dict], list[tuple[Entry, str]]]:
+  """The records that need no grading (skipped entries, unchanged submissions already graded) and the rest to grade.
 
-  Writes ``out/<name>.json`` per entry, ``out/_shards/i-of-n.json`` when done and, when not sharded,
-  ``out/grades.csv`` (through :func:`collect`). Returns this run's records (reused ones included); lines for
-  the run's summary are appended to ``summary`` when given.
+  A skipped entry's record is (re)written only when it changed; ``force`` regrades everything.
+  Returns ({key: record}, [(entry, sha256)] to grade).
   """
-  from autograder.grader import _registry, _runner
-  a = _registry.load_assignment(assignment_id)
-  unknown = sorted(set(functions or ()) - set(a.functions))
-  if unknown:
-    raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
-                     f"its functions are {', '.join(a.functions)}.")
-  folder, out = pathlib.Path(folder).resolve(), pathlib.Path(out).resolve()
-  if not folder.is_dir():
-    raise ValueError(f"{folder} is not a folder of submissions.")
-  out.mkdir(parents=True, exist_ok=True)
-  entries, left_out = scan(folder, out)
-  i, n = shard or (0, 1)
-  mine = [e for e in entries if shard_of(e.key, n) == i]
-  max_score = sum(t.points for t in a.tests if functions is None or t.function in functions)
-  graded_for = _graded_for(assignment_id, functions)
   records: dict[str, dict] = {}
   todo = []
   for e in mine:
@@ -317,6 +300,67 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
       records[e.key] = old
     else:
       todo.append((e, digest))
+  return records, todo
+
+
+def _grade_one(assignment_id: str, a, e: Entry, digest: str, denied: list[str], out: pathlib.Path, timeout,
+               functions, graded_for: dict) -> dict:
+  """Grade one entry (a failure of the grader itself is retried once, then recorded) and write its record."""
+  from autograder.grader import _runner
+  try:
+    try:
+      r = _runner.grade_submission(assignment_id, e.path, timeout=timeout, denied_extra=denied, functions=functions)
+    except Exception:  # noqa: BLE001  (a failure of the grader itself is not the student's: try once more)
+      r = _runner.grade_submission(assignment_id, e.path, timeout=timeout, denied_extra=denied, functions=functions)
+    d = r.as_dict()
+    d["status"] = "graded"
+  except Exception as ex:  # noqa: BLE001  (never let one submission stop the batch)
+    tests = [t for t in a.tests if functions is None or t.function in functions]
+    d = _runner._all_failed(a, tests, e.key, f"the grader failed on this submission: {type(ex).__name__}: {ex}",
+                            time.monotonic()).as_dict()
+    d["status"] = "grader failed"
+  d = clean_text(d)
+  d["submission"] = e.key
+  d["sha256"] = digest
+  d["graded_for"] = graded_for
+  d["collision"] = list(e.collision)
+  if e.collision:
+    d["notes"] = [f"name collision: also submitted as {', '.join(e.collision)}; each was graded, pick one."] \
+        + d.get("notes", [])
+  d["refused"] = refused_operations(d)
+  try:
+    atomic_write(record_path(out, e.key), json.dumps(d, indent=1) + "\n")
+  except (OSError, ValueError) as ex:   # e.g. a full disk: report it, go on with the others
+    d["status"] = "grader failed"
+    d["notes"] = [f"its record could not be written: {type(ex).__name__}: {ex}"] + d.get("notes", [])
+  return d
+
+
+def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = False, timeout=None,
+              progress: bool = True, functions: list[str] | None = None, shard: tuple[int, int] | None = None,
+              summary: list[str] | None = None) -> list[dict]:
+  """Grade every entry of ``folder`` (or, with ``shard=(i, n)``, the entries of shard ``i``) into ``out``.
+
+  Writes ``out/<name>.json`` per entry, ``out/_shards/i-of-n.json`` when done and, when not sharded,
+  ``out/grades.csv`` (through :func:`collect`). Returns this run's records (reused ones included); lines for
+  the run's summary are appended to ``summary`` when given.
+  """
+  from autograder.grader import _registry
+  a = _registry.load_assignment(assignment_id)
+  unknown = sorted(set(functions or ()) - set(a.functions))
+  if unknown:
+    raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
+                     f"its functions are {', '.join(a.functions)}.")
+  folder, out = pathlib.Path(folder).resolve(), pathlib.Path(out).resolve()
+  if not folder.is_dir():
+    raise ValueError(f"{folder} is not a folder of submissions.")
+  out.mkdir(parents=True, exist_ok=True)
+  entries, left_out = scan(folder, out)
+  i, n = shard or (0, 1)
+  mine = [e for e in entries if shard_of(e.key, n) == i]
+  max_score = sum(t.points for t in a.tests if functions is None or t.function in functions)
+  graded_for = _graded_for(assignment_id, functions)
+  records, todo = _reuse_or_plan(a, mine, out, max_score, graded_for, force)
 
   bar = None
   if progress:
@@ -326,34 +370,7 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
 
   def one(item):
     e, digest = item
-    denied = [str(folder), str(out)]
-    try:
-      try:
-        r = _runner.grade_submission(assignment_id, e.path, timeout=timeout, denied_extra=denied, functions=functions)
-      except Exception:  # noqa: BLE001  (a failure of the grader itself is not the student's: try once more)
-        r = _runner.grade_submission(assignment_id, e.path, timeout=timeout, denied_extra=denied, functions=functions)
-      d = r.as_dict()
-      d["status"] = "graded"
-    except Exception as ex:  # noqa: BLE001  (never let one submission stop the batch)
-      tests = [t for t in a.tests if functions is None or t.function in functions]
-      d = _runner._all_failed(a, tests, e.key, f"the grader failed on this submission: {type(ex).__name__}: {ex}",
-                              time.monotonic()).as_dict()
-      d["status"] = "grader failed"
-    d = clean_text(d)
-    d["submission"] = e.key
-    d["sha256"] = digest
-    d["graded_for"] = graded_for
-    d["collision"] = list(e.collision)
-    if e.collision:
-      d["notes"] = [f"name collision: also submitted as {', '.join(e.collision)}; each was graded, pick one."] \
-          + d.get("notes", [])
-    d["refused"] = refused_operations(d)
-    try:
-      atomic_write(record_path(out, e.key), json.dumps(d, indent=1) + "\n")
-    except (OSError, ValueError) as ex:   # e.g. a full disk: report it, go on with the others
-      d["status"] = "grader failed"
-      d["notes"] = [f"its record could not be written: {type(ex).__name__}: {ex}"] + d.get("notes", [])
-    return d
+    return _grade_one(assignment_id, a, e, digest, [str(folder), str(out)], out, timeout, functions, graded_for)
 
   with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
     for d in pool.map(one, todo):
