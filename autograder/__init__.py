@@ -4,6 +4,15 @@ Authoring guide: autograder/AUTHORING.md. Public surface:
 ``points``, ``hidden`` (test decorators), ``checks`` (feedback-giving
 comparisons), ``SubmissionError`` (what a failed call into a submission raises),
 ``load_assignment``, ``list_assignments``, ``grade_submission``.
+
+Layout, one folder per side of the trust boundary (imports go down only; ``tests/test_autograder.py`` checks it):
+
+- ``cli.py``, ``checks.py``, ``notebook.py``, ``selfcheck.py``, ``pytest_plugin.py``: the public entry points.
+- ``authoring/``: releases, nbgrader, grading from inside a notebook (instructor and notebook side).
+- ``platforms/``: Gradescope and PrairieLearn bundles and the adapters that run in them.
+- ``grader/``: the trusted grader (assignments, tests, checks, the grading run, reports, batches).
+- ``worker/``: the untrusted side (sandbox, worker process, wire format, reading submissions as data).
+- ``_errors.py``: the exceptions both sides raise.
 """
 from autograder._errors import CheckFailed, SubmissionError
 from autograder.grader._registry import hidden, list_assignments, load_assignment, points
