@@ -1,6 +1,6 @@
 """Hostile and broken submissions: the grader survives each, and each costs only its victim's points.
 
-One case per item of issue 5's isolation list (tests/hostile/cases.py). Each
+One case per item of issue 5's isolation list (tests/autograder/hostile/cases.py). Each
 hostile submission is the assignment's reference solution with one graded
 function (the victim) replaced; grading is restricted to the victim and one
 bystander function to keep the suite fast. Checked for every case: the score
@@ -26,7 +26,7 @@ from autograder._runner import grade_submission
 from hostile.cases import CASES, build
 
 pytestmark = pytest.mark.slow
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT = 6.0
 
 

@@ -15,7 +15,7 @@ pytest.importorskip("tokenizers", reason="tokenizers is not installed")
 
 from dlfunc.pretrained import SentenceEncoder  # noqa: E402
 
-REF = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
+REF = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "data", "minilm_reference.npz")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from autograder import _authoring, _nbgrader, load_assignment
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 A = load_assignment("01")
 
 

@@ -24,7 +24,7 @@ import pytest
 from autograder import _adapters, _authoring
 from autograder._registry import load_assignment
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 A = load_assignment("01")
 REF = _authoring.module_source(A.source, solved=True, assignment_id="01")
 BLANK = _authoring.module_source(A.source, solved=False, assignment_id="01")

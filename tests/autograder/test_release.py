@@ -15,7 +15,7 @@ import pytest
 from autograder import _authoring, _registry, load_assignment
 from autograder.cli import release_student
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _hidden_marks(aid: str) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ import yaml
 from autograder import _authoring, _batch, _report
 from autograder._registry import load_assignment
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
 

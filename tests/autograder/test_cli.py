@@ -9,7 +9,7 @@ import pytest
 
 from autograder import _authoring, load_assignment
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run(*args, timeout=600):
