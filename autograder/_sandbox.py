@@ -267,11 +267,13 @@ class Worker:
     for f in ("/etc/ld.so.cache", "/etc/localtime"):
       if os.path.exists(f):
         args += ["--ro-bind", f, f]
+    # A private, empty /tmp first: a bind made before it would vanish under it (a venv in /tmp/checkout/.venv).
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for p in needed:
       if p.startswith(("/usr/", "/lib")) or p in ("/usr",):
         continue
       args += ["--ro-bind", p, p]
-    args += ["--ro-bind", _PKG_DIR, NEUTRAL + "/autograder", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    args += ["--ro-bind", _PKG_DIR, NEUTRAL + "/autograder"]
     for d in denied:       # anything denied that lies inside a bound folder is covered
       dp = os.path.realpath(d)
       if os.path.isdir(dp) and any(dp.startswith(n + os.sep) for n in needed):
