@@ -34,6 +34,7 @@ from autograder import _meter, _wire
 from autograder._errors import SubmissionError
 
 DRAIN_CAP = 64 * 1024
+READY = b"\n[autograder worker ready]\n"   # the worker's stderr, once set up (see Worker.started)
 _SLICE = 0.2     # seconds between looks at a running call's charged time
 _PKG_PARENT = str(pathlib.Path(__file__).resolve().parent.parent)
 _PKG_DIR = str(pathlib.Path(__file__).resolve().parent)
@@ -183,6 +184,20 @@ def apply_limits(memory_mb: int, cpu_s: int, nproc: int):
       pass
 
 
+def link_targets(folders) -> set[str]:
+  """What the symbolic links directly inside ``folders`` (the import path's library folders) point to: a
+  site-packages that is a farm of links (Nix, some conda layouts) needs its targets bound too. Each target
+  alone, never its parent: an editable install's link may point into a checkout that holds hidden tests."""
+  targets = set()
+  for d in folders:
+    try:
+      links = [e.path for e in os.scandir(d) if e.is_symlink()]
+    except OSError:
+      continue
+    targets.update(t for t in map(os.path.realpath, links[:4096]) if os.path.exists(t))
+  return targets
+
+
 def _describe_exit(rc: int, via_bwrap: bool) -> str:
   sig = -rc if rc < 0 else (rc - 128 if via_bwrap and rc > 128 else 0)
   if sig:
@@ -257,6 +272,7 @@ class Worker:
       if rp and os.path.isdir(rp) and (any(rp.startswith(q + os.sep) for q in prefixes) or
                                        os.path.basename(rp) in ("site-packages", "dist-packages")):
         needed.add(rp)
+    needed |= link_targets(needed - prefixes)
     needed = sorted(p for p in needed if not any(p.startswith(q + os.sep) for q in needed if q != p))
     args = [bwrap_path()]
     for system in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
@@ -296,6 +312,16 @@ class Worker:
       os.close(self._out_r)
     except OSError:
       pass
+
+  def started(self) -> bool:
+    """Whether the worker got as far as waiting for its first request (call once it has exited)."""
+    self._drainer.join(timeout=5)
+    return READY in self.noise
+
+  def startup_error(self) -> str:
+    """The last line the worker printed before it died (for a worker that never :meth:`started`)."""
+    lines = [ln.strip() for ln in bytes(self.noise).decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
 
   def alive(self) -> bool:
     return self.proc.poll() is None

@@ -138,3 +138,20 @@ class _Cfg:
   def __getattr__(self, name):
     self.__dict__[name] = sec = type("Section", (), {})()
     return sec
+
+
+def test_a_worker_that_cannot_start_is_the_graders_failure_not_the_students(tmp_path, monkeypatch, capsys):
+  """A worker that dies before any submission code runs (here: a memory limit too small to import JAX) stops
+  grading with exit 2 and says whose fault it is, instead of giving a correct submission 0."""
+  from autograder import _runner, cli
+  from autograder._errors import GraderBroken
+  a = load_assignment("01")
+  sub = tmp_path / "01.py"
+  sub.write_text(_authoring.module_source(a.source, solved=True, assignment_id="01"))
+  with pytest.raises(GraderBroken, match="before any submission code ran"):
+    _runner.grade_submission("01", sub, memory_mb=48, functions=["relu"])
+  real = _runner.grade_submission
+  monkeypatch.setattr(_runner, "grade_submission", lambda *args, **kw: real(*args, **dict(kw, memory_mb=48)))
+  assert cli.main(["grade", "01", str(sub), "--only", "relu"]) == 2
+  err = capsys.readouterr().err
+  assert "grading worker could not start" in err and "memory limit (48 MB)" in err

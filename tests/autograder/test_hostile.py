@@ -262,7 +262,9 @@ def _kernel_batch(tmp_path, no_bwrap: bool):
                       "--timeout", str(TIMEOUT), "--only", ",".join(_KERNEL_FUNCTIONS)],
                      capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
   peak = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("GRADER_PEAK_KB")]
-  reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+  # keyed by the submission's stem: a skipped entry (a symbolic link) is reported under its full name
+  reports = {pathlib.Path(rec["submission"]).stem: rec
+             for rec in (json.loads(p.read_text()) for p in out.glob("*.json")) if "submission" in rec}
   return dict(a=a, run=r, reports=reports, peak_kb=peak[0] if peak else None, before=before, subs=subs, site=site,
               paths=paths, cases=KERNEL_CASES)
 
