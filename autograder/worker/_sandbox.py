@@ -34,6 +34,7 @@ from autograder.worker import _meter, _wire
 from autograder._errors import SubmissionError
 
 DRAIN_CAP = 64 * 1024
+READY = b"\n[autograder worker ready]\n"   # the worker's stderr, once set up (see Worker.started)
 _SLICE = 0.2     # seconds between looks at a running call's charged time
 _PKG_DIR = str(pathlib.Path(__file__).resolve().parents[1])     # the autograder package (this is worker/_sandbox.py)
 _PKG_PARENT = str(pathlib.Path(_PKG_DIR).parent)
@@ -185,6 +186,20 @@ def apply_limits(memory_mb: int, cpu_s: int, nproc: int):
       pass
 
 
+def link_targets(folders) -> set[str]:
+  """What the symbolic links directly inside ``folders`` (the import path's library folders) point to: a
+  site-packages that is a farm of links (Nix, some conda layouts) needs its targets bound too. Each target
+  alone, never its parent: an editable install's link may point into a checkout that holds hidden tests."""
+  targets = set()
+  for d in folders:
+    try:
+      links = [e.path for e in os.scandir(d) if e.is_symlink()]
+    except OSError:
+      continue
+    targets.update(t for t in map(os.path.realpath, links[:4096]) if os.path.exists(t))
+  return targets
+
+
 def _describe_exit(rc: int, via_bwrap: bool) -> str:
   sig = -rc if rc < 0 else (rc - 128 if via_bwrap and rc > 128 else 0)
   if sig:
@@ -259,6 +274,7 @@ class Worker:
       if rp and os.path.isdir(rp) and (any(rp.startswith(q + os.sep) for q in prefixes) or
                                        os.path.basename(rp) in ("site-packages", "dist-packages")):
         needed.add(rp)
+    needed |= link_targets(needed - prefixes)
     needed = sorted(p for p in needed if not any(p.startswith(q + os.sep) for q in needed if q != p))
     args = [bwrap_path()]
     for system in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
@@ -269,11 +285,13 @@ class Worker:
     for f in ("/etc/ld.so.cache", "/etc/localtime"):
       if os.path.exists(f):
         args += ["--ro-bind", f, f]
+    # A private, empty /tmp first: a bind made before it would vanish under it (a venv in /tmp/checkout/.venv).
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for p in needed:
       if p.startswith(("/usr/", "/lib")) or p in ("/usr",):
         continue
       args += ["--ro-bind", p, p]
-    args += ["--ro-bind", _PKG_DIR, NEUTRAL + "/autograder", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    args += ["--ro-bind", _PKG_DIR, NEUTRAL + "/autograder"]
     for d in denied:       # anything denied that lies inside a bound folder is covered
       dp = os.path.realpath(d)
       if os.path.isdir(dp) and any(dp.startswith(n + os.sep) for n in needed):
@@ -297,6 +315,16 @@ class Worker:
     except OSError:
       pass
 
+  def started(self) -> bool:
+    """Whether the worker got as far as waiting for its first request (call once it has exited)."""
+    self._drainer.join(timeout=5)
+    return READY in self.noise
+
+  def startup_error(self) -> str:
+    """The last line the worker printed before it died (for a worker that never :meth:`started`)."""
+    lines = [ln.strip() for ln in bytes(self.noise).decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
+
   def alive(self) -> bool:
     """Whether the worker process is still running."""
     return self.proc.poll() is None
@@ -317,6 +345,13 @@ class Worker:
   def send(self, obj, what: str):
     """Send one request frame; refuses (and kills the worker) when it wrote an answer nobody asked for."""
     if self._resp_r >= 0 and self._pending():
+      try:              # readable because the worker has ended (end of file), not because it wrote out of turn
+        rc = self.proc.wait(timeout=0.5)
+      except subprocess.TimeoutExpired:
+        rc = None
+      if rc is not None:
+        raise SubmissionError("crash", f"{what}: the worker process had ended: it "
+                              f"{_describe_exit(rc, self.via_bwrap)}.")
       self.kill()
       raise SubmissionError("bad_output", f"{what}: the worker had written onto the grader's answer pipe out of "
                             "turn (a frame nobody asked for: student code writing to the pipe); the worker was "

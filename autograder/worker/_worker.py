@@ -451,6 +451,8 @@ def confine(scratch: str) -> list[str]:
     if p and os.path.isdir(p) and os.path.realpath(p) != os.path.realpath(pkg_parent) and \
         os.path.realpath(p) != os.path.realpath(scratch):
       ro.add(p)
+  linked = _sandbox.link_targets({os.path.realpath(p) for p in ro if os.path.isdir(p)})   # a farm of links
+  ro |= linked
   ro = sorted({os.path.realpath(p) for p in ro if os.path.exists(p)} | {p for p in ro if os.path.exists(p)})
   if drop:    # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
     pkg_parent = os.path.realpath(os.path.dirname(_pkg_dir()))
@@ -459,7 +461,7 @@ def confine(scratch: str) -> list[str]:
     cover = ([] if installed else [pkg_parent] + _git_stores(pkg_parent)) + \
         [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
     keep = [sys.prefix, sys.base_prefix, scratch, _pkg_dir()] + \
-        [p for p in sys.path if p and os.path.isdir(p)]
+        [p for p in sys.path if p and os.path.isdir(p)] + sorted(linked)
     keep = [k for k in keep if not os.path.realpath(k) == os.path.realpath(pkg_parent)]
     if _confine.cover(cover, keep):
       layers.append("own mount namespace hiding the checkout and the denied folders")
@@ -595,6 +597,7 @@ def main(argv):
   _install_audit_hook(scratch, denied)
   real_out, real_err = sys.stdout, sys.stderr
   write_frame, read_frame = _wire.write_frame, _wire.read_frame
+  os.write(2, _sandbox.READY)    # before any submission code: a crash before it is the grader's, not the student's
   while True:
     try:
       req = read_frame(req_fd)

@@ -70,7 +70,7 @@ class Autoencoder(linen.Module):
   data_shape: Sequence[int] = (8, 8, 1)
   activation: Optional[Callable] = nn.relu
   output_activation: Optional[Callable] = nn.sigmoid
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   def setup(self):
@@ -122,7 +122,7 @@ class ConvAutoencoder(linen.Module):
   latent_dim: int
   channels: Sequence[int] = (16, 32)
   data_shape: Sequence[int] = (8, 8, 1)
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   def setup(self):
@@ -202,7 +202,7 @@ class VAE(linen.Module):
   hidden: Sequence[int] = (128,)
   data_shape: Sequence[int] = (8, 8, 1)
   rng_collection: str = "dropout"
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   def setup(self):

@@ -128,7 +128,7 @@ def attention(q, k, v, mask=None, dropout=None):
 class BertLayer(linen.Module):
   """One post-norm transformer layer: self-attention + residual + LN, GELU MLP + residual + LN."""
   config: BertConfig
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -158,7 +158,7 @@ class BertLayer(linen.Module):
 class BertEmbeddings(linen.Module):
   """Word + absolute position + token-type embeddings, then LayerNorm and dropout."""
   config: BertConfig
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -198,7 +198,7 @@ class BERT(linen.Module):
   """
   config: BertConfig
   add_pooling_layer: bool = True
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -234,7 +234,7 @@ class BertMeanPooler(linen.Module):
   """BERT -> mean over the attention mask -> (optionally) L2 normalisation: sentence embeddings ``(B, H)``."""
   config: BertConfig
   normalize: bool = True
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -255,7 +255,7 @@ class BertForSequenceClassification(linen.Module):
   config: BertConfig
   num_labels: int = 2
   pooling: str = "cls"
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact

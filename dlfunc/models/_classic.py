@@ -55,7 +55,7 @@ class MLP(linen.Module):
   num_classes: int = 10
   activation: Callable = nn.relu
   dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -92,7 +92,7 @@ class CNN(linen.Module):
   features: int = 32
   kernel_size: int = 3
   num_classes: int = 10
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -115,7 +115,7 @@ class LeNet(linen.Module):
   num_classes: int = 10
   dropout_rate: float = 0.25
   bn_momentum: float = 0.9
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact

@@ -50,7 +50,7 @@ class BasicBlock(linen.Module):
   strides: int = 1
   variant: str = "torchvision"
   expansion = 1
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -79,7 +79,7 @@ class Bottleneck(linen.Module):
   strides: int = 1
   variant: str = "torchvision"
   expansion = 4
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -142,7 +142,7 @@ class ResNet(linen.Module):
   variant: str = "torchvision"
   width: int = 64
   stem: str = "imagenet"
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact

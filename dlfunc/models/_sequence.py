@@ -37,7 +37,7 @@ class Recurrent(linen.Module):
   return_sequences: bool = True
   zero_output_for_mask: bool = False
   implementation: str = "scan"
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -56,8 +56,10 @@ class Recurrent(linen.Module):
     if cell == "gru":
       p["recurrent_bias"] = self.param("recurrent_bias", nn.zeros, (g,), pd)
     # the compute dtype: the scan's matmuls and its carry (float32 master parameters are cast in)
-    p = {k: v.astype(self.dtype) for k, v in p.items()}
-    x = jnp.asarray(x).astype(self.dtype)
+    x = jnp.asarray(x)
+    dtype = self.dtype if self.dtype is not None else jnp.result_type(x, *p.values())
+    p = {k: v.astype(dtype) for k, v in p.items()}
+    x = x.astype(dtype)
     y, _ = nn.unroll(cell, p, x, mask=mask, reverse=self.reverse, return_sequences=self.return_sequences,
                      zero_output_for_mask=self.zero_output_for_mask, implementation=self.implementation)
     return y
@@ -71,7 +73,7 @@ class Bidirectional(linen.Module):
   cell: str
   hidden_size: int
   return_sequences: bool = True
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -131,7 +133,7 @@ class RNNClassifier(linen.Module):
   readout: str = "last"
   dropout_rate: float = 0.0
   implementation: str = "scan"
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact
@@ -195,7 +197,7 @@ class CNN1D(linen.Module):
   strides: Union[int, Sequence[int]] = 1
   padding: Any = 1
   num_classes: int = 10
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact

@@ -82,7 +82,7 @@ class VGG(linen.Module):
   include_top: bool = True
   fc_width: int = 4096
   dropout_rate: float = 0.5
-  dtype: Any = jnp.float32
+  dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
 
   @linen.compact

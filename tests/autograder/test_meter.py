@@ -115,7 +115,7 @@ def test_reference_keeps_full_marks_with_a_tight_timeout_on_a_crowded_core(tmp_p
             "g('01', sys.argv[2], timeout=2.0, functions=['relu'])]; "
             "print(json.dumps([[x.score, x.max_score, [t.output for t in x.tests if t.score < t.max_score]] "
             "for x in r]))")
-    repo = pathlib.Path(__file__).resolve().parent.parent
+    repo = pathlib.Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-c", code, str(ref), str(hang)], stdout=subprocess.PIPE, text=True,
                             cwd=repo)
     os.sched_setaffinity(proc.pid, {core})

@@ -14,7 +14,7 @@ import pytest
 from autograder import load_assignment
 from autograder.authoring import _authoring, _nbgrader
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 A = load_assignment("01")
 
 

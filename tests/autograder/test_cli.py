@@ -10,7 +10,7 @@ import pytest
 from autograder import load_assignment
 from autograder.authoring import _authoring
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _run(*args, timeout=600):
@@ -139,3 +139,23 @@ class _Cfg:
   def __getattr__(self, name):
     self.__dict__[name] = sec = type("Section", (), {})()
     return sec
+
+
+def test_a_worker_that_cannot_start_is_the_graders_failure_not_the_students(tmp_path, monkeypatch, capsys):
+  """A worker that dies before any submission code runs (here: an interpreter that cannot import JAX) stops
+  grading with exit 2 and says whose fault it is, instead of giving a correct submission 0."""
+  from autograder import cli
+  from autograder.grader import _runner
+  from autograder._errors import GraderBroken
+  a = load_assignment("01")
+  sub = tmp_path / "01.py"
+  sub.write_text(_authoring.module_source(a.source, solved=True, assignment_id="01"))
+  broken = tmp_path / "python3"
+  broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'jax'\" >&2\nexit 1\n")
+  broken.chmod(0o755)
+  monkeypatch.setattr(sys, "executable", str(broken))     # the interpreter the worker is started with
+  with pytest.raises(GraderBroken, match="before any submission code ran"):
+    _runner.grade_submission("01", sub, functions=["relu"])
+  assert cli.main(["grade", "01", str(sub), "--only", "relu"]) == 2
+  err = capsys.readouterr().err
+  assert "grading worker could not start" in err and "nothing was graded" in err and len(err.splitlines()) == 1

@@ -17,7 +17,7 @@ from autograder.authoring import _authoring
 from autograder.grader import _registry
 from autograder.cli import release_student
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _hidden_marks(aid: str) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from autograder.authoring import _authoring
 from autograder.grader import _batch, _report
 from autograder.grader._registry import load_assignment
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
 

@@ -1,6 +1,6 @@
 """Hostile and broken submissions: the grader survives each, and each costs only its victim's points.
 
-One case per item of issue 5's isolation list (tests/hostile/cases.py). Each
+One case per item of issue 5's isolation list (tests/autograder/hostile/cases.py). Each
 hostile submission is the assignment's reference solution with one graded
 function (the victim) replaced; grading is restricted to the victim and one
 bystander function to keep the suite fast. Checked for every case: the score
@@ -27,7 +27,7 @@ from autograder.grader._runner import grade_submission
 from hostile.cases import CASES, build
 
 pytestmark = pytest.mark.slow
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT = 6.0
 
 
@@ -263,7 +263,9 @@ def _kernel_batch(tmp_path, no_bwrap: bool):
                       "--timeout", str(TIMEOUT), "--only", ",".join(_KERNEL_FUNCTIONS)],
                      capture_output=True, text=True, timeout=1200, cwd=REPO, env=env)
   peak = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("GRADER_PEAK_KB")]
-  reports = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+  # keyed by the submission's stem: a skipped entry (a symbolic link) is reported under its full name
+  reports = {pathlib.Path(rec["submission"]).stem: rec
+             for rec in (json.loads(p.read_text()) for p in out.glob("*.json")) if "submission" in rec}
   return dict(a=a, run=r, reports=reports, peak_kb=peak[0] if peak else None, before=before, subs=subs, site=site,
               paths=paths, cases=KERNEL_CASES)
 

@@ -25,7 +25,7 @@ from autograder.authoring import _authoring
 from autograder.platforms import _adapters
 from autograder.grader._registry import load_assignment
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 A = load_assignment("01")
 REF = _authoring.module_source(A.source, solved=True, assignment_id="01")
 BLANK = _authoring.module_source(A.source, solved=False, assignment_id="01")

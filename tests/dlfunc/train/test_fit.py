@@ -435,7 +435,7 @@ def test_nchw_images_are_caught_at_init_by_every_image_model():
 def test_readme_your_own_model_example_runs(capsys):
   import pathlib
   import re
-  text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+  text = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
   code = re.search(r"```python\n(.*?)```", text[text.index("### Your own model"):], re.S).group(1)
   namespace: dict = {}
   exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README

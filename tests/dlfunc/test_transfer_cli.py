@@ -33,7 +33,7 @@ def test_finetune_flag_errors_are_one_line(capsys):
 
 @pytest.mark.slow
 def test_finetune_digits_demo_runs(capsys):
-  """The wiring only (short run); the accuracy claim is tests/test_transfer.py's digits test."""
+  """The wiring only (short run); the accuracy claim is tests/dlfunc/test_transfer.py's digits test."""
   assert main(["finetune", "--pretrain-epochs", "2", "--epochs", "3", "--labels-per-class", "2", "--json"]) == 0
   out = _last_json(capsys)
   assert out["n_labels"] == 10 and out["n_test"] > 150
