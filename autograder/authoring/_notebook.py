@@ -17,11 +17,18 @@ A test cell of a generated notebook reads::
     ### END HIDDEN TESTS
     score
 
-``grade`` runs that function's tests from ``assignments/<ID>/tests.py`` on the
-notebook's own function, prints one short verdict per test on **stdout**, keeps
-**stderr empty** (nbgrader zeroes a cell with any stderr output, so JAX/XLA
-warnings are captured and echoed on stdout) and returns the points earned,
-which nbgrader takes as the cell's partial credit.
+``grade`` runs that function's tests (only that function's: a cell answers in about
+a second) from ``assignments/<ID>/tests.py`` on the notebook's own function, prints
+on **stdout** the lines ``autograder check`` prints for it::
+
+    sigmoid  2/3
+      [PASS] sigmoid: matches 1 / (1 + exp(-x)) on a random vector, under jax.jit  1/1
+      [FAIL] sigmoid: finite and correct at |x| = 1e4  0/1
+             sigmoid(float32[7] in [-1e+04, 1e+04]): 6 of 7 values differ; ...
+
+keeps **stderr empty** (nbgrader zeroes a cell with any stderr output, so JAX/XLA
+warnings are captured and echoed on stdout) and returns the points earned, which
+nbgrader takes as the cell's partial credit when it validates in the kernel.
 """
 from __future__ import annotations
 

@@ -50,17 +50,21 @@ def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True, 
   return report
 
 
-def _first_line(text: str, width: int) -> str:
-  line = next((l.strip() for l in (text or "").splitlines() if l.strip()), "")
-  return textwrap.shorten(line, width, placeholder=" …") if len(line) > width else line
+def _first_message(test: dict, room: int, rows: int = 3) -> list[str]:
+  """The first line of a check's message (its name when it has none), wrapped to ``room`` columns, ``rows`` at most."""
+  line = next((l.strip() for l in (test["output"] or "").splitlines() if l.strip()), "") or test["name"]
+  wrapped = textwrap.wrap(line, room)
+  if len(wrapped) > rows:
+    wrapped = wrapped[:rows - 1] + [textwrap.shorten(" ".join(wrapped[rows - 1:]), room, placeholder=" …")]
+  return wrapped
 
 
-def summary_table(report: dict, functions, width: int = 100) -> str:
+def summary_table(report: dict, functions, width: int = 120) -> str:
   """The summary of a report: per function its points, checks passed / checks, and its first failing message.
 
   One row per function that has public tests, then ``total``, the notes and a reminder that hidden tests count.
-  The first failing message is the first line of the first check that did not pass, shortened at a word to fit
-  ``width`` columns; a check that failed without a message shows its name.
+  The first failing message is the first line of the message of the first check that did not pass (its name
+  when it has none), wrapped in its column over at most three lines of ``width`` columns and shortened at a word.
   """
   rows = []
   for f in functions:
@@ -76,12 +80,14 @@ def summary_table(report: dict, functions, width: int = 100) -> str:
   w0 = max(len(r[0]) for r in rows + [total, ("function",)]) + 2
   w1 = max(len(r[1]) for r in rows + [total, ("", "points")]) + 2
   w2 = max(len(r[2]) for r in rows + [total, ("", "", "passed")]) + 2
-  room = max(width - w0 - w1 - w2, 30)
-  lines = [f"{'function':<{w0}}{'points':<{w1}}{'passed':<{w2}}first failing check", "-" * min(width, 120)]
+  room = max(width - w0 - w1 - w2, 40)
+  rule = "-" * (w0 + w1 + w2 + room)
+  lines = [f"{'function':<{w0}}{'points':<{w1}}{'passed':<{w2}}first failing message", rule]
   for f, pts, ok, bad in rows:
-    msg = "" if bad is None else _first_line(bad["output"], room) or _first_line(bad["name"], room)
-    lines.append(f"{f:<{w0}}{pts:<{w1}}{ok:<{w2}}{msg}".rstrip())
-  lines.append("-" * min(width, 120))
+    msg = [""] if bad is None else _first_message(bad, room)
+    lines.append(f"{f:<{w0}}{pts:<{w1}}{ok:<{w2}}{msg[0]}".rstrip())
+    lines.extend(" " * (w0 + w1 + w2) + m for m in msg[1:])
+  lines.append(rule)
   pct = 100.0 * report["score"] / report["max_score"] if report["max_score"] else 0.0
   lines.append(f"{total[0]:<{w0}}{total[1]:<{w1}}{total[2]:<{w2}}({pct:.0f}%)")
   for n in report.get("notes", []):
