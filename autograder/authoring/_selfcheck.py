@@ -52,7 +52,7 @@ def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True, 
 
 def _first_message(test: dict, room: int, rows: int = 3) -> list[str]:
   """The first line of a check's message (its name when it has none), wrapped to ``room`` columns, ``rows`` at most."""
-  line = next((l.strip() for l in (test["output"] or "").splitlines() if l.strip()), "") or test["name"]
+  line = next((s.strip() for s in (test["output"] or "").splitlines() if s.strip()), "") or test["name"]
   wrapped = textwrap.wrap(line, room)
   if len(wrapped) > rows:
     wrapped = wrapped[:rows - 1] + [textwrap.shorten(" ".join(wrapped[rows - 1:]), room, placeholder=" …")]
