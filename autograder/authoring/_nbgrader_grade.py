@@ -69,15 +69,9 @@ def _assignment_id(nb, resources) -> str:
 
 
 def check_lines(tests) -> list[str]:
-  """The readable per-check lines of a report's tests (``[PASS] name (1/1)`` and feedback under it)."""
-  lines = []
-  for t in tests:
-    mark = {"passed": "PASS", "partial": "PART"}.get(t.status, "FAIL")
-    tag = " (hidden)" if t.hidden else ""
-    lines.append(f"  [{mark}] {t.name}{tag} ({t.score:g}/{t.max_score:g})")
-    if t.output and t.status != "passed":
-      lines.extend("         " + m for m in t.output.splitlines()[:8])
-  return lines
+  """The per-check lines of ``autograder check`` for a report's tests (``  [PASS] name  1/1``, feedback under it)."""
+  from autograder.grader import _report
+  return _report.check_lines([t.as_dict() for t in tests], 100)
 
 
 def write_cell_outputs(nb, report, functions) -> dict[str, float]:
@@ -101,8 +95,8 @@ def write_cell_outputs(nb, report, functions) -> dict[str, float]:
               "grade(\"ID\", \"function\", ...)); it scores 0.\n")
       score = 0.0
     else:
-      text = (f"{fn}: {score:g}/{cap:g} points (public and hidden tests, graded outside the notebook's "
-              "kernel)\n" + "\n".join(check_lines(tests)) + "\n")
+      text = ("\n".join(check_lines(tests)) + f"\n{fn}: {score:g}/{cap:g} points (public and hidden tests, graded "
+              "outside the notebook's kernel)\n")
     if notes_left:
       text += "About the whole notebook:\n" + "\n".join("  " + n for n in notes_left) + "\n"
       notes_left = []

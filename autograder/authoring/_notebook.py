@@ -17,11 +17,18 @@ A test cell of a generated notebook reads::
     ### END HIDDEN TESTS
     score
 
-``grade`` runs that function's tests from ``assignments/<ID>/tests.py`` on the
-notebook's own function, prints one short verdict per test on **stdout**, keeps
-**stderr empty** (nbgrader zeroes a cell with any stderr output, so JAX/XLA
-warnings are captured and echoed on stdout) and returns the points earned,
-which nbgrader takes as the cell's partial credit.
+``grade`` runs that function's tests (only that function's: a cell answers in about
+a second) from ``assignments/<ID>/tests.py`` on the notebook's own function, prints
+on **stdout** the lines ``autograder check`` prints for it::
+
+    sigmoid  2/3
+      [PASS] sigmoid: matches 1 / (1 + exp(-x)) on a random vector, under jax.jit  1/1
+      [FAIL] sigmoid: finite and correct at |x| = 1e4  0/1
+             sigmoid(float32[7] in [-1e+04, 1e+04]): 6 of 7 values differ; ...
+
+keeps **stderr empty** (nbgrader zeroes a cell with any stderr output, so JAX/XLA
+warnings are captured and echoed on stdout) and returns the points earned, which
+nbgrader takes as the cell's partial credit when it validates in the kernel.
 """
 from __future__ import annotations
 
@@ -32,7 +39,10 @@ import signal
 import sys
 import tempfile
 import threading
+import time
+import types
 import warnings
+import weakref
 
 from autograder._errors import GradingTimeout
 
@@ -115,53 +125,98 @@ def _time_limit(seconds: float):
     signal.signal(signal.SIGALRM, old)
 
 
+def run_tests(a, tests, sub) -> list:
+  """Run ``tests`` on ``sub`` in this kernel; return the runner's ``TestResult`` records, in order.
+
+  Each test runs under its time limit; a function that hangs costs its seconds once: its remaining tests fail
+  at once with the same message. JAX/XLA noise on stderr is the caller's to capture (:func:`_quiet_stderr`).
+  """
+  from autograder.grader import _runner
+  results, hung = [], {}
+  for t in tests:
+    ts = time.monotonic()
+    if t.function in hung:
+      frac, status, msg = 0.0, "failed", hung[t.function] + " (from an earlier test; not run again)"
+    else:
+      try:
+        with _time_limit(t.timeout or a.timeout):
+          frac, status, msg = _runner.run_test(t, sub)
+      except GradingTimeout:
+        hung[t.function] = f"{t.function} did not finish within {t.timeout or a.timeout:g} s."
+        frac, status, msg = 0.0, "failed", hung[t.function]
+    results.append(_runner.TestResult(t.name, t.function, round(frac * t.points, 6), t.points, t.hidden, status,
+                                      _runner._cap(msg), round(time.monotonic() - ts, 3)))
+  return results
+
+
+# {function object: True if it failed a public test}, from the test cells run so far in this kernel. A later
+# cell whose function calls a failing one says "fix `gru_step` first" without re-running gru_step's tests; a
+# redefined function is a new object with no verdict yet.
+_VERDICTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _remember(namespace: dict, function: str, failed: bool):
+  try:
+    _VERDICTS[namespace.get(function)] = failed
+  except TypeError:       # not a function (or not weakly referenceable): nothing to remember
+    pass
+
+
+def _failing_callees(namespace: dict, a, function: str) -> list[str]:
+  from autograder.grader import _feedback
+  cells = [{"source": s} for s in namespace.get("In", []) if isinstance(s, str)]
+  if not cells:
+    return []
+  out = []
+  for g in _feedback.graded_callees(cells, a.functions).get(function, []):
+    try:
+      if _VERDICTS.get(namespace.get(g)):
+        out.append(g)
+    except TypeError:
+      continue
+  return out
+
+
 def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = False, verbose: bool = True) -> float:
-  """Run the public (or, with ``hidden=True``, the hidden) tests of ``function``; return the points earned."""
-  from autograder.grader import _registry, _runner
-  from autograder.worker import _submission
+  """Run the public (or, with ``hidden=True``, the hidden) tests of ``function``; return the points earned.
+
+  Prints the lines ``autograder check`` prints for that function (its ``relu  3/4`` line, then one
+  ``  [PASS] name  1/1`` line per test, with the message under each test that did not pass), from the same
+  renderer (:func:`autograder.grader._report.check_lines`), on stdout only. When the function calls another
+  graded function whose test cell above failed, the messages start with "fix `that_function` first".
+  """
+  from autograder.grader import _feedback, _registry, _report
   from autograder.worker._remote import LocalSubmission
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   a = _registry.load_assignment(assignment_id)
   tests = a.tests_for(function, hidden=hidden)
   if not tests:
     return 0.0
-  label = "hidden" if hidden else "public"
   tampered = _tampered()
   if tampered:
-    print(f"{function}: 0/{sum(t.points for t in tests):g} {label} — the notebook replaced "
-          f"{', '.join(tampered[:4])}; the tests cannot trust this kernel. Restart the kernel and do not "
-          "monkeypatch numpy, jax or the autograder.")
+    print(f"{function}  0/{sum(t.points for t in tests):g}\n  the notebook replaced {', '.join(tampered[:4])}; "
+          "the tests cannot trust this kernel. Restart the kernel and do not monkeypatch numpy, jax or the "
+          "autograder.")
     return 0.0
-  refused = _refused_in_notebook(namespace, a)
-  sub = LocalSubmission(namespace, refused)
-  total, lines = 0.0, []
-  hung = None
+  sub = LocalSubmission(namespace, _refused_in_notebook(namespace, a))
   with _quiet_stderr() as captured:
-    for t in tests:
-      if hung:                 # a hang costs its seconds once, not once per test
-        frac, status, msg = 0.0, "failed", hung + " (from an earlier test; not run again)"
-      else:
-        try:
-          with _time_limit(t.timeout or a.timeout):
-            frac, status, msg = _runner.run_test(t, sub)
-        except GradingTimeout:
-          hung = f"{function} did not finish within {t.timeout or a.timeout:g} s."
-          frac, status, msg = 0.0, "failed", hung
-      pts = round(frac * t.points, 6)
-      total += pts
-      mark = "PASS" if status == "passed" else "PART" if status == "partial" else "FAIL"
-      lines.append(f"  [{mark}] {t.name} ({pts:g}/{t.points:g})")
-      if msg:
-        lines.extend("         " + m for m in msg.splitlines()[:6])
+    results = run_tests(a, tests, sub)
+  total = round(sum(r.score for r in results), 6)
+  failed = total < sum(r.max_score for r in results)
+  if not hidden:
+    _remember(namespace, function, failed)
+  broken = _failing_callees(namespace, a, function) if failed else []
+  if broken:    # the callees' verdicts come from their own cells above: stand-ins carry them
+    stand_ins = [types.SimpleNamespace(function=g, score=0.0, max_score=1.0, output="") for g in broken]
+    _feedback.fix_callees_first(results + stand_ins, {function: broken})
   noise = captured().strip()
   if verbose:
-    print(f"{function}: {total:g}/{sum(t.points for t in tests):g} points from {label} tests")
-    print("\n".join(lines))
+    print("\n".join(_report.check_lines([r.as_dict() for r in results])))
     if noise:
       print("  (captured on stderr, not counted: " + noise.splitlines()[0][:200] + ")")
     if not hidden:
-      print("  Hidden tests also count towards your grade.")
-  return round(total, 6)
+      print("Public tests only: hidden tests also count towards your grade.")
+  return total
 
 
 def _refused_in_notebook(namespace: dict, a) -> dict[str, str]:

@@ -10,19 +10,24 @@ import textwrap
 MARK = {"passed": "PASS", "partial": "PART", "failed": "FAIL", "error": "ERR "}
 
 
-def text_table(report: dict, *, self_check: bool = False) -> str:
-  """The report as a terminal table: one line per test grouped by function, notes, the total and the isolation."""
-  width = max(60, min(shutil.get_terminal_size((100, 20)).columns, 120))
-  lines = [f"Assignment {report['assignment']} — {report['submission']}", ""]
-  first = [n for n in report.get("notes", []) if n.startswith("syntax error")]   # the cause comes first, alone
-  for n in first:
-    lines.extend(n.splitlines() + [""])
-  current = None
-  for t in report["tests"]:
+def _width() -> int:
+  return max(60, min(shutil.get_terminal_size((100, 20)).columns, 120))
+
+
+def check_lines(tests: list[dict], width: int | None = None) -> list[str]:
+  """The per-check lines of ``autograder check``, grouped by function: what a notebook's test cell prints too.
+
+  ``tests`` are test records (``TestResult.as_dict()``). Each function opens with ``relu  3/4``; each test is
+  ``  [PASS] relu: matches max(x, 0) on a random vector  1/1`` and, unless it passed, its message below,
+  wrapped to ``width`` columns (the terminal's, 60 to 120).
+  """
+  width = width or _width()
+  lines, current = [], None
+  for t in tests:
     if t["function"] != current:
       current = t["function"]
-      got = sum(x["score"] for x in report["tests"] if x["function"] == current)
-      mx = sum(x["max_score"] for x in report["tests"] if x["function"] == current)
+      got = sum(x["score"] for x in tests if x["function"] == current)
+      mx = sum(x["max_score"] for x in tests if x["function"] == current)
       lines.append(f"{current}  {got:g}/{mx:g}")
     tag = " (hidden)" if t["hidden"] else ""
     lines.append(f"  [{MARK.get(t['status'], t['status'])}] {t['name']}{tag}  {t['score']:g}/{t['max_score']:g}")
@@ -30,6 +35,17 @@ def text_table(report: dict, *, self_check: bool = False) -> str:
       for para in t["output"].splitlines()[:12]:
         lines.extend(textwrap.wrap(para, width - 9, initial_indent="         ", subsequent_indent="           ")
                      or [""])
+  return lines
+
+
+def text_table(report: dict, *, self_check: bool = False) -> str:
+  """The report as a terminal table: one line per test grouped by function, notes, the total and the isolation."""
+  width = _width()
+  lines = [f"Assignment {report['assignment']} — {report['submission']}", ""]
+  first = [n for n in report.get("notes", []) if n.startswith("syntax error")]   # the cause comes first, alone
+  for n in first:
+    lines.extend(n.splitlines() + [""])
+  lines.extend(check_lines(report["tests"], width))
   lines.append("")
   pct = 100.0 * report["score"] / report["max_score"] if report["max_score"] else 0.0
   lines.append(f"Total: {report['score']:g}/{report['max_score']:g} ({pct:.0f}%)   [{report['seconds']:.1f} s]")
