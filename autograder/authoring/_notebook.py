@@ -77,7 +77,7 @@ def _quiet_stderr():
   saved_fd, tmp = None, None
   try:
     sys.stderr.flush()
-  except Exception:  # noqa: BLE001
+  except Exception:  # noqa: BLE001, S110  (a closed stderr: nothing to flush)
     pass
   try:
     tmp = tempfile.TemporaryFile(mode="w+b")
@@ -104,7 +104,7 @@ def _time_limit(seconds: float):
     yield
     return
 
-  def on_alarm(signum, frame):
+  def on_alarm(_signum, _frame):
     raise GradingTimeout()
   old = signal.signal(signal.SIGALRM, on_alarm)
   signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -118,7 +118,6 @@ def _time_limit(seconds: float):
 def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = False, verbose: bool = True) -> float:
   """Run the public (or, with ``hidden=True``, the hidden) tests of ``function``; return the points earned."""
   from autograder.grader import _registry, _runner
-  from autograder.worker import _submission
   from autograder.worker._remote import LocalSubmission
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   a = _registry.load_assignment(assignment_id)

@@ -18,15 +18,15 @@ def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True) 
   from autograder.worker._remote import LocalSubmission
   t0 = time.monotonic()
   a = _registry.load_assignment(assignment_id)
-  tampered = notebook._tampered()
+  tampered = notebook._tampered()  # noqa: SLF001  (the notebook module's own helpers, same package)
   if tampered:
     print(f"check_all: the notebook replaced {', '.join(tampered[:4])}; the tests cannot trust this kernel. "
           "Restart the kernel and do not monkeypatch numpy, jax or the autograder.")
     return {}
-  refused = notebook._refused_in_notebook(namespace, a)
+  refused = notebook._refused_in_notebook(namespace, a)  # noqa: SLF001
   sub = LocalSubmission(namespace, refused)
   results, hung = [], {}
-  with notebook._quiet_stderr():
+  with notebook._quiet_stderr():  # noqa: SLF001
     for t in a.tests:
       if t.hidden:
         continue
@@ -35,13 +35,13 @@ def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True) 
         frac, status, msg = 0.0, "failed", hung[t.function] + " (from an earlier test; not run again)"
       else:
         try:
-          with notebook._time_limit(t.timeout or a.timeout):
+          with notebook._time_limit(t.timeout or a.timeout):  # noqa: SLF001
             frac, status, msg = _runner.run_test(t, sub)
         except GradingTimeout:
           hung[t.function] = f"{t.function} did not finish within {t.timeout or a.timeout:g} s."
           frac, status, msg = 0.0, "failed", hung[t.function]
       results.append(_runner.TestResult(t.name, t.function, round(frac * t.points, 6), t.points, False, status,
-                                        _runner._cap(msg), round(time.monotonic() - ts, 3)))
+                                        _runner._cap(msg), round(time.monotonic() - ts, 3)))  # noqa: SLF001
   cells = [{"source": s} for s in namespace.get("In", []) if isinstance(s, str)]
   _feedback.fix_callees_first(results, _feedback.graded_callees(cells, a.functions))
   notes = [f"{fn} uses {what}: refused, its tests score 0." for fn, what in refused.items()]
