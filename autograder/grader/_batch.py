@@ -316,8 +316,8 @@ def _grade_one(assignment_id: str, a, e: Entry, digest: str, denied: list[str], 
     d["status"] = "graded"
   except Exception as ex:  # noqa: BLE001  (never let one submission stop the batch)
     tests = [t for t in a.tests if functions is None or t.function in functions]
-    d = _runner._all_failed(a, tests, e.key, f"the grader failed on this submission: {type(ex).__name__}: {ex}",
-                            time.monotonic()).as_dict()
+    msg = f"the grader failed on this submission: {type(ex).__name__}: {ex}"
+    d = _runner._all_failed(a, tests, e.key, msg, time.monotonic()).as_dict()  # noqa: SLF001  (same package)
     d["status"] = "grader failed"
   d = clean_text(d)
   d["submission"] = e.key

@@ -260,7 +260,7 @@ def _outputs_from_tests(what: str):
   if m is None:
     return None
   fn = m.group(1) or m.group(2)
-  f = sys._getframe(1)
+  f = sys._getframe(1)  # noqa: SLF001  (the caller's frame: the documented CPython way)
   for _ in range(40):
     if f is None:
       return None
@@ -385,7 +385,8 @@ def _value_hint(gf, ef, rtol, atol, ctx) -> str:
     if not np.allclose(gf[~mask], 0, atol=10 * atol + 1e-12):   # the factor must explain the near-zero values too
       return ""
   if abs(c + 1) < 1e-3:
-    return " Every value has the wrong sign (got / expected = -1 everywhere): check a minus sign or a subtraction's order."
+    return (" Every value has the wrong sign (got / expected = -1 everywhere): "
+            "check a minus sign or a subtraction's order.")
   k, inverse = (abs(c), False) if abs(c) >= 1 else (1 / abs(c), True)
   n = round(k)
   sign = "-" if c < 0 else ""
@@ -457,7 +458,7 @@ def _arg_key(tree):
       x = np.asarray(jax.random.key_data(x))
     if isinstance(x, (np.ndarray, np.generic)) or _is_array(x):
       a = np.asarray(x)
-      parts.append((a.dtype.str, a.shape, hashlib.sha1(a.tobytes()).hexdigest()))
+      parts.append((a.dtype.str, a.shape, hashlib.sha1(a.tobytes(), usedforsecurity=False).hexdigest()))
     else:
       parts.append(repr(x))
   return tuple(parts)
