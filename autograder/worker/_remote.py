@@ -102,7 +102,7 @@ def _is_notebook_code(fname: str) -> bool:
   return fname.startswith("<ipython-input") or "/ipykernel_" in fname or fname.startswith("<cell")
 
 
-def _label(fname, lineno):
+def _label(_fname, lineno):
   return f"line {lineno} of its cell"
 
 
