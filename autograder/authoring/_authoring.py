@@ -192,8 +192,8 @@ def public_tests_source(text: str, assignment_id: str) -> str:
   import ast
   tree = ast.parse(text)
   body = [n for n in tree.body if "hidden" not in _decorator_names(n)]
-  if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-      and isinstance(body[0].value.value, str):
+  first = body[0] if body else None
+  if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
     body = body[1:]
   while True:
     used: dict[int, set[str]] = {}

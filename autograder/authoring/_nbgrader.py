@@ -192,7 +192,8 @@ def scores(course: pathlib.Path, assignment_id: str) -> dict[str, tuple[float, f
   out = {}
   with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
     for s in gb.assignment_submissions(assignment_id):
-      out[s.student_id] = (float(s.score), float(s.max_score))
+      # score and max_score are SQLAlchemy column properties attached after the class body, where they read None.
+      out[s.student_id] = (float(s.score), float(s.max_score))  # pyright: ignore[reportArgumentType]
   return out
 
 

@@ -90,7 +90,7 @@ def _quiet_stderr():
       warnings.simplefilter("always")
       yield lambda: buf.getvalue() + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
   finally:
-    if saved_fd is not None:
+    if saved_fd is not None and tmp is not None:     # saved_fd is set only once tmp is open
       os.dup2(saved_fd, 2)
       os.close(saved_fd)
       tmp.seek(0)
