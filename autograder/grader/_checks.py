@@ -14,11 +14,14 @@ import hashlib
 import re
 import sys
 import threading
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeGuard
 
 import numpy as np
 
 from autograder._errors import CheckFailed, SubmissionError
+
+if TYPE_CHECKING:
+  import jax
 
 # (rtol, atol) per dtype: tight enough to catch a wrong formula, loose enough
 # for a different but correct order of floating-point operations.
@@ -121,10 +124,11 @@ def _tree_summary(x, most: int = 8) -> str:
   return open_ + ", ".join(parts[:most]) + more + close
 
 
-def _is_key(x) -> bool:
+def _is_key(x) -> TypeGuard[jax.Array]:
   try:
     import jax
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    import jax.numpy as jnp
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
   except Exception:  # noqa: BLE001
     return False
 
@@ -452,7 +456,7 @@ def _stable(reference) -> bool:
 def _arg_key(tree):
   import jax
   leaves, treedef = jax.tree_util.tree_flatten(tree)
-  parts = [str(treedef)]
+  parts: list[Any] = [str(treedef)]
   for x in leaves:
     if _is_key(x):
       x = np.asarray(jax.random.key_data(x))
