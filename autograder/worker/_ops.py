@@ -95,7 +95,7 @@ def to_numpy(tree, fn_name: str):
     if isinstance(x, (bool, int, float, complex, np.ndarray, np.generic)):
       return _asarray(x) if not isinstance(x, np.ndarray) else x
     if isinstance(x, jax.Array):
-      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         return _asarray(_key_data(x))
       return _asarray(x)
     if isinstance(x, (str, bytes)):

@@ -203,7 +203,7 @@ def link_targets(folders) -> set[str]:
 def _describe_exit(rc: int, via_bwrap: bool) -> str:
   sig = -rc if rc < 0 else (rc - 128 if via_bwrap and rc > 128 else 0)
   if sig:
-    names = {signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
+    names: dict[int, str] = {signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
              signal.SIGKILL: "was killed (SIGKILL — out of memory, or it killed itself)",
              signal.SIGXCPU: "used up its CPU-time limit (SIGXCPU)",
              signal.SIGABRT: "aborted (SIGABRT — often XLA running out of memory)",

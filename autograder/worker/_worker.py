@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 import types
+from typing import Any
 
 import jax  # noqa: F401  (imported before the submission: the ops capture its functions)
 import jax.lax  # noqa: F401
@@ -340,7 +341,7 @@ class Rules:
     if self._subpackages:
       self._late_submodules()
     dirs, files, names = rule
-    if dirs and any(getattr(m, "__file__", None) and m.__file__.startswith(dirs)
+    if dirs and any((getattr(m, "__file__", None) or "").startswith(dirs)
                     for m in [sys.modules.get(n.split(".")[0]) for n in names.split(", ")] if m is not None):
       self._trace(dirs, names)     # a library it may not use is loaded: watch every call into it
     self._watch_imports(fn)
@@ -604,7 +605,7 @@ def main(argv):
       return 0
     cap = _Cap()
     sys.stdout = sys.stderr = cap
-    resp = {"ok": True}
+    resp: dict[str, Any] = {"ok": True}
     try:
       if req["op"] == "load":
         resp["problems"] = worker.load(req)
