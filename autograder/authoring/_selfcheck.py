@@ -40,8 +40,9 @@ def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True) 
         except GradingTimeout:
           hung[t.function] = f"{t.function} did not finish within {t.timeout or a.timeout:g} s."
           frac, status, msg = 0.0, "failed", hung[t.function]
+      msg = _runner._cap(msg)  # noqa: SLF001  (the runner's message cap, same package)
       results.append(_runner.TestResult(t.name, t.function, round(frac * t.points, 6), t.points, False, status,
-                                        _runner._cap(msg), round(time.monotonic() - ts, 3)))  # noqa: SLF001
+                                        msg, round(time.monotonic() - ts, 3)))
   cells = [{"source": s} for s in namespace.get("In", []) if isinstance(s, str)]
   _feedback.fix_callees_first(results, _feedback.graded_callees(cells, a.functions))
   notes = [f"{fn} uses {what}: refused, its tests score 0." for fn, what in refused.items()]
