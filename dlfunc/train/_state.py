@@ -54,7 +54,9 @@ class TrainState:
   input_shape: tuple = struct.field(pytree_node=False, default=())
 
   if TYPE_CHECKING:  # added by flax.struct.dataclass at runtime; declared here for type checkers
-    def replace(self, **updates: Any) -> TrainState: ...
+    def replace(self, **updates: Any) -> TrainState:
+      """A copy with the given fields replaced (``state.replace(step=...)``), as any flax.struct dataclass."""
+      ...
 
   @property
   def variables(self) -> dict:
