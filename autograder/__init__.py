@@ -14,8 +14,13 @@ Layout, one folder per side of the trust boundary (imports go down only; ``tests
 - ``worker/``: the untrusted side (sandbox, worker process, wire format, reading submissions as data).
 - ``_errors.py``: the exceptions both sides raise.
 """
+from typing import TYPE_CHECKING
+
 from autograder._errors import CheckFailed, SubmissionError
 from autograder.grader._registry import hidden, list_assignments, load_assignment, points
+
+if TYPE_CHECKING:  # loaded lazily by __getattr__ below; named here for type checkers and editors
+  from autograder.grader._runner import grade_submission
 
 __all__ = ["points", "hidden", "CheckFailed", "SubmissionError", "load_assignment", "list_assignments",
            "grade_submission"]

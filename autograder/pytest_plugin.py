@@ -103,7 +103,8 @@ def pytest_pyfunc_call(pyfuncitem):
   fn = pyfuncitem.obj
   if not hasattr(fn, "__autograder_points__"):
     return None
-  kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+  argnames = pyfuncitem._fixtureinfo.argnames  # noqa: SLF001  (pytest's own pytest_pyfunc_call reads it the same way)
+  kwargs = {name: pyfuncitem.funcargs[name] for name in argnames}
   t0 = time.monotonic()
   frac, msg = 1.0, ""
   try:

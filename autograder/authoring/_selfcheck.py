@@ -23,19 +23,19 @@ def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True, 
   from autograder.worker._remote import LocalSubmission
   t0 = time.monotonic()
   a = _registry.load_assignment(assignment_id)
-  tampered = notebook._tampered()
+  tampered = notebook._tampered()  # noqa: SLF001  (the notebook module's own helpers, same package)
   if tampered:
     print(f"check_all: the notebook replaced {', '.join(tampered[:4])}; the tests cannot trust this kernel. "
           "Restart the kernel and do not monkeypatch numpy, jax or the autograder.")
     return {}
-  refused = notebook._refused_in_notebook(namespace, a)
+  refused = notebook._refused_in_notebook(namespace, a)  # noqa: SLF001
   sub = LocalSubmission(namespace, refused)
-  with notebook._quiet_stderr():
+  with notebook.quiet_stderr():
     results = notebook.run_tests(a, [t for t in a.tests if not t.hidden], sub)
   for f in a.functions:      # what the test cells would remember: later test cells say "fix `f` first"
     mine = [r for r in results if r.function == f]
     if mine:
-      notebook._remember(namespace, f, any(r.score < r.max_score for r in mine))
+      notebook.remember(namespace, f, any(r.score < r.max_score for r in mine))
   cells = [{"source": s} for s in namespace.get("In", []) if isinstance(s, str)]
   _feedback.fix_callees_first(results, _feedback.graded_callees(cells, a.functions))
   notes = [f"{fn} uses {what}: refused, its tests score 0." for fn, what in refused.items()]

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 GRADABLE = (".py", ".ipynb")
 SHARDS_DIR = "_shards"
@@ -54,7 +55,7 @@ def escape_name(name: str | bytes) -> str:
   return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def clean_text(obj):
+def clean_text(obj: Any) -> Any:
   """``obj`` (a JSON-able tree) with every string made encodable (lone surrogates escaped)."""
   if isinstance(obj, str):
     try:
@@ -88,8 +89,8 @@ def content_hash(path: pathlib.Path) -> str:
       h.update(b"L" + os.fsencode(os.readlink(full)))
       continue
     try:
-      with open(full, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+      with open(full, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
           h.update(chunk)
     except OSError as e:
       h.update(b"E" + str(e.errno).encode())
@@ -316,8 +317,8 @@ def _grade_one(assignment_id: str, a, e: Entry, digest: str, denied: list[str], 
     d["status"] = "graded"
   except Exception as ex:  # noqa: BLE001  (never let one submission stop the batch)
     tests = [t for t in a.tests if functions is None or t.function in functions]
-    d = _runner._all_failed(a, tests, e.key, f"the grader failed on this submission: {type(ex).__name__}: {ex}",
-                            time.monotonic()).as_dict()
+    msg = f"the grader failed on this submission: {type(ex).__name__}: {ex}"
+    d = _runner._all_failed(a, tests, e.key, msg, time.monotonic()).as_dict()  # noqa: SLF001  (same package)
     d["status"] = "grader failed"
   d = clean_text(d)
   d["submission"] = e.key

@@ -14,11 +14,14 @@ import hashlib
 import re
 import sys
 import threading
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeGuard
 
 import numpy as np
 
 from autograder._errors import CheckFailed, SubmissionError
+
+if TYPE_CHECKING:
+  import jax
 
 # (rtol, atol) per dtype: tight enough to catch a wrong formula, loose enough
 # for a different but correct order of floating-point operations.
@@ -121,10 +124,11 @@ def _tree_summary(x, most: int = 8) -> str:
   return open_ + ", ".join(parts[:most]) + more + close
 
 
-def _is_key(x) -> bool:
+def _is_key(x) -> TypeGuard[jax.Array]:
   try:
     import jax
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    import jax.numpy as jnp
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
   except Exception:  # noqa: BLE001
     return False
 
@@ -260,7 +264,7 @@ def _outputs_from_tests(what: str):
   if m is None:
     return None
   fn = m.group(1) or m.group(2)
-  f = sys._getframe(1)
+  f = sys._getframe(1)  # noqa: SLF001  (the caller's frame: the documented CPython way)
   for _ in range(40):
     if f is None:
       return None
@@ -385,7 +389,8 @@ def _value_hint(gf, ef, rtol, atol, ctx) -> str:
     if not np.allclose(gf[~mask], 0, atol=10 * atol + 1e-12):   # the factor must explain the near-zero values too
       return ""
   if abs(c + 1) < 1e-3:
-    return " Every value has the wrong sign (got / expected = -1 everywhere): check a minus sign or a subtraction's order."
+    return (" Every value has the wrong sign (got / expected = -1 everywhere): "
+            "check a minus sign or a subtraction's order.")
   k, inverse = (abs(c), False) if abs(c) >= 1 else (1 / abs(c), True)
   n = round(k)
   sign = "-" if c < 0 else ""
@@ -451,13 +456,13 @@ def _stable(reference) -> bool:
 def _arg_key(tree):
   import jax
   leaves, treedef = jax.tree_util.tree_flatten(tree)
-  parts = [str(treedef)]
+  parts: list[Any] = [str(treedef)]
   for x in leaves:
     if _is_key(x):
       x = np.asarray(jax.random.key_data(x))
     if isinstance(x, (np.ndarray, np.generic)) or _is_array(x):
       a = np.asarray(x)
-      parts.append((a.dtype.str, a.shape, hashlib.sha1(a.tobytes()).hexdigest()))
+      parts.append((a.dtype.str, a.shape, hashlib.sha1(a.tobytes(), usedforsecurity=False).hexdigest()))
     else:
       parts.append(repr(x))
   return tuple(parts)

@@ -167,6 +167,8 @@ def manifest(assignment_id: str) -> dict:
         name = d.func if isinstance(d, ast.Call) else d
         name = name.attr if isinstance(name, ast.Attribute) else getattr(name, "id", "")
         if name == "points":
+          if not isinstance(d, ast.Call):
+            raise ValueError("@points without its number")     # caught below: importing the tests reports it
           pts = float(ast.literal_eval(d.args[0]))
         elif name == "hidden":
           hid = True
@@ -197,6 +199,8 @@ def load_assignment(assignment_id: str) -> Assignment:
   tests_py = folder / "tests.py"
   modname = f"autograder_assignment_{assignment_id.replace('-', '_')}"
   spec = importlib.util.spec_from_file_location(modname, tests_py)
+  if spec is None or spec.loader is None:
+    raise ImportError(f"cannot load {tests_py} as a module; check that it is a readable .py file.")
   module = importlib.util.module_from_spec(spec)
   sys.modules[modname] = module
   spec.loader.exec_module(module)

@@ -97,7 +97,7 @@ def gradescope(root: pathlib.Path) -> int:
   t0 = time.monotonic()
   src, results = root / "source", root / "results" / "results.json"
   cfg = json.loads((src / "bundle.json").read_text())
-  aid, deadline = cfg["assignment"], float(os.environ.get("AUTOGRADER_DEADLINE", cfg.get("deadline_s", 540)))
+  aid, deadline = cfg["assignment"], float(os.environ.get("AUTOGRADER_DEADLINE", str(cfg.get("deadline_s", 540))))
   os.environ.setdefault("AUTOGRADER_ASSIGNMENTS", str(src / "assignments"))
 
   def finish(res):
@@ -180,7 +180,7 @@ def prairielearn(root: pathlib.Path) -> int:
   from autograder.worker import _submission
   tests_dir, results = root / "tests", root / "results" / "results.json"
   cfg = json.loads((tests_dir / "bundle.json").read_text())
-  aid, deadline = cfg["assignment"], float(os.environ.get("AUTOGRADER_DEADLINE", cfg.get("deadline_s", 540)))
+  aid, deadline = cfg["assignment"], float(os.environ.get("AUTOGRADER_DEADLINE", str(cfg.get("deadline_s", 540))))
   os.environ.setdefault("AUTOGRADER_ASSIGNMENTS", str(tests_dir / "assignments"))
 
   def overrun():

@@ -115,7 +115,7 @@ def landlock_abi() -> int:
   return max(v, 0)
 
 
-def landlock(read_only: list[str], read_write: list[str], write_files: list[str] = ()) -> int:
+def landlock(read_only: list[str], read_write: list[str], write_files: list[str] | tuple[str, ...] = ()) -> int:
   """Restrict this thread (and everything it starts later) to the given paths; return the ABI used (0: none).
 
   ``read_only`` folders or files may be read and executed; ``read_write`` folders are free; ``write_files``

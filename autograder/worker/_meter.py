@@ -84,7 +84,7 @@ class Meter:
     self._pids: list[int] = [root]
     self._scanned = 0.0
     self._cpu: dict[int, float] = {}      # pid -> last utime+stime
-    self._run: dict[int, float] = {}      # (pid, tid) -> last on-cpu + run-queue seconds
+    self._run: dict[tuple[int, str], float] = {}      # (pid, tid) -> last on-cpu + run-queue seconds
     self._t = time.monotonic()
     self.charged = 0.0
     self.cpu = 0.0

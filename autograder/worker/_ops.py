@@ -19,7 +19,8 @@ from autograder._errors import GradingTimeout, SubmissionError
 # submission cannot change what the grader's operations do.
 _jit, _vmap, _vjp, _x64 = jax.jit, jax.vmap, jax.vjp, jax.enable_x64
 _eval_shape = jax.eval_shape
-_tree_map, _tree_leaves, _tree_structure = jax.tree_util.tree_map, jax.tree_util.tree_leaves, jax.tree_util.tree_structure
+_tree_map, _tree_leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
+_tree_structure = jax.tree_util.tree_structure
 _asarray = np.asarray
 _key_data = jax.random.key_data
 
@@ -94,7 +95,7 @@ def to_numpy(tree, fn_name: str):
     if isinstance(x, (bool, int, float, complex, np.ndarray, np.generic)):
       return _asarray(x) if not isinstance(x, np.ndarray) else x
     if isinstance(x, jax.Array):
-      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         return _asarray(_key_data(x))
       return _asarray(x)
     if isinstance(x, (str, bytes)):

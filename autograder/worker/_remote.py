@@ -102,7 +102,7 @@ def _is_notebook_code(fname: str) -> bool:
   return fname.startswith("<ipython-input") or "/ipykernel_" in fname or fname.startswith("<cell")
 
 
-def _label(fname, lineno):
+def _label(_fname, lineno):
   return f"line {lineno} of its cell"
 
 
@@ -156,6 +156,8 @@ class RemoteSubmission(_Ops):
     self.spawn()
     self._loaded = False
     worker = self._worker
+    if worker is None:             # spawn() starts one: _broken was checked above
+      raise RuntimeError("the grader could not start a worker; grade again.")
     try:
       resp = worker.request({"op": "load", "cells": self._cells, "path": self._entry,
                              "functions": self._functions}, max(self.timeout, 30.0), "loading the submission")
@@ -172,9 +174,9 @@ class RemoteSubmission(_Ops):
     finally:
       self.charged += worker.meter.charged
     if self.load_problems is None:
-      probs = resp.get("problems") if isinstance(resp.get("problems"), list) else []
+      probs = v if isinstance(v := resp.get("problems"), list) else []
       self.load_problems = [str(p)[:MSG_CAP] for p in probs[:20]]
-      defined = resp.get("defined") if isinstance(resp.get("defined"), dict) else {}
+      defined = v if isinstance(v := resp.get("defined"), dict) else {}
       self.defined = {f: bool(defined.get(f)) for f in self._functions}
       layers = resp.get("layers")
       if isinstance(layers, list):
@@ -183,7 +185,7 @@ class RemoteSubmission(_Ops):
       if isinstance(out, str) and out.strip():
         self.load_problems.append("output while loading: " + out.strip()[:300] + (" ..." if len(out) > 300 else ""))
     self._loaded = True
-    return self._worker
+    return worker
 
   def close(self):
     """Stop the worker and anything it left running; the next call starts a fresh one."""

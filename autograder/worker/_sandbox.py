@@ -128,9 +128,9 @@ def bwrap_usable() -> bool:
     return False
   if path not in _BWRAP_OK:
     try:
-      r = subprocess.run([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
-                          "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "true"],
-                         capture_output=True, timeout=10)
+      probe = [path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
+               "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "true"]
+      r = subprocess.run(probe, capture_output=True, timeout=10)  # noqa: S603  (a fixed command line)
       _BWRAP_OK[path] = r.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
       _BWRAP_OK[path] = False
@@ -203,7 +203,7 @@ def link_targets(folders) -> set[str]:
 def _describe_exit(rc: int, via_bwrap: bool) -> str:
   sig = -rc if rc < 0 else (rc - 128 if via_bwrap and rc > 128 else 0)
   if sig:
-    names = {signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
+    names: dict[int, str] = {signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
              signal.SIGKILL: "was killed (SIGKILL — out of memory, or it killed itself)",
              signal.SIGXCPU: "used up its CPU-time limit (SIGXCPU)",
              signal.SIGABRT: "aborted (SIGABRT — often XLA running out of memory)",
@@ -251,8 +251,10 @@ class Worker:
     env["AUTOGRADER_LIMITS"] = f"{memory_mb},{cpu_s},{nproc}"        # the audit hook hold forks instead
     if not use_bwrap:
       env["AUTOGRADER_UNSHARE_NET"] = "1"
-    self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
-                                 start_new_session=True, env=env, cwd=scratch)
+    # S603 waived: the sandboxed worker's command line is ours; the untrusted code runs inside it.
+    self.proc = subprocess.Popen(  # noqa: S603
+      cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
+      start_new_session=True, env=env, cwd=scratch)
     for fd in (req_r, resp_w, out_w):
       os.close(fd)
     self.noise = bytearray()
@@ -286,7 +288,7 @@ class Worker:
       if os.path.exists(f):
         args += ["--ro-bind", f, f]
     # A private, empty /tmp first: a bind made before it would vanish under it (a venv in /tmp/checkout/.venv).
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]  # noqa: S108  (a fresh tmpfs inside the sandbox)
     for p in needed:
       if p.startswith(("/usr/", "/lib")) or p in ("/usr",):
         continue

@@ -176,9 +176,9 @@ def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
     elif not isinstance(src, str):
       raise SubmissionUnreadable(f"{display(entry.name)}: code cell {code_i}'s source is not text (a notebook "
                                  "cell's source is a string or a list of strings).")
-    meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
-    nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
-    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
+    meta = v if isinstance(v := cell.get("metadata"), dict) else {}
+    nbg = v if isinstance(v := meta.get("nbgrader"), dict) else {}
+    tags = v if isinstance(v := meta.get("tags"), list) else []
     if nbg.get("grade") and not nbg.get("solution"):
       continue                     # an autograder test cell: the grader runs the tests itself
     if "skip-grading" in tags:

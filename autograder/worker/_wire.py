@@ -22,6 +22,7 @@ import math
 import os
 import re
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +55,9 @@ def _is_key(x) -> bool:
   if not mod.startswith(("jax", "jaxlib")):
     return False
   import jax
+  import jax.numpy as jnp
   try:
-    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
   except Exception:  # noqa: BLE001
     return False
 
@@ -138,7 +140,7 @@ def _read_npy(view: memoryview) -> np.ndarray:
   return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def decode_body(body: bytes):
+def decode_body(body: bytes) -> Any:
   """The object of a frame body (without its length prefix); anything malformed raises :class:`WireError`."""
   if len(body) < 4:
     raise WireError("a malformed answer (frame too short)")
@@ -179,14 +181,15 @@ def decode_body(body: bytes):
       import jax
       if arr.dtype.kind not in "iu":
         raise WireError("a malformed answer (a key that is not integers)")
-      return jax.random.wrap_key_data(arr.astype(np.uint32))
+      # The stub asks for a jax.Array; wrap_key_data converts a NumPy array itself (no copy to make here).
+      return jax.random.wrap_key_data(arr.astype(np.uint32))  # pyright: ignore[reportArgumentType]
     if dtype:
       if not _CASTS.fullmatch(dtype) or arr.dtype != np.float32:
         raise WireError(f"a malformed answer (a cast to {dtype[:40]!r})")
       try:
         import ml_dtypes  # noqa: F401  (registers bfloat16 & co with NumPy)
         arr = arr.astype(np.dtype(dtype))
-      except Exception:  # noqa: BLE001
+      except Exception:  # noqa: BLE001, S110  (an unknown dtype stays as sent; the checks report it)
         pass
     return arr
 
@@ -242,7 +245,7 @@ def read_exact(fd: int, n: int) -> bytes:
   return b"".join(chunks)
 
 
-def read_frame(fd: int):
+def read_frame(fd: int) -> Any:
   """Read one frame (the worker reads its requests with it)."""
   (n,) = struct.unpack("<Q", read_exact(fd, 8))
   if n > MAX_FRAME:

@@ -25,7 +25,6 @@ Layers set up here, before any submission code runs:
 from __future__ import annotations
 
 import ast
-import builtins
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -36,6 +35,7 @@ import os
 import sys
 import threading
 import types
+from typing import Any
 
 import jax  # noqa: F401  (imported before the submission: the ops capture its functions)
 import jax.lax  # noqa: F401
@@ -43,7 +43,7 @@ import jax.nn  # noqa: F401
 import jax.numpy  # noqa: F401
 import jax.random  # noqa: F401
 import jax.test_util  # noqa: F401
-import numpy
+import numpy  # noqa: F401  (imported before the submission, so its snapshot is the original)
 
 from autograder.worker import _confine, _ops, _sandbox, _wire
 from autograder._errors import SubmissionError
@@ -63,7 +63,7 @@ class _Refused:
       raise AttributeError(name)
     return _Refused(f"{self._path}.{name}")
 
-  def __call__(self, *a, **k):
+  def __call__(self, *_a, **_k):
     raise _ops.RefusedError(f"uses dlfunc's implementation ({self._path}), which submissions may not call. "
                             "Write it yourself with jax.numpy.")
 
@@ -79,7 +79,7 @@ class _RefusedModule(types.ModuleType):
 
 
 class _DlfuncFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-  def find_spec(self, fullname, path=None, target=None):
+  def find_spec(self, fullname, path=None, target=None):  # noqa: ARG002  (MetaPathFinder's signature)
     if fullname == "dlfunc" or fullname.startswith("dlfunc."):
       return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
     return None
@@ -125,7 +125,7 @@ def _restore(snap) -> list[str]:
         changed.append(f"{name}.{k}")
         try:
           setattr(m, k, v)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110  (a read-only attribute: reported as changed anyway)
           pass
     for k in [k for k in current if k not in saved and k not in _SKIP and not k.startswith("__")]:
       if isinstance(current[k], types.ModuleType):   # a submodule imported lazily: legitimate
@@ -134,7 +134,7 @@ def _restore(snap) -> list[str]:
         changed.append(f"{name}.{k}")
         try:
           delattr(m, k)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110  (a read-only attribute: reported as changed anyway)
           pass
   return changed
 
@@ -341,15 +341,15 @@ class Rules:
     if self._subpackages:
       self._late_submodules()
     dirs, files, names = rule
-    if dirs and any(getattr(m, "__file__", None) and m.__file__.startswith(dirs)
+    if dirs and any((getattr(m, "__file__", None) or "").startswith(dirs)
                     for m in [sys.modules.get(n.split(".")[0]) for n in names.split(", ")] if m is not None):
-      self._trace(dirs, files, names)     # a library it may not use is loaded: watch every call into it
+      self._trace(dirs, names)     # a library it may not use is loaded: watch every call into it
     self._watch_imports(fn)
 
-  def _trace(self, dirs, files, names):
+  def _trace(self, dirs, names):
     rules = self
 
-    def tracer(frame, event, arg):
+    def tracer(frame, event, arg):  # noqa: ARG001  (sys.settrace's signature)
       if event == "call":
         if frame.f_code.co_filename.startswith(dirs):
           rules.hit = names
@@ -383,7 +383,7 @@ class _ImportWatch(importlib.abc.MetaPathFinder):
   def __init__(self, rules, names):
     self.rules, self.names = rules, names
 
-  def find_spec(self, fullname, path=None, target=None):
+  def find_spec(self, fullname, path=None, target=None):  # noqa: ARG002  (MetaPathFinder's signature)
     for n in self.names:
       if fullname == n or fullname.startswith(n + "."):
         self.rules.hit = n
@@ -403,7 +403,7 @@ def _resolve(name: str):
     if mod is None:
       try:
         mod = importlib.import_module(modname)
-      except Exception:  # noqa: BLE001  (not a module: try the parent)
+      except Exception:  # noqa: BLE001, S112  (not a module: try the parent)
         continue
     obj = mod
     for p in parts[i:]:
@@ -546,7 +546,7 @@ class Worker:
             break
           continue
         try:
-          exec(code, self.ns)
+          exec(code, self.ns)  # noqa: S102  (running the submission is the worker's job; it is sandboxed)
         except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt at top level too)
           err = _ops.classify(e, "the submission", self.is_student, self.label, None)
           problems.append(err.message.replace("the submission raised", "top-level code raised", 1))
@@ -605,7 +605,7 @@ def main(argv):
       return 0
     cap = _Cap()
     sys.stdout = sys.stderr = cap
-    resp = {"ok": True}
+    resp: dict[str, Any] = {"ok": True}
     try:
       if req["op"] == "load":
         resp["problems"] = worker.load(req)

@@ -7,6 +7,8 @@ data set through ``builder.as_data_source()`` -- the TensorFlow-free path.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
@@ -40,7 +42,8 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "sklearn train_test_split(test_size=0.2, stratify=y, random_state=0) of load_digits."}
 
-  @tfds.core.utils.classproperty
+  # tfds loads tfds.core.utils lazily, so pyright cannot see it.
+  @tfds.core.utils.classproperty  # pyright: ignore[reportAttributeAccessIssue]
   @classmethod
   def code_path(cls) -> epath.Path:
     # TFDS 4.9's default probes `importlib_resources` (a py<3.9 backport that is
@@ -63,7 +66,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the data is in scikit-learn's wheel.
     from sklearn.datasets import load_digits  # Deferred: sklearn import costs ~0.5 s.
-    bunch = load_digits()
+    bunch: Any = load_digits()  # a Bunch (the stub's union also lists the return_X_y tuple)
     images = bunch.images.astype(np.uint8)[..., None]
     labels = bunch.target.astype(np.int64)
     train, test = stratified_split(labels)

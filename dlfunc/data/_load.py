@@ -16,7 +16,7 @@ import functools
 import os
 import socket
 import sys
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class Split:
             f"y={self.y.shape} {self.y.dtype}, num_classes={self.num_classes})")
 
 
-Loader = Callable[[str, "str | None"], Split]
+Loader = Callable[[str, "str | os.PathLike | None"], Split]
 #: Registry: data-set name -> ``loader(split, data_dir) -> Split``.
 DATASETS: dict[str, Loader] = {}
 
@@ -184,7 +184,8 @@ def _load_digits(split: str, data_dir: str) -> Split:
   builder = digits_builder(data_dir)
   if split not in builder.info.splits:
     raise ValueError(f"digits has splits {sorted(builder.info.splits)}, got {split!r}.")
-  records = _read_all(builder.as_data_source(split=split))
+  # as_data_source's logging decorator hides its signature from pyright; split= is its documented keyword.
+  records = _read_all(builder.as_data_source(split=split))  # pyright: ignore[reportCallIssue]
   records.sort(key=lambda r: int(r["index"]))  # TFDS stores examples in hashed order.
   x = np.stack([r["image"] for r in records]).astype(np.float32) / 16.0
   y = np.asarray([r["label"] for r in records], np.int32)
@@ -235,9 +236,10 @@ def _load_tfds(tfds_name: str, split: str, data_dir: str, name: str) -> Split:
           f"data set {name!r} is not prepared in {data_dir} and could not be downloaded ({reason}); "
           f"prepare it on a connected machine and pass its TFDS dir with --data-dir, "
           f"or use the embedded offline set: --dataset {EMBEDDED}.") from None
-  image_key, label_key = builder.info.supervised_keys or ("image", "label")
+  # An image set's supervised keys are (image, label).
+  image_key, label_key = cast(tuple[str, str], builder.info.supervised_keys or ("image", "label"))
   try:
-    source = builder.as_data_source(split=split)
+    source = builder.as_data_source(split=split)  # pyright: ignore[reportCallIssue]  (see _load_digits)
   except Exception as e:  # noqa: BLE001
     raise DataError(f"cannot read split {split!r} of {name!r} from {data_dir}: {e}".splitlines()[0]) from None
   records = _read_all(source)
@@ -245,7 +247,8 @@ def _load_tfds(tfds_name: str, split: str, data_dir: str, name: str) -> Split:
   scale = 255.0 if x.dtype == np.uint8 else 1.0
   x = x.astype(np.float32) / scale
   y = np.asarray([r[label_key] for r in records], np.int32)
-  num_classes = builder.info.features[label_key].num_classes
+  features: Any = builder.info.features  # a FeaturesDict for every image set
+  num_classes = features[label_key].num_classes
   return Split(_readonly(x), _readonly(y), int(num_classes), name, split)
 
 

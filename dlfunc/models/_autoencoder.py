@@ -100,7 +100,7 @@ class Autoencoder(linen.Module):
     """``decode(encode(x))`` in the input's shape."""
     return self.decode(self.encode(x)).reshape(jnp.shape(x))
 
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False):  # noqa: ARG002  (every model takes train)
     return self.reconstruct(x)
 
 
@@ -158,7 +158,7 @@ class ConvAutoencoder(linen.Module):
   def reconstruct(self, x):
     return self.decode(self.encode(x)).reshape(jnp.shape(x))
 
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False):  # noqa: ARG002  (every model takes train)
     return self.reconstruct(x)
 
 

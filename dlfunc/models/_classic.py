@@ -96,7 +96,7 @@ class CNN(linen.Module):
   param_dtype: Any = jnp.float32
 
   @linen.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False):  # noqa: ARG002  (every model takes train)
     pr = precision(self)
     x = _images("CNN", jnp.asarray(x, jnp.float32))
     x = nn.relu(Conv(self.features, (self.kernel_size, self.kernel_size), padding="VALID", **pr)(x))

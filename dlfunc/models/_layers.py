@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as linen
 import jax
+import jax.core  # Tracer (jax imports it anyway; named so type checkers see the submodule)
 import jax.numpy as jnp
 
 from dlfunc import nn

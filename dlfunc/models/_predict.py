@@ -96,7 +96,7 @@ class Predictor:
       if options:
         try:
           compiled = lowered.compile(compiler_options=options)
-        except Exception:  # noqa: BLE001 -- an option this jaxlib does not know: that candidate is skipped
+        except Exception:  # noqa: BLE001, S112 -- an option this jaxlib does not know: that candidate is skipped
           continue
       else:
         compiled = lowered.compile()

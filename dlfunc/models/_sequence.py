@@ -19,7 +19,7 @@ from dlfunc.models._layers import Conv, Dense, Dropout, precision
 
 
 def _lstm_bias_init(hidden: int):
-  def init(key, shape, dtype=jnp.float32):
+  def init(key, shape, dtype=jnp.float32):  # noqa: ARG001  (a Flax initializer's signature)
     return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1)  # Keras unit_forget_bias
   return init
 
@@ -201,7 +201,7 @@ class CNN1D(linen.Module):
   param_dtype: Any = jnp.float32
 
   @linen.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False):  # noqa: ARG002  (every model takes train)
     pr = precision(self)
     x = _sequences("CNN1D", x)
     n = len(self.channels)

@@ -45,7 +45,7 @@ def ntuple(v, n: int, what: str) -> tuple[int, ...]:
   return v
 
 
-def padding_pairs(padding: Padding, n: int):
+def padding_pairs(padding: Padding, n: int) -> str | list[tuple[int, int]]:
   """``'SAME'``/``'VALID'`` (upper-cased) or ``n`` explicit ``(low, high)`` pairs."""
   if isinstance(padding, str):
     p = padding.upper()
@@ -57,7 +57,7 @@ def padding_pairs(padding: Padding, n: int):
   pads = [tuple(int(i) for i in p) for p in padding]
   if len(pads) != n or any(len(p) != 2 for p in pads):
     raise ValueError(f"explicit padding needs {n} (low, high) pairs, got {padding!r}.")
-  return pads
+  return [(lo, hi) for lo, hi in pads]
 
 
 def concrete_range(x: Array) -> tuple[int, int]:

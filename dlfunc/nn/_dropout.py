@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import jax.core  # Tracer (jax imports it anyway; named so type checkers see the submodule)
 import jax.numpy as jnp
 
 Array = jax.Array

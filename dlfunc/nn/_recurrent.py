@@ -40,7 +40,7 @@ The GRU is the "reset after" variant (the reset gate multiplies the
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -328,17 +328,17 @@ def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, 
   else:
     ms = jnp.moveaxis(mask, -1, 0)[..., None]
 
-    def body(carry, inp):
+    def masked_body(carry, inp):
       x_t, m_t = inp
       new, y = step(params, carry, _project(params, x_t), **kw)
       new = jax.tree_util.tree_map(lambda n, o: jnp.where(m_t, n, o), new, carry)
       held = new[0] if cell == "lstm" else new
       y = jnp.where(m_t, y, jnp.zeros_like(y) if zero_output_for_mask else held)
       return new, (y if return_sequences else None)
-    carry, ys = jax.lax.scan(body, initial_carry, (xs, ms), reverse=reverse)
+    carry, ys = jax.lax.scan(masked_body, initial_carry, (xs, ms), reverse=reverse)
   if not return_sequences:
     return (carry[0] if cell == "lstm" else carry), carry
-  return jnp.moveaxis(ys, 0, -2), carry
+  return jnp.moveaxis(ys, 0, -2), carry  # pyright: ignore[reportArgumentType]  (ys is an array: return_sequences)
 
 
 def _on_gpu() -> bool:
@@ -355,8 +355,9 @@ def _lstm_cudnn(params, x, carry, reverse, return_sequences):
   if reverse:
     x = jnp.flip(x, axis=1)
   lengths = jnp.full((x.shape[0],), x.shape[1], jnp.int32)
-  y, h_n, c_n = jrnn.lstm(x, carry[0][None], carry[1][None], weights, lengths, input_size=x.shape[-1],
-                          hidden_size=h, num_layers=1, dropout=0.0, bidirectional=False)
+  out: Any = jrnn.lstm(x, carry[0][None], carry[1][None], weights, lengths, input_size=x.shape[-1],
+                       hidden_size=h, num_layers=1, dropout=0.0, bidirectional=False)
+  y, h_n, c_n = out     # jax.experimental.rnn.lstm returns (y, h_n, c_n); its annotation is missing
   final = (h_n[0], c_n[0])
   if not return_sequences:
     return final[0], final
@@ -391,7 +392,8 @@ def bidirectional(cell: str, params: Mapping[str, Params], x: Array, *, initial_
     got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
     raise ValueError(f"bidirectional: params must be {{'forward': ..., 'backward': ...}}, got {got}.")
   c_fw, c_bw = (None, None) if initial_carry is None else initial_carry
-  kw = dict(mask=mask, return_sequences=return_sequences, zero_output_for_mask=True, activation=activation)
+  kw: dict[str, Any] = dict(mask=mask, return_sequences=return_sequences, zero_output_for_mask=True,
+                            activation=activation)
   y_fw, c_fw = unroll(cell, params["forward"], x, initial_carry=c_fw, **kw)
   y_bw, c_bw = unroll(cell, params["backward"], x, initial_carry=c_bw, reverse=True, **kw)
   return jnp.concatenate([y_fw, y_bw], axis=-1), (c_fw, c_bw)
@@ -421,9 +423,10 @@ def stacked(cell: str, layers: Sequence[Params], x: Array, *, initial_carry: Seq
   for k, p in enumerate(layers):
     last = k == len(layers) - 1
     c0 = None if initial_carry is None else initial_carry[k]
-    kw = dict(initial_carry=c0, mask=mask, return_sequences=return_sequences or not last, activation=activation)
+    kw: dict[str, Any] = dict(initial_carry=c0, mask=mask, return_sequences=return_sequences or not last,
+                              activation=activation)
     if isinstance(p, Mapping) and "forward" in p:
-      x, c = bidirectional(cell, p, x, **kw)
+      x, c = bidirectional(cell, cast(Mapping[str, Params], p), x, **kw)  # a {forward, backward} pair
     else:
       x, c = unroll(cell, p, x, **kw)
     carries.append(c)

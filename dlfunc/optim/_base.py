@@ -21,6 +21,7 @@ import math
 from typing import Any, NamedTuple
 
 import jax
+import jax.core  # Tracer (jax imports it anyway; named so type checkers see the submodule)
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -111,7 +111,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
 
   def update_fn(updates, state, params=None):
     del params
-    eta = learning_rate(state.count)
+    eta: Any = learning_rate(state.count)  # a schedule returns a scalar (callable() alone types it object)
     updates = jax.tree.map(lambda g: jnp.array(sign * eta, dtype=g.dtype) * g, updates)
     return updates, ScaleByScheduleState(count=safe_increment(state.count))
 

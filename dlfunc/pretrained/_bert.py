@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -110,7 +110,8 @@ def load_hf_bert(directory=None, *, config: BertConfig | None = None, state: Map
   elif head == "classification":
     src_labels = int(np.shape(state["classifier.weight"])[0]) if "classifier.weight" in state else None
     keep = num_labels is None and src_labels is not None
-    model = BertForSequenceClassification(config, src_labels if keep else int(num_labels or 2))
+    labels = src_labels if keep and src_labels is not None else int(num_labels or 2)  # keep implies src_labels
+    model = BertForSequenceClassification(config, labels)
     entries = hf_bert_map(config, ("bert",), pooler=True)
     if keep:
       entries += torch_linear("classifier", ["classifier"])
@@ -194,6 +195,7 @@ class SentenceEncoder:
     if not os.path.exists(tok_path):
       raise FileNotFoundError(f"SentenceEncoder: no tokenizer.json in {directory!r}.")
     model, variables = load_hf_bert(directory, head="mean")
+    model = cast(BertMeanPooler, model)  # what head="mean" builds
     if max_length is None:
       max_length = 256
       st = os.path.join(directory, "sentence_bert_config.json")

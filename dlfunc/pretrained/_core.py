@@ -132,7 +132,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
     if ext in (".pth", ".pt", ".bin"):
       try:
-        import torch
+        import torch  # pyright: ignore[reportMissingImports]  (optional: only for .pt files)
       except ImportError as e:
         raise ImportError(f"reading {path!r} needs PyTorch (pip install torch); or convert it once to .safetensors "
                           "or .npz, which dlfunc reads without torch.") from e

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ from dlfunc.models._layers import Dense
 from dlfunc.models._resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from dlfunc.models._vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
 from dlfunc.pretrained._core import (Entry, WeightLoadError, assign, keras_bn, keras_conv, read_checkpoint,
-                                     template_of, to_numpy, torch_conv, torch_linear, torch_norm)
+                                     template_of, torch_conv, torch_linear, torch_norm)
 
 _EXAMPLE = (1, 32, 32, 3)  # parameter shapes of both families do not depend on the image size
 

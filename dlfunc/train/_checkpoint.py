@@ -137,12 +137,12 @@ class Checkpointer:
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for epoch in reversed(self.epochs()):
       try:
-        meta = dict(self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+        meta = dict(self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
         if "signature" in meta:
           self._check_fits(epoch, meta["signature"], tree_signature(target))
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        state, meta = restored.state, dict(restored.meta)
+        state, meta = restored["state"], dict(restored["meta"])
         if meta.get("checksum") != tree_checksum(state):
           raise ValueError("checksum mismatch")
       except _DoesNotFit:

@@ -71,7 +71,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   if all(v is None for v in given) and not auto:
     return False
   if any(v is not None for v in given):
-    if any(v is None for v in given):
+    if coordinator is None or num_processes is None or process_id is None:
       raise ValueError("--coordinator, --num-processes and --process-id go together; pass all three "
                        "(or --distributed auto to detect the cluster).")
     coordinator = _parse_coordinator(coordinator)

@@ -171,6 +171,8 @@ def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, 
     raise ValueError("resume=True needs the workdir of the run to continue (--workdir DIR).")
   if isinstance(early_stopping, (int, np.integer)) and not isinstance(early_stopping, bool):
     early_stopping = EarlyStopping(patience=_positive_int("early_stopping patience", early_stopping, "5"))
+  elif early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+    raise TypeError(f"early_stopping must be an EarlyStopping or an int patience, got {early_stopping!r}.")
   if optimizer is None:
     from dlfunc import optim
     optimizer = optim.adam(1e-3)
@@ -403,7 +405,7 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
       if ckpt is not None:  # Across hosts, Orbax saves the global arrays collectively.
         ckpt.save(epoch + 1, state if dp is not None and dp.multi_process else host_state,
                   {"history": history, "early_stopping": monitor.saved()})
-      if stop:
+      if stop and monitor.cfg is not None:  # stop is True only with early stopping configured
         log(f"dlfunc: early stopping after epoch {epoch + 1}: {monitor.key} has not improved for "
             f"{monitor.cfg.patience} epochs (best at epoch {monitor.best_epoch}).")
         break

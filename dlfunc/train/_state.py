@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, cast
 
 import flax.linen as linen
 import flax.struct as struct
@@ -20,7 +20,8 @@ import optax
 
 from dlfunc import losses
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+# ``loss_fn(outputs, y) -> loss``; it may also take ``params=`` and may return ``(loss, aux_metrics)`` (see _loss).
+LossFn = Callable[..., Any]
 
 
 def default_loss(outputs: jax.Array, labels: jax.Array) -> jax.Array:
@@ -51,6 +52,11 @@ class TrainState:
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   loss_fn: LossFn = struct.field(pytree_node=False, default=default_loss)
   input_shape: tuple = struct.field(pytree_node=False, default=())
+
+  if TYPE_CHECKING:  # added by flax.struct.dataclass at runtime; declared here for type checkers
+    def replace(self, **updates: Any) -> TrainState:
+      """A copy with the given fields replaced (``state.replace(step=...)``), as any flax.struct dataclass."""
+      ...
 
   @property
   def variables(self) -> dict:
@@ -86,7 +92,7 @@ class TrainState:
     """
     if rng is None:
       rng = jax.random.PRNGKey(0)
-    elif jax.dtypes.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
+    elif jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
       rng = jax.random.key_data(rng)
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                batch_stats={} if batch_stats is None else batch_stats, rng=jnp.asarray(rng, jnp.uint32),
@@ -123,7 +129,7 @@ def num_examples(x, what: str = "inputs") -> int:
   sizes = {jax.tree_util.keystr(path) or "x": (np.shape(a)[0] if np.ndim(a) else None) for path, a in leaves}
   if len(set(sizes.values())) != 1 or None in sizes.values():
     raise ValueError(f"{what}: every array needs the same leading (example) axis, got sizes {sizes}.")
-  return next(iter(sizes.values()))
+  return cast(int, next(iter(sizes.values())))  # None was ruled out above
 
 
 def take(x, index):
@@ -207,7 +213,7 @@ def create_train_state(model: linen.Module, optimizer: optax.GradientTransformat
   Returns:
     A :class:`TrainState` at step 0.
   """
-  if jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+  if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   init_key, run_key = jax.random.split(jnp.asarray(key, jnp.uint32))
   sample_x = jax.tree.map(jnp.asarray, sample_x)
@@ -222,7 +228,7 @@ def create_train_state(model: linen.Module, optimizer: optax.GradientTransformat
         variables = jax.jit(functools.partial(model.init, train=False))(init_key, sample_x)
     except (ValueError, TypeError) as e:
       raise _init_error(model, sample_x, e) from None
-  variables = dict(variables)
+  variables = dict(cast(Mapping[str, Any], variables))
   params = variables.pop("params", {})
   batch_stats = variables.pop("batch_stats", {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
@@ -241,7 +247,7 @@ def _check_input(state: TrainState, x) -> None:
                    f"{describe(x)}; reshape the data or re-create the train state for this shape.")
 
 
-def _loss(state: TrainState, outputs, y, params) -> tuple[jax.Array, dict]:
+def _loss(state: TrainState, outputs, y, params) -> tuple[Any, dict]:
   """``(loss, aux_metrics)`` from ``state.loss_fn``, which may take ``params=`` and may return ``(loss, aux)``."""
   fn = state.loss_fn
   try:
