@@ -33,8 +33,6 @@ FORBIDDEN = {
     "l1_penalty": ("optax",),
     "regularized_train_step": ("flax", "optax"),
 }
-TIMEOUT = 20.0
-TOTAL_TIMEOUT = 120.0
 
 # ---------------------------------------------------------------- references
 
@@ -69,16 +67,6 @@ def ref_step_no_dropout(params, batch, lr, l2, rate):
     return L.sparse_softmax_cross_entropy(_mlp(p, x), y) + l2 * sum(jnp.sum(jnp.square(l["w"])) for l in p)
   g = jax.grad(loss)(params)
   return jax.tree_util.tree_map(lambda a, b: a - lr * b, params, g)
-
-
-def net(seed, sizes, dtype=np.float32):
-  return [{"w": C.normal(seed + i, (a, b), dtype, scale=1.0 / np.sqrt(a)),
-           "b": C.normal(seed + 50 + i, (b,), dtype, scale=0.1)}
-          for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
-
-
-def labels(seed, n, k):
-  return np.random.default_rng(seed).integers(0, k, size=n).astype(np.int32)
 
 
 def bn_args(seed, shape, dtype=np.float32):
@@ -268,26 +256,26 @@ def test_ln_vmap(sub):
 @points(1)
 def test_l1_values(sub):
   """l1_penalty: sum of |w| over every leaf of a list of {"w", "b"} layers"""
-  C.matches(sub, "l1_penalty", ref_l1, net(30, (4, 3, 2)))
+  C.matches(sub, "l1_penalty", ref_l1, C.mlp_params(30, (4, 3, 2)))
 
 
 @points(1)
 def test_l1_scale(sub):
   """l1_penalty: scale=0.01 multiplies the sum"""
-  C.matches(sub, "l1_penalty", ref_l1, net(31, (5, 2)), scale=0.01)
+  C.matches(sub, "l1_penalty", ref_l1, C.mlp_params(31, (5, 2)), scale=0.01)
 
 
 @points(1)
 @hidden
 def test_l1_grad(sub):
   """l1_penalty: gradient scale * sign(w) for every leaf (float64)"""
-  C.grad_matches(sub, "l1_penalty", ref_l1, net(32, (3, 4, 2), np.float64), scale=0.5)
+  C.grad_matches(sub, "l1_penalty", ref_l1, C.mlp_params(32, (3, 4, 2), np.float64), scale=0.5)
 
 # ---------------------------------------------------------------- regularized_train_step
 
 
 def _step_inputs(seed):
-  return net(seed, (6, 5, 3)), (C.normal(seed + 1, (8, 6)), labels(seed + 2, 8, 3), C.key(seed))
+  return C.mlp_params(seed, (6, 5, 3)), (C.normal(seed + 1, (8, 6)), C.labels(seed + 2, 8, 3), C.key(seed))
 
 
 @points(1)
@@ -323,29 +311,12 @@ def noisy_digits():
   import dlfunc.data as D
   tr, te = D.load("digits", "train"), D.load("digits", "test")
   n = EXPERIMENT["n"]
-  x_tr, x_te = tr.x.reshape(len(tr.x), -1), te.x.reshape(len(te.x), -1)
-  mu, sd = x_tr.mean(0), x_tr.std(0) + 0.1
+  x_tr, x_te = C.standardise(tr.x, te.x)       # with the statistics of the whole training split
   rng = np.random.default_rng(0)
   y = np.array(tr.y[:n])
   flip = rng.random(n) < EXPERIMENT["noise"]
   y[flip] = rng.integers(0, 10, int(flip.sum()))
-  return (((x_tr[:n] - mu) / sd).astype(np.float32), y.astype(np.int32),
-          ((x_te - mu) / sd).astype(np.float32), np.asarray(te.y))
-
-
-def glorot_np(seed, sizes):
-  rng = np.random.default_rng(seed)
-  return [{"w": rng.uniform(-np.sqrt(6 / (a + b)), np.sqrt(6 / (a + b)), (a, b)).astype(np.float32),
-           "b": np.zeros(b, np.float32)} for a, b in zip(sizes[:-1], sizes[1:])]
-
-
-def accuracy(params, x, y):
-  h = np.asarray(x, np.float64)
-  for i, layer in enumerate(params):
-    h = h @ np.asarray(layer["w"], np.float64) + np.asarray(layer["b"], np.float64)
-    if i < len(params) - 1:
-      h = np.maximum(h, 0.0)
-  return float(np.mean(h.argmax(-1) == y))
+  return x_tr[:n], y.astype(np.int32), x_te, np.asarray(te.y)
 
 
 @functools.lru_cache(maxsize=1)
@@ -370,12 +341,12 @@ def test_step_regularization_narrows_the_gap(sub):
   res = {}
   for kind in ("plain", "regularized"):
     l2, rate = cfg[kind]
-    params = sub.iterate("regularized_train_step", glorot_np(0, cfg["sizes"]), batches, cfg["lr"], l2, rate)
+    params = sub.iterate("regularized_train_step", C.glorot_mlp(0, cfg["sizes"]), batches, cfg["lr"], l2, rate)
     leaves = jax.tree_util.tree_leaves(params)
     C.check(len(leaves) == 4 and all(np.all(np.isfinite(np.asarray(v, np.float64))) for v in leaves),
             f"regularized_train_step (l2={l2:g}, rate={rate:g}): after {cfg['steps']} steps the parameters are not "
             f"a finite [{{'w', 'b'}}, {{'w', 'b'}}] list: {C.describe(params)[:120]}.")
-    res[kind] = (accuracy(params, x, y), accuracy(params, x_te, y_te))
+    res[kind] = (C.mlp_accuracy(params, x, y), C.mlp_accuracy(params, x_te, y_te))
   (tr_p, te_p), (tr_r, te_r) = res["plain"], res["regularized"]
   gap_p, gap_r = tr_p - te_p, tr_r - te_r
   summary = (f"plain: train {tr_p:.3f} / test {te_p:.3f} (gap {gap_p:.3f}); l2={cfg['regularized'][0]:g}, "

@@ -10,7 +10,6 @@ import functools
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import dlfunc.data as data
@@ -23,8 +22,6 @@ FUNCTIONS = ("keras_dense_to_dlfunc", "torch_linear_to_dlfunc", "torch_conv2d_to
              "port_keras_mlp", "port_torch_mlp", "port_torch_cnn")
 _FRAMEWORKS = ("torch", "keras", "tensorflow", "flax")
 FORBIDDEN = {f: _FRAMEWORKS for f in FUNCTIONS}
-TIMEOUT = 20.0
-TOTAL_TIMEOUT = 120.0
 
 HERE = pathlib.Path(__file__).resolve().parent
 LOGIT_TOL = dict(rtol=1e-4, atol=1e-4)   # float32 logits from another framework's kernels

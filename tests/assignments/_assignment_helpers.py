@@ -1,4 +1,18 @@
-"""Helpers for the per-assignment mistake tests: run the reference with some functions replaced."""
+"""Helpers for the per-assignment mistake tests: run the reference solution with some functions replaced.
+
+Each ``test_NN.py`` opens with ``R = Reference("NN")`` and asks it for what the file checks:
+
+- ``R.namespace(override)``: the reference solution's functions, with ``override`` (source code) redefining
+  some of them: a typical student mistake;
+- ``R.scores(ns, function)``: the points every test of ``function`` gives those functions;
+- ``R.run(ns, key)``: one test's ``(fraction, status, message)``, to check its feedback;
+- ``R.assignment``: the loaded assignment (points, tests, module).
+
+The ``ref_ns`` fixture (``conftest.py``) gives a test the unchanged reference namespace of its file's
+``R``, built once per file. Everything runs in-process (``LocalSubmission``), not in an isolated worker:
+these tests are about the graded tests' verdicts, not the isolation.
+"""
+import dataclasses
 import textwrap
 
 from autograder.authoring import _authoring
@@ -28,3 +42,26 @@ def run_one(aid: str, ns: dict, key: str):
   """``(fraction, status, message)`` of the test ``key`` of assignment ``aid`` on the functions in ``ns``."""
   test = next(t for t in _registry.load_assignment(aid).tests if t.key == key)
   return run_test(test, LocalSubmission(ns))
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """One assignment's reference solution, for a test file: ``R = Reference("02")``."""
+  aid: str
+
+  @property
+  def assignment(self) -> _registry.Assignment:
+    """The assignment as the grader loads it (cached by the registry)."""
+    return _registry.load_assignment(self.aid)
+
+  def namespace(self, override: str = "") -> dict:
+    """See :func:`namespace`."""
+    return namespace(self.aid, override)
+
+  def scores(self, ns: dict, function: str) -> dict[str, float]:
+    """See :func:`scores`."""
+    return scores(self.aid, ns, function)
+
+  def run(self, ns: dict, key: str):
+    """See :func:`run_one`."""
+    return run_one(self.aid, ns, key)

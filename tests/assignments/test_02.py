@@ -10,30 +10,13 @@ import textwrap
 import pytest
 
 from autograder.authoring import _authoring
-from autograder.grader import _registry
-from autograder.worker._remote import LocalSubmission
-from autograder.grader._runner import run_test
-from _assignment_helpers import namespace, scores
+from _assignment_helpers import Reference
 
-AID = "02"
-
-
-def _namespace(override: str = "") -> dict:
-  return namespace(AID, override)
-
-
-def _scores(ns: dict, function: str) -> dict[str, float]:
-  return scores(AID, ns, function)
-
-
-def test_points_add_up():
-  a = _registry.load_assignment(AID)
-  assert a.max_score == 30
-  assert _authoring.lint(a) == []
+R = Reference("02")
 
 
 def test_sum_instead_of_mean_loses_the_mse_tests():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def mse(predictions, targets):
         return jnp.sum(jnp.square(predictions - targets))
   """), "mse")
@@ -41,7 +24,7 @@ def test_sum_instead_of_mean_loses_the_mse_tests():
 
 
 def test_naive_bce_fails_only_at_extreme_logits():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def binary_cross_entropy_with_logits(logits, targets):
         p = 1 / (1 + jnp.exp(-logits))
         return -jnp.mean(targets * jnp.log(p) + (1 - targets) * jnp.log(1 - p))
@@ -51,7 +34,7 @@ def test_naive_bce_fails_only_at_extreme_logits():
 
 
 def test_log_of_softmax_fails_only_at_extreme_logits():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def softmax_cross_entropy(logits, labels):
         e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
         p = e / jnp.sum(e, axis=-1, keepdims=True)
@@ -62,7 +45,7 @@ def test_log_of_softmax_fails_only_at_extreme_logits():
 
 
 def test_one_key_for_every_layer_is_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def mlp_init(key, sizes):
         out = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -76,7 +59,7 @@ def test_one_key_for_every_layer_is_caught():
 
 
 def test_relu_on_the_output_layer_is_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def mlp_apply(params, x):
         for layer in params:
           x = jnp.maximum(x @ layer["w"] + layer["b"], 0.0)
@@ -87,15 +70,13 @@ def test_relu_on_the_output_layer_is_caught():
 
 @pytest.mark.parametrize("update", ["p + lr * g", "p"])
 def test_training_check_judges_the_returned_parameters(update):
-  ns = _namespace(f"""
+  ns = R.namespace(f"""
       def sgd_train_step(params, batch, lr):
         x, labels = batch
         grads = jax.grad(lambda p: softmax_cross_entropy(mlp_apply(p, x), labels))(params)
         return jax.tree_util.tree_map(lambda p, g: {update}, params, grads)
   """)
-  a = _registry.load_assignment(AID)
-  t = next(t for t in a.tests if t.key == "test_sgd_step_learns_digits")
-  frac, status, msg = run_test(t, LocalSubmission(ns))
+  frac, status, msg = R.run(ns, "test_sgd_step_learns_digits")
   assert frac == 0 and msg.startswith("sgd_train_step: after 440 jitted steps"), msg
   assert "test accuracy" in msg or "diverged" in msg, msg
 
@@ -103,15 +84,15 @@ def test_training_check_judges_the_returned_parameters(update):
 @pytest.mark.slow
 def test_standalone_one_wrong_function_loses_exactly_its_points(tmp_path):
   from autograder import grade_submission
-  a = _registry.load_assignment(AID)
-  src = _authoring.module_source(a.source, True, AID) + textwrap.dedent("""
+  a = R.assignment
+  src = _authoring.module_source(a.source, True, R.aid) + textwrap.dedent("""
 
       def l2_penalty(params, scale=1.0):
         return scale * sum(jnp.sum(jnp.abs(w)) for w in jax.tree_util.tree_leaves(params))
   """)
   path = tmp_path / "one_wrong.py"
   path.write_text(src)
-  report = grade_submission(AID, path, total_timeout=600)
+  report = grade_submission(R.aid, path, total_timeout=600)
   by = report.by_function()
   assert by["l2_penalty"] == (0.0, 3.0)
   assert report.score == report.max_score - 3, [(t.name, t.output) for t in report.tests if t.score < t.max_score]

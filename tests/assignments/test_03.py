@@ -10,28 +10,13 @@ import textwrap
 import pytest
 
 from autograder.authoring import _authoring
-from autograder.grader import _registry
-from _assignment_helpers import namespace, scores
+from _assignment_helpers import Reference
 
-AID = "03"
-
-
-def _namespace(override: str = "") -> dict:
-  return namespace(AID, override)
-
-
-def _scores(ns: dict, function: str) -> dict[str, float]:
-  return scores(AID, ns, function)
-
-
-def test_points_add_up():
-  a = _registry.load_assignment(AID)
-  assert a.max_score == 21
-  assert _authoring.lint(a) == []
+R = Reference("03")
 
 
 def test_forward_differences_are_not_accurate_enough():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def numerical_grad(f, x, eps=1e-6):
         f = PROBES[f] if isinstance(f, str) else f
         x = jnp.asarray(x)
@@ -46,7 +31,7 @@ def test_forward_differences_are_not_accurate_enough():
 
 
 def test_relu_gradient_one_at_zero_loses_only_that_test():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def relu_backward(x, g):
         return jnp.where(x >= 0, g, 0.0)
   """), "relu_backward")
@@ -54,7 +39,7 @@ def test_relu_gradient_one_at_zero_loses_only_that_test():
 
 
 def test_bias_gradient_must_sum_over_the_batch():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def dense_backward(params, x, g):
         return {"w": x.T @ g, "b": jnp.mean(g, axis=0)}, g @ params["w"].T
   """), "dense_backward")
@@ -64,7 +49,7 @@ def test_bias_gradient_must_sum_over_the_batch():
 
 
 def test_softmax_backward_without_the_batch_mean_fails():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def softmax_cross_entropy_backward(logits, labels, g=1.0):
         e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
         p = e / jnp.sum(e, axis=-1, keepdims=True)
@@ -74,7 +59,7 @@ def test_softmax_backward_without_the_batch_mean_fails():
 
 
 def test_missing_relu_in_backward_pass_is_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def mlp_backward(params, x, y):
         inputs, h = [], jnp.asarray(x)
         for i, layer in enumerate(params):
@@ -94,8 +79,8 @@ def test_missing_relu_in_backward_pass_is_caught():
 @pytest.mark.slow
 def test_standalone_autodiff_in_mlp_backward_is_refused(tmp_path):
   from autograder import grade_submission
-  a = _registry.load_assignment(AID)
-  src = _authoring.module_source(a.source, True, AID) + textwrap.dedent("""
+  a = R.assignment
+  src = _authoring.module_source(a.source, True, R.aid) + textwrap.dedent("""
 
       def mlp_backward(params, x, y):
         def loss(p):
@@ -108,7 +93,7 @@ def test_standalone_autodiff_in_mlp_backward_is_refused(tmp_path):
   """)
   path = tmp_path / "autodiff.py"
   path.write_text(src)
-  report = grade_submission(AID, path, total_timeout=600)
+  report = grade_submission(R.aid, path, total_timeout=600)
   assert report.by_function()["mlp_backward"] == (0.0, 6.0)
   assert report.score == report.max_score - 6, [(t.name, t.output) for t in report.tests if t.score < t.max_score]
   assert any("mlp_backward uses jax.grad" in n or "mlp_backward uses jax.nn" in n for n in report.notes), report.notes

@@ -6,33 +6,14 @@ points of the function they are in, and the overfitting experiment fails
 a step that does not regularize.
 """
 
-import pytest
 
-from autograder.authoring import _authoring
-from autograder.grader import _registry
-from autograder.worker._remote import LocalSubmission
-from autograder.grader._runner import run_test
-from _assignment_helpers import namespace, scores
+from _assignment_helpers import Reference
 
-AID = "05"
-
-
-def _namespace(override: str = "") -> dict:
-  return namespace(AID, override)
-
-
-def _scores(ns: dict, function: str) -> dict[str, float]:
-  return scores(AID, ns, function)
-
-
-def test_points_add_up():
-  a = _registry.load_assignment(AID)
-  assert a.max_score == 27
-  assert _authoring.lint(a) == []
+R = Reference("05")
 
 
 def test_dropout_without_rescaling_is_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def dropout(key, x, rate, train=True):
         if not train:
           return x
@@ -44,7 +25,7 @@ def test_dropout_without_rescaling_is_caught():
 
 
 def test_rate_as_keep_probability_is_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def dropout(key, x, rate, train=True):
         if not train:
           return x
@@ -54,7 +35,7 @@ def test_rate_as_keep_probability_is_caught():
 
 
 def test_a_fixed_dropout_key_is_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def dropout(key, x, rate, train=True):
         if not train:
           return x
@@ -66,7 +47,7 @@ def test_a_fixed_dropout_key_is_caught():
 
 
 def test_pytorch_momentum_convention_fails_the_running_statistics():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.99, eps=1e-5):
         if not train:
           return gamma * (x - running_mean) / jnp.sqrt(running_var + eps) + beta, running_mean, running_var
@@ -80,7 +61,7 @@ def test_pytorch_momentum_convention_fails_the_running_statistics():
 
 
 def test_batch_statistics_at_inference_are_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def batch_norm(x, gamma, beta, running_mean, running_var, train, momentum=0.99, eps=1e-5):
         axes = tuple(range(x.ndim - 1))
         mean, var = x.mean(axes), x.var(axes)
@@ -94,7 +75,7 @@ def test_batch_statistics_at_inference_are_caught():
 
 
 def test_layer_norm_over_the_batch_axis_is_caught():
-  got = _scores(_namespace("""
+  got = R.scores(R.namespace("""
       def layer_norm(x, gamma, beta, eps=1e-5):
         mean = x.mean(0, keepdims=True)
         var = ((x - mean) ** 2).mean(0, keepdims=True)
@@ -105,7 +86,7 @@ def test_layer_norm_over_the_batch_axis_is_caught():
 
 
 def test_a_step_that_ignores_l2_and_rate_fails_the_experiment():
-  ns = _namespace("""
+  ns = R.namespace("""
       def regularized_train_step(params, batch, lr, l2, rate):
         x, labels, key = batch
         def loss_fn(p):
@@ -116,9 +97,6 @@ def test_a_step_that_ignores_l2_and_rate_fails_the_experiment():
         g = jax.grad(loss_fn)(params)
         return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, g)
   """)
-  a = _registry.load_assignment(AID)
-  t = next(t for t in a.tests if t.key == "test_step_regularization_narrows_the_gap")
-  frac, _, msg = run_test(t, LocalSubmission(ns))
+  frac, _, msg = R.run(ns, "test_step_regularization_narrows_the_gap")
   assert frac == 0 and "should narrow the gap" in msg, msg
-  t = next(t for t in a.tests if t.key == "test_step_l2_no_dropout")
-  assert run_test(t, LocalSubmission(ns))[0] == 0
+  assert R.run(ns, "test_step_l2_no_dropout")[0] == 0

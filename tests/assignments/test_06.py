@@ -7,27 +7,13 @@ function swapped for a typical mistake, and the verdict and feedback are checked
 import jax.numpy as jnp
 import pytest
 
-from autograder import load_assignment
-from _assignment_helpers import namespace, run_one
+from _assignment_helpers import Reference
 
-AID = "06"
-
-
-def reference_namespace():
-  return namespace(AID)
-
-
-def run(ns, key):
-  return run_one(AID, ns, key)
-
-
-@pytest.fixture(scope="module")
-def ref_ns():
-  return reference_namespace()
+R = Reference("06")
 
 
 def test_hypothesis_cases_are_fixed_and_varied():
-  m = load_assignment(AID).module
+  m = R.assignment.module
   a = m.hypothesis_cases(m.conv_cases(explicit=False), 8)
   b = m.hypothesis_cases(m.conv_cases(explicit=False), 8)
   assert a == b and len(a) == 8
@@ -38,14 +24,14 @@ def test_hypothesis_cases_are_fixed_and_varied():
 @pytest.mark.parametrize("key", ["test_conv2d_naive_values", "test_conv2d_naive_hypothesis", "test_conv2d_hypothesis",
                                  "test_max_pool2d_same_negative", "test_cnn_train_step_one_step"])
 def test_reference_passes(ref_ns, key):
-  assert run(ref_ns, key)[:2] == (1.0, "passed")
+  assert R.run(ref_ns, key)[:2] == (1.0, "passed")
 
 
 def test_flipped_kernel_fails_with_the_input_named(ref_ns):
   ns = dict(ref_ns)
   ns["conv2d_naive"] = lambda params, x, strides=(1, 1), padding=((0, 0), (0, 0)): ref_ns["conv2d_naive"](
       {"kernel": params["kernel"][::-1, ::-1], "bias": params["bias"]}, x, strides, padding)
-  frac, status, msg = run(ns, "test_conv2d_naive_hypothesis")
+  frac, status, msg = R.run(ns, "test_conv2d_naive_hypothesis")
   assert (frac, status) == (0.0, "failed")
   assert "conv2d_naive" in msg and "strides=" in msg and "padding=" in msg and "kernel (" in msg
 
@@ -55,7 +41,7 @@ def test_zero_padded_pool_fails(ref_ns):
   ns = dict(ref_ns)
   ns["max_pool2d"] = lambda x, window=2, strides=None, padding="VALID": jax.lax.reduce_window(
       jnp.asarray(x), 0.0, jax.lax.max, (1, window, window, 1), (1, strides or window, strides or window, 1), padding)
-  frac, status, msg = run(ns, "test_max_pool2d_same_negative")
+  frac, status, msg = R.run(ns, "test_max_pool2d_same_negative")
   assert status == "failed" and "max_pool2d" in msg and "differ" in msg
 
 
@@ -67,12 +53,12 @@ def test_ascent_instead_of_descent_fails(ref_ns):
     new = ref_ns["cnn_train_step"](variables, batch, lr)
     return jax.tree_util.tree_map(lambda p, n: 2 * p - n, variables, new)
   ns["cnn_train_step"] = wrong
-  assert run(ns, "test_cnn_train_step_one_step")[1] == "failed"
+  assert R.run(ns, "test_cnn_train_step_one_step")[1] == "failed"
 
 
 def test_shift_augment_moves_pixels_and_keeps_half():
   import numpy as np
-  m = load_assignment(AID).module
+  m = R.assignment.module
   x = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1) + 1
 
   class Fixed:  # an rng that shifts image 0 by (1, -1) and keeps image 1 in place
@@ -108,7 +94,7 @@ def test_sum_instead_of_mean_fails_training(ref_ns):
     g = jax.grad(loss)(variables)
     return jax.tree_util.tree_map(lambda p, g: p - lr * g, variables, g)
   ns["cnn_train_step"] = summed
-  frac, status, msg = run(ns, "test_cnn_train_step_learns")
+  frac, status, msg = R.run(ns, "test_cnn_train_step_learns")
   assert status == "failed" and "cnn_train_step" in msg
 
 
@@ -118,7 +104,7 @@ def test_training_protocol_clears_the_bar_with_a_margin():
   import jax
   import numpy as np
   from dlfunc.losses import sparse_softmax_cross_entropy
-  m = load_assignment(AID).module
+  m = R.assignment.module
 
   def step(v, b):
     x, y, lr = b
@@ -137,8 +123,8 @@ def test_training_protocol_clears_the_bar_with_a_margin():
 
 def test_cnn_init_prng_catches_a_fixed_key(ref_ns):
   import jax
-  assert run(ref_ns, "test_cnn_init_prng")[:2] == (1.0, "passed")
+  assert R.run(ref_ns, "test_cnn_init_prng")[:2] == (1.0, "passed")
   ns = dict(ref_ns)
   ns["cnn_init"] = lambda key: ref_ns["cnn_init"](jax.random.key(0))
-  frac, status, msg = run(ns, "test_cnn_init_prng")
+  frac, status, msg = R.run(ns, "test_cnn_init_prng")
   assert status == "failed" and "different key gave exactly the same" in msg

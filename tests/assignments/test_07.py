@@ -9,30 +9,16 @@ import numpy as np
 import pytest
 
 import dlfunc.nn as dnn
-from autograder import load_assignment
-from _assignment_helpers import namespace, run_one
+from _assignment_helpers import Reference
 
-AID = "07"
-
-
-def reference_namespace():
-  return namespace(AID)
-
-
-def run(ns, key):
-  return run_one(AID, ns, key)
-
-
-@pytest.fixture(scope="module")
-def ref_ns():
-  return reference_namespace()
+R = Reference("07")
 
 
 @pytest.mark.parametrize("src", ["keras", "torch"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_recorded_fixtures_match_dlfunc(src, cell):
   """The committed Keras/PyTorch recordings agree with dlfunc's cells and unroll (float32, 1e-6)."""
-  m = load_assignment(AID).module
+  m = R.assignment.module
   params, carry0, x, carry1, ys = m.fixture(src, cell)
   new, _ = getattr(dnn, f"{cell}_cell")(params, carry0, x[:, 0])
   np.testing.assert_allclose(np.asarray(new[0] if cell == "lstm" else new),
@@ -44,7 +30,7 @@ def test_recorded_fixtures_match_dlfunc(src, cell):
 @pytest.mark.parametrize("key", ["test_rnn_step_torch", "test_lstm_step_torch", "test_gru_step_torch",
                                  "test_unroll_equals_loop", "test_unroll_pair_carry"])
 def test_reference_passes(ref_ns, key):
-  assert run(ref_ns, key)[:2] == (1.0, "passed")
+  assert R.run(ref_ns, key)[:2] == (1.0, "passed")
 
 
 def test_torch_gate_order_in_gru_fails(ref_ns):
@@ -59,7 +45,7 @@ def test_torch_gate_order_in_gru_fails(ref_ns):
     h = z * h + (1 - z) * jnp.tanh(xn + r * hn)
     return h, h
   ns["gru_step"] = gru_rzn
-  frac, status, msg = run(ns, "test_gru_step_keras")
+  frac, status, msg = R.run(ns, "test_gru_step_keras")
   assert status == "failed" and "gru_step" in msg and "Keras 3" in msg
 
 
@@ -73,7 +59,7 @@ def test_lstm_forget_and_input_swapped_fails(ref_ns):
     p = {"kernel": k[:, perm], "recurrent_kernel": params["recurrent_kernel"][:, perm], "bias": params["bias"][perm]}
     return ref_ns["lstm_step"](p, carry, x)
   ns["lstm_step"] = swapped
-  assert run(ns, "test_lstm_step_torch")[1] == "failed"
+  assert R.run(ns, "test_lstm_step_torch")[1] == "failed"
 
 
 def test_unroll_that_returns_reversed_outputs_fails(ref_ns):
@@ -83,5 +69,5 @@ def test_unroll_that_returns_reversed_outputs_fails(ref_ns):
     carry, ys = ref_ns["unroll"](step, params, xs, h0)
     return carry, ys[::-1]
   ns["unroll"] = backwards
-  frac, status, msg = run(ns, "test_unroll_equals_loop")
+  frac, status, msg = R.run(ns, "test_unroll_equals_loop")
   assert status == "failed" and "unroll('leaky_step'" in msg

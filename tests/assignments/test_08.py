@@ -8,30 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autograder import load_assignment
-from _assignment_helpers import namespace, run_one
+from _assignment_helpers import Reference
 
-AID = "08"
-
-
-def reference_namespace():
-  return namespace(AID)
-
-
-def run(ns, key):
-  return run_one(AID, ns, key)
-
-
-@pytest.fixture(scope="module")
-def ref_ns():
-  return reference_namespace()
+R = Reference("08")
 
 
 @pytest.mark.parametrize("key", ["test_encode_values", "test_decode_values", "test_anomaly_scores_values",
                                  "test_threshold_interpolates", "test_pca_reconstruct_values",
                                  "test_pca_reconstruct_centering", "test_ae_train_step_one_step"])
 def test_reference_passes(ref_ns, key):
-  assert run(ref_ns, key)[:2] == (1.0, "passed")
+  assert R.run(ref_ns, key)[:2] == (1.0, "passed")
 
 
 def test_pca_without_centering_fails(ref_ns):
@@ -42,14 +28,14 @@ def test_pca_without_centering_fails(ref_ns):
     v = jnp.linalg.svd(a, full_matrices=False)[2][:rank].T
     return (b @ v @ v.T).reshape(x.shape)
   ns["pca_reconstruct"] = uncentered
-  frac, status, msg = run(ns, "test_pca_reconstruct_centering")
+  frac, status, msg = R.run(ns, "test_pca_reconstruct_centering")
   assert status == "failed" and msg.startswith("pca_reconstruct(")
 
 
 def test_nearest_rank_threshold_loses_points(ref_ns):
   ns = dict(ref_ns)
   ns["threshold"] = lambda s, p: jnp.sort(jnp.asarray(s))[int(round(p / 100 * (len(s) - 1)))]
-  frac, status, _ = run(ns, "test_threshold_interpolates")
+  frac, status, _ = R.run(ns, "test_threshold_interpolates")
   assert 0 < frac < 1 and status == "partial"
 
 
@@ -60,11 +46,11 @@ def test_scores_summed_instead_of_averaged_fail(ref_ns):
     err = (ref_ns["decode"](params, ref_ns["encode"](params, x)) - x) ** 2
     return err.reshape(x.shape[0], -1).sum(axis=1)
   ns["anomaly_scores"] = summed
-  assert run(ns, "test_anomaly_scores_values")[1] == "failed"
+  assert R.run(ns, "test_anomaly_scores_values")[1] == "failed"
 
 
 def test_auroc_bar_uses_pca_from_the_same_run():
-  m = load_assignment(AID).module
+  m = R.assignment.module
   from dlfunc import anomaly
   split = anomaly.holdout_split("digits", holdout=m.HOLDOUT)
   pca = anomaly.auroc(anomaly.pca_scores(split.x_train, split.x_test, m.LATENT), split.is_anomaly)

@@ -9,22 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _assignment_helpers import namespace, run_one
+from _assignment_helpers import Reference
 
-AID = "09"
-
-
-def reference_namespace():
-  return namespace(AID)
-
-
-def run(ns, key):
-  return run_one(AID, ns, key)
-
-
-@pytest.fixture(scope="module")
-def ref_ns():
-  return reference_namespace()
+R = Reference("09")
 
 
 @pytest.mark.torch
@@ -64,7 +51,7 @@ def test_converted_torch_block_matches_torch(ref_ns):
                                  "test_encoder_layer_exact_gelu", "test_convert_state_dict_runs",
                                  "test_freeze_mask_values", "test_fine_tune_head_one_step"])
 def test_reference_passes(ref_ns, key):
-  assert run(ref_ns, key)[:2] == (1.0, "passed")
+  assert R.run(ref_ns, key)[:2] == (1.0, "passed")
 
 
 def test_tanh_gelu_fails_the_exact_gelu_test(ref_ns):
@@ -79,13 +66,13 @@ def test_tanh_gelu_fails_the_exact_gelu_test(ref_ns):
     inter = jax.nn.gelu(h1 @ params["intermediate"]["kernel"] + params["intermediate"]["bias"], approximate=True)
     return ln("output_norm", h1 + inter @ params["output"]["kernel"] + params["output"]["bias"])
   ns["encoder_layer"] = approx_layer
-  assert math.isclose(run(ns, "test_encoder_layer_exact_gelu")[0], 0.0)
+  assert math.isclose(R.run(ns, "test_encoder_layer_exact_gelu")[0], 0.0)
 
 
 def test_unmasked_attention_fails_padding_test(ref_ns):
   ns = dict(ref_ns)
   ns["self_attention"] = lambda p, h, mask, n: ref_ns["self_attention"](p, h, jnp.ones_like(jnp.asarray(mask)), n)
-  frac, status, msg = run(ns, "test_self_attention_padding_ignored")
+  frac, status, msg = R.run(ns, "test_self_attention_padding_ignored")
   assert status == "failed" and "padded" in msg
 
 
@@ -93,7 +80,7 @@ def test_prefix_without_separator_fails(ref_ns):
   ns = dict(ref_ns)
   ns["freeze_mask"] = lambda params, trainable: jax.tree_util.tree_map_with_path(
       lambda path, _: any("/".join(str(k.key) for k in path).startswith(p) for p in trainable), params)
-  assert run(ns, "test_freeze_mask_values")[0] < 1.0
+  assert R.run(ns, "test_freeze_mask_values")[0] < 1.0
 
 
 def test_touching_the_backbone_is_caught(ref_ns):
@@ -104,27 +91,26 @@ def test_touching_the_backbone_is_caught(ref_ns):
     bb = jax.tree_util.tree_map(lambda a: a * (1 - 1e-7), new["backbone"])   # a tiny weight decay on frozen leaves
     return {"backbone": bb, "head": new["head"]}
   ns["fine_tune_head"] = leaky
-  frac, status, msg = run(ns, "test_fine_tune_head_one_step")
+  frac, status, msg = R.run(ns, "test_fine_tune_head_one_step")
   assert status == "failed" and "frozen backbone" in msg
 
 
 @pytest.mark.slow
 def test_reference_beats_scratch_and_wrong_steps_do_not(ref_ns):
   """The transfer check: the reference passes with its measured gap; a too-small step and a wrong sign fail."""
-  frac, status, msg = run(ref_ns, "test_fine_tune_head_beats_scratch")
+  frac, status, msg = R.run(ref_ns, "test_fine_tune_head_beats_scratch")
   assert (frac, status) == (1.0, "passed"), msg
   for override in ("lambda params, batch, lr: ref(params, batch, lr * 1e-3)",   # the head barely moves
                    "lambda params, batch, lr: ref(params, batch, -lr)"):        # gradient ascent
     ns = dict(ref_ns, ref=ref_ns["fine_tune_head"])
     ns["fine_tune_head"] = eval(override, ns)  # noqa: S307
-    frac, status, msg = run(ns, "test_fine_tune_head_beats_scratch")
+    frac, status, msg = R.run(ns, "test_fine_tune_head_beats_scratch")
     assert status == "failed" and "from scratch" in msg, (override, msg)
 
 
 def test_scratch_features_match_the_given_features():
   """The grader's scratch network uses an im2col rewrite of the given features: same values to rounding."""
-  from autograder.grader import _registry
-  t = _registry.load_assignment(AID).module
+  t = R.assignment.module
   p = t.scratch_params(3)["backbone"]
   x = t.few_labels(0)[0]
   np.testing.assert_allclose(np.asarray(t._im2col_features(p, x)), np.asarray(t.ref_features(p, x)), rtol=1e-5,

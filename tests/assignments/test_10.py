@@ -10,27 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autograder import load_assignment
-from _assignment_helpers import namespace, run_one
+from _assignment_helpers import Reference
 
-AID = "10"
-
-
-def reference_namespace():
-  return namespace(AID)
-
-
-def run(ns, key):
-  return run_one(AID, ns, key)
-
-
-@pytest.fixture(scope="module")
-def ref_ns():
-  return reference_namespace()
+R = Reference("10")
 
 
 def test_fixture_models_learned():
-  f = load_assignment(AID).module.fixtures()
+  f = R.assignment.module.fixtures()
   for name in ("keras_mlp", "torch_mlp", "torch_cnn"):
     assert float(f[f"{name}_accuracy"]) > 0.9
   assert f["x_nchw"].shape == (32, 1, 8, 8)
@@ -40,7 +26,7 @@ def test_fixture_models_learned():
 @pytest.mark.parametrize("key", ["test_port_keras_mlp_logits", "test_port_torch_mlp_logits", "test_port_torch_cnn_logits",
                                  "test_torch_conv2d_to_dlfunc_output", "test_torch_linear_to_dlfunc_square"])
 def test_reference_passes(ref_ns, key):
-  assert run(ref_ns, key)[:2] == (1.0, "passed")
+  assert R.run(ref_ns, key)[:2] == (1.0, "passed")
 
 
 def test_cnn_without_flatten_reorder_fails_with_a_hint(ref_ns):
@@ -50,27 +36,27 @@ def test_cnn_without_flatten_reorder_fails_with_a_hint(ref_ns):
     conv = ref_ns["torch_conv2d_to_dlfunc"](sd["conv1.weight"], sd["conv1.bias"])
     return {"params": {"Conv_0": conv, "Dense_0": ref_ns["torch_linear_to_dlfunc"](sd["fc1.weight"], sd["fc1.bias"])}}
   ns["port_torch_cnn"] = naive
-  frac, status, msg = run(ns, "test_port_torch_cnn_logits")
+  frac, status, msg = R.run(ns, "test_port_torch_cnn_logits")
   assert status == "failed" and "(c, h, w)" in msg
 
 
 def test_missing_transpose_on_square_layer_fails(ref_ns):
   ns = dict(ref_ns)
   ns["torch_linear_to_dlfunc"] = lambda w, b: {"kernel": jnp.asarray(w), "bias": jnp.asarray(b)}
-  assert run(ns, "test_torch_linear_to_dlfunc_square")[1] == "failed"
+  assert R.run(ns, "test_torch_linear_to_dlfunc_square")[1] == "failed"
 
 
 def test_conv_kernel_wrong_axes_fails(ref_ns):
   ns = dict(ref_ns)
   ns["torch_conv2d_to_dlfunc"] = lambda w, b: {"kernel": jnp.transpose(w, (3, 2, 1, 0)), "bias": jnp.asarray(b)}
-  assert run(ns, "test_torch_conv2d_to_dlfunc_output")[1] == "failed"
+  assert R.run(ns, "test_torch_conv2d_to_dlfunc_output")[1] == "failed"
 
 
 @pytest.mark.slow
 def test_ported_cnn_trains_and_checkpoints(ref_ns, tmp_path):
   """The notebook's last section: ported weights -> TrainState -> jit train_step -> Orbax checkpoint -> restore."""
   from dlfunc import data, models, optim, train
-  m = load_assignment(AID).module
+  m = R.assignment.module
   ported = ref_ns["port_torch_cnn"](m.state_dict("torch_cnn"))
   tr, te = data.load("digits", "train"), data.load("digits", "test")
   state = train.create_train_state(models.CNN(), optim.sgd(0.05), tr.x[:1], jax.random.key(0))
