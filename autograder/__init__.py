@@ -14,6 +14,7 @@ Layout, one folder per side of the trust boundary (imports go down only; ``tests
 - ``worker/``: the untrusted side (sandbox, worker process, wire format, reading submissions as data).
 - ``_errors.py``: the exceptions both sides raise.
 """
+
 from typing import TYPE_CHECKING
 
 from autograder._errors import CheckFailed, SubmissionError
@@ -22,16 +23,25 @@ from autograder.grader._registry import hidden, list_assignments, load_assignmen
 if TYPE_CHECKING:  # loaded lazily by __getattr__ below; named here for type checkers and editors
   from autograder.grader._runner import grade_submission
 
-__all__ = ["points", "hidden", "CheckFailed", "SubmissionError", "load_assignment", "list_assignments",
-           "grade_submission"]
+__all__ = [
+  "points",
+  "hidden",
+  "CheckFailed",
+  "SubmissionError",
+  "load_assignment",
+  "list_assignments",
+  "grade_submission",
+]
 
 
 def __getattr__(name):
   # Lazy: importing the runner pulls in the sandbox machinery.
   if name == "grade_submission":
     from autograder.grader._runner import grade_submission
+
     return grade_submission
   if name == "checks":
     import importlib
+
     return importlib.import_module("autograder.checks")
   raise AttributeError(f"module 'autograder' has no attribute {name!r}")

@@ -1,4 +1,5 @@
 """Exceptions shared by the grader, the worker proxy and the checks."""
+
 from __future__ import annotations
 
 

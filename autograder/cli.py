@@ -1,4 +1,5 @@
 """``autograder``: list, check, grade, grade-all, release, validate. Parses flags and calls the library."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def cmd_list(args):  # noqa: ARG001  (every subcommand takes the parsed flags)
   """Ids, functions and points read from each tests.py's syntax tree: JAX is not imported."""
   from autograder.grader import _registry
+
   ids = _registry.list_assignments()
   if not ids:
     print(f"autograder list: no assignments found; {_registry.where_text()}", file=sys.stderr)
     return 2
   for i in ids:
     m = _registry.manifest(i)
-    pts = f"{m['points']:g} points" if m["points"] != m["public_points"] else \
-        f"{m['points']:g} points, public tests only: {m['path']}"
+    pts = (
+      f"{m['points']:g} points"
+      if m["points"] != m["public_points"]
+      else f"{m['points']:g} points, public tests only: {m['path']}"
+    )
     print(f"{i}  {', '.join(m['functions'])}  ({pts})")
   return 0
 
@@ -53,12 +58,15 @@ def _submission_path(assignment_id: str, given: str | None, *, check: bool) -> t
   """The submission to grade and an optional line about how it was chosen; ``BadInput`` when it cannot be."""
   from autograder.grader import _registry
   from autograder.worker import _submission
+
   cmd = "check" if check else "grade"
   if given is None:
     path, why = _pick(pathlib.Path.cwd(), assignment_id)
     if path is None:
-      raise BadInput(f"autograder {cmd} {assignment_id}: no {assignment_id}.py or {assignment_id}.ipynb in "
-                     f"{pathlib.Path.cwd()}; give the file to check.")
+      raise BadInput(
+        f"autograder {cmd} {assignment_id}: no {assignment_id}.py or {assignment_id}.ipynb in "
+        f"{pathlib.Path.cwd()}; give the file to check."
+      )
     return path, why
   path = pathlib.Path(given)
   if not path.exists():
@@ -68,16 +76,20 @@ def _submission_path(assignment_id: str, given: str | None, *, check: bool) -> t
     picked, why = _pick(path, assignment_id)
     path = picked or path
   if path.is_file() and path.suffix not in (".py", ".ipynb"):
-    raise BadInput(f"autograder {cmd}: {given}: a submission is a .py or .ipynb file (or a folder holding one), "
-                   f"not {path.suffix or 'a file without extension'}.")
+    raise BadInput(
+      f"autograder {cmd}: {given}: a submission is a .py or .ipynb file (or a folder holding one), "
+      f"not {path.suffix or 'a file without extension'}."
+    )
   try:
     a = _registry.load_assignment(assignment_id)
     info = _submission.read_submission(path, a.functions)
   except _submission.SubmissionUnreadable as e:
     raise BadInput(f"autograder {cmd}: {e}") from None
   if path.is_dir():
-    why = (f"{path} is a folder: grading {info.entry.relative_to(path)} (the file defining the most graded "
-           "functions; .ipynb on a tie).")
+    why = (
+      f"{path} is a folder: grading {info.entry.relative_to(path)} (the file defining the most graded "
+      "functions; .ipynb on a tie)."
+    )
   return path, why
 
 
@@ -88,8 +100,9 @@ def _only(values, a) -> list[str] | None:
   names = [f.strip() for v in values for f in v.split(",") if f.strip()]
   unknown = sorted(set(names) - set(a.functions))
   if unknown:
-    raise ValueError(f"assignment {a.id} has no function(s) {', '.join(unknown)}; its functions are "
-                     f"{', '.join(a.functions)}.")
+    raise ValueError(
+      f"assignment {a.id} has no function(s) {', '.join(unknown)}; its functions are {', '.join(a.functions)}."
+    )
   return names
 
 
@@ -100,6 +113,7 @@ def _status(r) -> int:
 def cmd_check(args):
   """``autograder check ID [PATH]``: the public tests only, for a student checking their work in seconds."""
   from autograder.grader import _registry, _report, _runner
+
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
   only = _only(args.only, a)
@@ -115,6 +129,7 @@ def cmd_check(args):
 def cmd_grade(args):
   """``autograder grade ID SUBMISSION``: every test; the report as text, JSON or Gradescope JSON."""
   from autograder.grader import _registry, _report, _runner
+
   aid = _registry.resolve_id(args.id)
   a = _registry.load_assignment(aid)
   only = _only(args.only, a)
@@ -125,8 +140,7 @@ def cmd_grade(args):
   say(f"grading {path.resolve()} with the {'public' if args.public_only else 'public and hidden'} tests of {aid}")
   if a.public_only and not args.public_only:
     say(f"note: {a.path} is a student release: it holds the public tests only, so no hidden test counts.")
-  r = _runner.grade_submission(aid, path, hidden=not args.public_only, timeout=args.timeout,
-                               functions=only)
+  r = _runner.grade_submission(aid, path, hidden=not args.public_only, timeout=args.timeout, functions=only)
   text = _report.render(r.as_dict(), args.format)
   if args.out:
     _atomic_write(pathlib.Path(args.out), text + "\n")
@@ -152,25 +166,38 @@ from autograder.grader._batch import grade_all  # noqa: E402,F401  (kept importa
 def cmd_grade_all(args):
   """``autograder grade-all ID DIR --out OUT``: grade a folder of submissions in parallel (or one shard of it)."""
   from autograder.grader import _batch
+
   t0 = time.monotonic()
   only = [f.strip() for f in args.only.split(",")] if args.only else None
   shard = _batch.parse_shard(args.shard, args.shards)
   summary: list[str] = []
-  reports = grade_all(args.id, args.dir, args.out, jobs=args.jobs, force=args.force, timeout=args.timeout,
-                      functions=only, shard=shard, summary=summary)
+  reports = grade_all(
+    args.id,
+    args.dir,
+    args.out,
+    jobs=args.jobs,
+    force=args.force,
+    timeout=args.timeout,
+    functions=only,
+    shard=shard,
+    summary=summary,
+  )
   dt = time.monotonic() - t0
   print("\n".join(summary))
   if shard is None:
     print(f"{len(reports)} submissions -> {args.out}/grades.csv ({dt:.1f} s)")
   else:
-    print(f"shard {shard[0]}/{shard[1]}: {len(reports)} submissions -> {args.out} ({dt:.1f} s); when every shard "
-          f"is done: autograder collect {args.out}")
+    print(
+      f"shard {shard[0]}/{shard[1]}: {len(reports)} submissions -> {args.out} ({dt:.1f} s); when every shard "
+      f"is done: autograder collect {args.out}"
+    )
   return 0
 
 
 def cmd_collect(args):
   """``autograder collect OUT``: write ``OUT/grades.csv`` from the records the shards of grade-all left in OUT."""
   from autograder.grader import _batch
+
   summary: list[str] = []
   reports = _batch.collect(args.out, summary=summary)
   print("\n".join(summary))
@@ -181,6 +208,7 @@ def cmd_collect(args):
 def cmd_export(args):
   """``autograder export ID``: a Gradescope autograder zip and/or PrairieLearn external-grader files."""
   from autograder.platforms import _export
+
   return _export.main(args)
 
 
@@ -194,6 +222,7 @@ def release_student(assignment_id: str, out) -> list[pathlib.Path]:
   import shutil
   from autograder.authoring import _authoring
   from autograder.grader import _registry
+
   a = _registry.load_assignment(assignment_id)
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
@@ -218,11 +247,14 @@ def cmd_release(args):
   """``autograder release ID``: the student notebook and ``.py`` stub, and/or an nbgrader source notebook."""
   from autograder.authoring import _authoring, _nbgrader
   from autograder.grader import _registry
+
   args.id = _registry.resolve_id(args.id)
   a = _registry.load_assignment(args.id)
   if a.public_only:
-    raise ValueError(f"{a.path} is a student release (public tests only); release from the course's assignments/ "
-                     f"(set {_registry.ENV} or run in the checkout).")
+    raise ValueError(
+      f"{a.path} is a student release (public tests only); release from the course's assignments/ "
+      f"(set {_registry.ENV} or run in the checkout)."
+    )
   problems = _authoring.lint(a)
   if problems:
     print("assignment source problems:\n  " + "\n  ".join(problems), file=sys.stderr)
@@ -248,6 +280,7 @@ def validate(assignment_id: str, nbgrader: bool = True, verbose: bool = True) ->
   """Problems found (empty = valid): lint, reference 100 %, blank 0 %, standalone and through nbgrader."""
   from autograder.authoring import _authoring, _nbgrader
   from autograder.grader import _registry, _runner
+
   a = _registry.load_assignment(assignment_id)
   problems = list(_authoring.lint(a))
   say = print if verbose else (lambda *x, **k: None)
@@ -276,6 +309,7 @@ def validate(assignment_id: str, nbgrader: bool = True, verbose: bool = True) ->
 def cmd_validate(args):
   """``autograder validate ID|all``: the reference must score 100% and a blank stub 0% (standalone and nbgrader)."""
   from autograder.grader import _registry
+
   ids = _registry.list_assignments() if args.id == "all" else [args.id]
   bad = 0
   for i in ids:
@@ -298,20 +332,27 @@ EXIT_CODES = """exit status (check, grade):
 def main(argv=None):
   """The ``autograder`` command: parse ``argv`` and run one subcommand; returns the exit status (see ``EXIT_CODES``)."""
   fmt = argparse.RawDescriptionHelpFormatter
-  p = argparse.ArgumentParser(prog="autograder", description="Grade dlfunc assignments in isolation.",
-                              epilog=EXIT_CODES, formatter_class=fmt)
+  p = argparse.ArgumentParser(
+    prog="autograder", description="Grade dlfunc assignments in isolation.", epilog=EXIT_CODES, formatter_class=fmt
+  )
   sp = p.add_subparsers(dest="cmd", required=True)
   sp.add_parser("list", help="the assignment ids (read without importing JAX)").set_defaults(fn=cmd_list)
-  c = sp.add_parser("check", help="self-check: public tests only, in seconds", epilog=EXIT_CODES, formatter_class=fmt,
-                    description="Run the public tests on your file. With no PATH (or a folder), ID.py or ID.ipynb "
-                    f"is used; when both are there, {SIDE_BY_SIDE_RULE}. '5' means '05'.")
+  c = sp.add_parser(
+    "check",
+    help="self-check: public tests only, in seconds",
+    epilog=EXIT_CODES,
+    formatter_class=fmt,
+    description="Run the public tests on your file. With no PATH (or a folder), ID.py or ID.ipynb "
+    f"is used; when both are there, {SIDE_BY_SIDE_RULE}. '5' means '05'.",
+  )
   c.add_argument("id")
   c.add_argument("path", nargs="?")
   c.add_argument("--only", nargs="+", metavar="FN", help="run only these functions' public tests")
   c.add_argument("--timeout", type=float, help="seconds per call into the submission")
   c.set_defaults(fn=cmd_check)
-  g = sp.add_parser("grade", help="grade one submission (.py, .ipynb or folder)", epilog=EXIT_CODES,
-                    formatter_class=fmt)
+  g = sp.add_parser(
+    "grade", help="grade one submission (.py, .ipynb or folder)", epilog=EXIT_CODES, formatter_class=fmt
+  )
   g.add_argument("id")
   g.add_argument("submission")
   g.add_argument("--format", choices=["text", "json", "gradescope"], default="text")

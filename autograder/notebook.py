@@ -3,6 +3,7 @@
 Released notebooks import this path; the code lives in :mod:`autograder.authoring._notebook`, which this module
 *is* (the same module object, so patching either name patches both).
 """
+
 import sys
 
 from autograder.authoring import _notebook

@@ -11,6 +11,7 @@
 - a result record per test; ``--grade-json`` writes them with the total, in the same
   JSON as ``autograder grade --format json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def pytest_collection_modifyitems(config, items):
     fn = getattr(item, "function", None)
     mark = item.get_closest_marker("points")
     if fn is not None and mark is not None and not hasattr(fn, "__autograder_points__"):
-      fn.__autograder_points__ = float(mark.args[0])          # plain @pytest.mark.points(n) / .hidden
+      fn.__autograder_points__ = float(mark.args[0])  # plain @pytest.mark.points(n) / .hidden
       if item.get_closest_marker("hidden"):
         fn.__autograder_hidden__ = True
     if fn is None or not hasattr(fn, "__autograder_points__"):
@@ -81,10 +82,16 @@ def _submission_proxy(request):
   scratch = _remote.make_scratch()
   entry = _submission.copy_into(info, scratch)
   sub = _remote.RemoteSubmission(
-      info.cells, entry, a.functions, scratch=scratch,
-      denied=[str(a.path.parent), str(pathlib.Path(path).resolve().parent)],
-      timeout=request.config.getoption("--call-timeout") or a.timeout, memory_mb=a.memory_mb,
-      cpu_s=int(a.total_timeout) + 30, refused=refused)
+    info.cells,
+    entry,
+    a.functions,
+    scratch=scratch,
+    denied=[str(a.path.parent), str(pathlib.Path(path).resolve().parent)],
+    timeout=request.config.getoption("--call-timeout") or a.timeout,
+    memory_mb=a.memory_mb,
+    cpu_s=int(a.total_timeout) + 30,
+    refused=refused,
+  )
   sub.spawn()
   yield sub
   sub.close()
@@ -129,12 +136,18 @@ def _record(item, fn, frac, msg, t0):
   pts = fn.__autograder_points__
   sub = item.funcargs.get("sub")
   out = sub.take_output() if hasattr(sub, "take_output") else ""
-  item.config.stash[_RECORDS].append({
-      "name": name, "function": name.split(":")[0], "score": round(frac * pts, 6), "max_score": pts,
+  item.config.stash[_RECORDS].append(
+    {
+      "name": name,
+      "function": name.split(":")[0],
+      "score": round(frac * pts, 6),
+      "max_score": pts,
       "hidden": bool(getattr(fn, "__autograder_hidden__", False)),
       "status": "passed" if frac == 1 else "partial" if frac > 0 else "failed",
       "output": (msg + ("\noutput:\n" + out if out.strip() else ""))[:2000],
-      "seconds": round(time.monotonic() - t0, 3)})
+      "seconds": round(time.monotonic() - t0, 3),
+    }
+  )
 
 
 def pytest_sessionfinish(session):
@@ -144,9 +157,16 @@ def pytest_sessionfinish(session):
   if not path or not records:
     return
   sub_path = session.config.getoption("--submission") or ""
-  report = {"assignment": "", "submission": pathlib.Path(sub_path).stem, "tests": records,
-            "score": round(sum(r["score"] for r in records), 6), "max_score": sum(r["max_score"] for r in records),
-            "notes": [], "isolation": _sandbox.isolation_summary(), "seconds": 0.0}
+  report = {
+    "assignment": "",
+    "submission": pathlib.Path(sub_path).stem,
+    "tests": records,
+    "score": round(sum(r["score"] for r in records), 6),
+    "max_score": sum(r["max_score"] for r in records),
+    "notes": [],
+    "isolation": _sandbox.isolation_summary(),
+    "seconds": 0.0,
+  }
   pathlib.Path(path).write_text(json.dumps(report, indent=1))
 
 

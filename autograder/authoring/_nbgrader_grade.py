@@ -24,6 +24,7 @@ nothing here runs them). A notebook the grader cannot read scores 0 with the
 reason in its first test cell; a failure of the grader itself raises, so
 nbgrader reports that student and goes on with the batch.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -54,24 +55,28 @@ def cell_function(cell, functions) -> str | None:
 
 def _assignment_id(nb, resources) -> str:
   from autograder.grader import _registry
+
   aid = (resources.get("nbgrader") or {}).get("assignment") or ""
   if aid:
     try:
       return _registry.resolve_id(aid)
     except ValueError:
       pass
-  for cell in nb.cells:        # test cells are locked: nbgrader has restored them from the gradebook
+  for cell in nb.cells:  # test cells are locked: nbgrader has restored them from the gradebook
     if _is_autograded_test(cell):
       m = _CALL.search(cell.source)
       if m:
         return m.group(1)
-  raise ValueError(f"cannot tell which assignment this notebook is (nbgrader assignment {aid!r} is not an "
-                   "autograder id and no test cell calls grade(\"ID\", ...)).")
+  raise ValueError(
+    f"cannot tell which assignment this notebook is (nbgrader assignment {aid!r} is not an "
+    'autograder id and no test cell calls grade("ID", ...)).'
+  )
 
 
 def check_lines(tests) -> list[str]:
   """The per-check lines of ``autograder check`` for a report's tests (``  [PASS] name  1/1``, feedback under it)."""
   from autograder.grader import _report
+
   return _report.check_lines([t.as_dict() for t in tests], 100)
 
 
@@ -92,18 +97,22 @@ def write_cell_outputs(nb, report, functions) -> dict[str, float]:
     cap = float(nbg.get("points") or 0.0)
     score = min(round(sum(t.score for t in tests), 6), cap)
     if fn is None:
-      text = ("No autograder tests belong to this cell (its grade_id is not test_<function> and it calls no "
-              "grade(\"ID\", \"function\", ...)); it scores 0.\n")
+      text = (
+        "No autograder tests belong to this cell (its grade_id is not test_<function> and it calls no "
+        'grade("ID", "function", ...)); it scores 0.\n'
+      )
       score = 0.0
     else:
-      text = ("\n".join(check_lines(tests)) + f"\n{fn}: {score:g}/{cap:g} points (public and hidden tests, graded "
-              "outside the notebook's kernel)\n")
+      text = (
+        "\n".join(check_lines(tests)) + f"\n{fn}: {score:g}/{cap:g} points (public and hidden tests, graded "
+        "outside the notebook's kernel)\n"
+      )
     if notes_left:
       text += "About the whole notebook:\n" + "\n".join("  " + n for n in notes_left) + "\n"
       notes_left = []
     cell.outputs = [
-        nbformat.v4.new_output("stream", name="stdout", text=text),
-        nbformat.v4.new_output("execute_result", data={"text/plain": repr(float(score))}, execution_count=count),
+      nbformat.v4.new_output("stream", name="stdout", text=text),
+      nbformat.v4.new_output("execute_result", data={"text/plain": repr(float(score))}, execution_count=count),
     ]
     cell.execution_count = count
     scores[nbg.get("grade_id", f"cell{count}")] = score
@@ -118,6 +127,7 @@ class IsolatedGrade(NbGraderPreprocessor):
   def preprocess(self, nb, resources):
     """Grade ``nb`` with the isolated grader (outputs stripped, hidden tests in); write the scores into its cells."""
     from autograder.grader import _registry, _runner
+
     aid = _assignment_id(nb, resources)
     a = _registry.load_assignment(aid)
     student = (resources.get("nbgrader") or {}).get("student") or "student"
@@ -134,6 +144,11 @@ class IsolatedGrade(NbGraderPreprocessor):
         self.log.warning("autograder: grading %s failed once; trying again", student)
         report = _runner.grade_submission(aid, path, hidden=True, timeout=self.timeout or None)
     scores = write_cell_outputs(nb, report, a.functions)
-    self.log.info("autograder: %s scored %g/%g outside the kernel (%s)", student, report.score, report.max_score,
-                  ", ".join(f"{k} {v:g}" for k, v in scores.items()))
+    self.log.info(
+      "autograder: %s scored %g/%g outside the kernel (%s)",
+      student,
+      report.score,
+      report.max_score,
+      ", ".join(f"{k} {v:g}" for k, v in scores.items()),
+    )
     return nb, resources

@@ -30,6 +30,7 @@ keeps **stderr empty** (nbgrader zeroes a cell with any stderr output, so JAX/XL
 warnings are captured and echoed on stdout) and returns the points earned, which
 nbgrader takes as the cell's partial credit when it validates in the kernel.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,14 +47,17 @@ import weakref
 
 from autograder._errors import GradingTimeout
 
-_CRITICAL = [("numpy", ["allclose", "isclose", "asarray", "array_equal", "all", "isfinite", "abs", "argwhere"]),
-             ("jax", ["jit", "vmap", "vjp", "grad", "eval_shape"]),
-             ("jax.numpy", ["asarray"])]
+_CRITICAL = [
+  ("numpy", ["allclose", "isclose", "asarray", "array_equal", "all", "isfinite", "abs", "argwhere"]),
+  ("jax", ["jit", "vmap", "vjp", "grad", "eval_shape"]),
+  ("jax.numpy", ["asarray"]),
+]
 
 
 def _tampered() -> list[str]:
   """Names of grader-critical functions that the notebook has replaced."""
   import importlib
+
   bad = []
   for modname, names in _CRITICAL:
     m = sys.modules.get(modname)
@@ -62,20 +66,30 @@ def _tampered() -> list[str]:
     for n in names:
       f = getattr(m, n, None)
       mod = getattr(f, "__module__", None) or ""
-      if not (mod.startswith(("numpy", "jax", "jaxlib")) or mod == "builtins" or
-              type(f).__module__.startswith(("numpy", "jax", "jaxlib"))):
+      if not (
+        mod.startswith(("numpy", "jax", "jaxlib"))
+        or mod == "builtins"
+        or type(f).__module__.startswith(("numpy", "jax", "jaxlib"))
+      ):
         bad.append(f"{modname}.{n}")
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the autograder package
-  for modname in ("autograder.grader._checks", "autograder.worker._ops", "autograder.grader._runner",
-                  "autograder.grader._registry"):
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the autograder package
+  for modname in (
+    "autograder.grader._checks",
+    "autograder.worker._ops",
+    "autograder.grader._runner",
+    "autograder.grader._registry",
+  ):
     m = importlib.import_module(modname)
     if not os.path.abspath(getattr(m, "__file__", "")).startswith(here):
       bad.append(modname)
       continue
     for n, f in vars(m).items():
       code = getattr(f, "__code__", None)
-      if code is not None and getattr(f, "__module__", "") == modname and not os.path.abspath(
-          code.co_filename).startswith(here):
+      if (
+        code is not None
+        and getattr(f, "__module__", "") == modname
+        and not os.path.abspath(code.co_filename).startswith(here)
+      ):
         bad.append(f"{modname}.{n}")
   return bad
 
@@ -100,7 +114,7 @@ def quiet_stderr():
       warnings.simplefilter("always")
       yield lambda: buf.getvalue() + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
   finally:
-    if saved_fd is not None and tmp is not None:     # saved_fd is set only once tmp is open
+    if saved_fd is not None and tmp is not None:  # saved_fd is set only once tmp is open
       os.dup2(saved_fd, 2)
       os.close(saved_fd)
       tmp.seek(0)
@@ -116,6 +130,7 @@ def _time_limit(seconds: float):
 
   def on_alarm(_signum, _frame):
     raise GradingTimeout()
+
   old = signal.signal(signal.SIGALRM, on_alarm)
   signal.setitimer(signal.ITIMER_REAL, seconds)
   try:
@@ -132,6 +147,7 @@ def run_tests(a, tests, sub) -> list:
   at once with the same message. JAX/XLA noise on stderr is the caller's to capture (:func:`quiet_stderr`).
   """
   from autograder.grader import _runner
+
   results, hung = [], {}
   for t in tests:
     ts = time.monotonic()
@@ -144,8 +160,18 @@ def run_tests(a, tests, sub) -> list:
       except GradingTimeout:
         hung[t.function] = f"{t.function} did not finish within {t.timeout or a.timeout:g} s."
         frac, status, msg = 0.0, "failed", hung[t.function]
-    results.append(_runner.TestResult(t.name, t.function, round(frac * t.points, 6), t.points, t.hidden, status,
-                                      _runner._cap(msg), round(time.monotonic() - ts, 3)))  # noqa: SLF001
+    results.append(
+      _runner.TestResult(
+        t.name,
+        t.function,
+        round(frac * t.points, 6),
+        t.points,
+        t.hidden,
+        status,
+        _runner._cap(msg),  # noqa: SLF001
+        round(time.monotonic() - ts, 3),
+      )
+    )
   return results
 
 
@@ -158,12 +184,13 @@ _VERDICTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def remember(namespace: dict, function: str, failed: bool):
   try:
     _VERDICTS[namespace.get(function)] = failed
-  except TypeError:       # not a function (or not weakly referenceable): nothing to remember
+  except TypeError:  # not a function (or not weakly referenceable): nothing to remember
     pass
 
 
 def _failing_callees(namespace: dict, a, function: str) -> list[str]:
   from autograder.grader import _feedback
+
   cells = [{"source": s} for s in namespace.get("In", []) if isinstance(s, str)]
   if not cells:
     return []
@@ -187,6 +214,7 @@ def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = Fal
   """
   from autograder.grader import _feedback, _registry, _report
   from autograder.worker._remote import LocalSubmission
+
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   a = _registry.load_assignment(assignment_id)
   tests = a.tests_for(function, hidden=hidden)
@@ -194,9 +222,11 @@ def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = Fal
     return 0.0
   tampered = _tampered()
   if tampered:
-    print(f"{function}  0/{sum(t.points for t in tests):g}\n  the notebook replaced {', '.join(tampered[:4])}; "
-          "the tests cannot trust this kernel. Restart the kernel and do not monkeypatch numpy, jax or the "
-          "autograder.")
+    print(
+      f"{function}  0/{sum(t.points for t in tests):g}\n  the notebook replaced {', '.join(tampered[:4])}; "
+      "the tests cannot trust this kernel. Restart the kernel and do not monkeypatch numpy, jax or the "
+      "autograder."
+    )
     return 0.0
   sub = LocalSubmission(namespace, _refused_in_notebook(namespace, a))
   with quiet_stderr() as captured:
@@ -206,7 +236,7 @@ def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = Fal
   if not hidden:
     remember(namespace, function, failed)
   broken = _failing_callees(namespace, a, function) if failed else []
-  if broken:    # the callees' verdicts come from their own cells above: stand-ins carry them
+  if broken:  # the callees' verdicts come from their own cells above: stand-ins carry them
     stand_ins = [types.SimpleNamespace(function=g, score=0.0, max_score=1.0, output="") for g in broken]
     _feedback.fix_callees_first(results + stand_ins, {function: broken})
   noise = captured().strip()
@@ -222,9 +252,13 @@ def grade(assignment_id: str, function: str, namespace: dict, hidden: bool = Fal
 def _refused_in_notebook(namespace: dict, a) -> dict[str, str]:
   """Static check of the notebook's code cells for dlfunc / forbidden names (the kernel keeps them in ``In``)."""
   from autograder.worker import _submission
+
   sources = namespace.get("In")
   if not isinstance(sources, list):
     return {}
-  cells = [{"index": i, "source": s} for i, s in enumerate(sources) if isinstance(s, str)
-           and "from autograder.notebook import grade" not in s]
+  cells = [
+    {"index": i, "source": s}
+    for i, s in enumerate(sources)
+    if isinstance(s, str) and "from autograder.notebook import grade" not in s
+  ]
   return _submission.forbidden_uses(cells, a.functions, a.forbidden)

@@ -7,6 +7,7 @@ line first, as ``autograder check`` and the test cells print them (the same rend
 Nothing is graded here: nbgrader scores the test cells above it; this cell is the student's "where do I stand"
 (and it never writes to stderr, which nbgrader would flag).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -21,27 +22,37 @@ def check_all(assignment_id: str, namespace: dict, *, print_table: bool = True, 
   from autograder.authoring import _notebook as notebook
   from autograder.grader import _feedback, _registry, _report
   from autograder.worker._remote import LocalSubmission
+
   t0 = time.monotonic()
   a = _registry.load_assignment(assignment_id)
   tampered = notebook._tampered()  # noqa: SLF001  (the notebook module's own helpers, same package)
   if tampered:
-    print(f"check_all: the notebook replaced {', '.join(tampered[:4])}; the tests cannot trust this kernel. "
-          "Restart the kernel and do not monkeypatch numpy, jax or the autograder.")
+    print(
+      f"check_all: the notebook replaced {', '.join(tampered[:4])}; the tests cannot trust this kernel. "
+      "Restart the kernel and do not monkeypatch numpy, jax or the autograder."
+    )
     return {}
   refused = notebook._refused_in_notebook(namespace, a)  # noqa: SLF001
   sub = LocalSubmission(namespace, refused)
   with notebook.quiet_stderr():
     results = notebook.run_tests(a, [t for t in a.tests if not t.hidden], sub)
-  for f in a.functions:      # what the test cells would remember: later test cells say "fix `f` first"
+  for f in a.functions:  # what the test cells would remember: later test cells say "fix `f` first"
     mine = [r for r in results if r.function == f]
     if mine:
       notebook.remember(namespace, f, any(r.score < r.max_score for r in mine))
   cells = [{"source": s} for s in namespace.get("In", []) if isinstance(s, str)]
   _feedback.fix_callees_first(results, _feedback.graded_callees(cells, a.functions))
   notes = [f"{fn} uses {what}: refused, its tests score 0." for fn, what in refused.items()]
-  report = {"assignment": a.id, "submission": "this notebook", "score": round(sum(r.score for r in results), 6),
-            "max_score": sum(r.max_score for r in results), "tests": [r.as_dict() for r in results],
-            "notes": notes, "isolation": "none (your own kernel)", "seconds": round(time.monotonic() - t0, 2)}
+  report = {
+    "assignment": a.id,
+    "submission": "this notebook",
+    "score": round(sum(r.score for r in results), 6),
+    "max_score": sum(r.max_score for r in results),
+    "tests": [r.as_dict() for r in results],
+    "notes": notes,
+    "isolation": "none (your own kernel)",
+    "seconds": round(time.monotonic() - t0, 2),
+  }
   if print_table:
     if details:
       print("\n".join(_report.check_lines(report["tests"])))
@@ -55,7 +66,7 @@ def _first_message(test: dict, room: int, rows: int = 3) -> list[str]:
   line = next((s.strip() for s in (test["output"] or "").splitlines() if s.strip()), "") or test["name"]
   wrapped = textwrap.wrap(line, room)
   if len(wrapped) > rows:
-    wrapped = wrapped[:rows - 1] + [textwrap.shorten(" ".join(wrapped[rows - 1:]), room, placeholder=" …")]
+    wrapped = wrapped[: rows - 1] + [textwrap.shorten(" ".join(wrapped[rows - 1 :]), room, placeholder=" …")]
   return wrapped
 
 

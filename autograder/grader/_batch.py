@@ -21,6 +21,7 @@ Bookkeeping rules (what an instructor can rely on):
   written to a temporary name and renamed), each leaves ``_shards/i-of-n.json``, and :func:`collect` turns the
   records into ``grades.csv``. ``n`` shards plus ``collect`` give the same ``grades.csv`` as one run.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -41,6 +42,7 @@ _RECORD_KEYS = {"assignment", "submission", "score", "max_score", "tests"}
 
 
 # ---------------------------------------------------------------- names, hashes, writes
+
 
 def escape_name(name: str | bytes) -> str:
   """A file name as text anyone can read: undecodable bytes as ``\\xNN``, control characters escaped."""
@@ -78,7 +80,7 @@ def content_hash(path: pathlib.Path) -> str:
     items = [(b"", path)]
   else:
     items = []
-    for dirpath, dirnames, filenames in os.walk(path):   # os.walk does not follow links to folders
+    for dirpath, dirnames, filenames in os.walk(path):  # os.walk does not follow links to folders
       dirnames.sort()
       for f in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
         full = pathlib.Path(dirpath, f)
@@ -130,8 +132,10 @@ def parse_shard(text: str | None, shards: int | None = None) -> tuple[int, int] 
   elif shards:
     idx = os.environ.get("JOB_COMPLETION_INDEX")
     if idx is None or not idx.strip().isdigit():
-      raise ValueError("--shards N needs --shard I/N or the environment variable JOB_COMPLETION_INDEX "
-                       "(set by a Kubernetes Indexed Job).")
+      raise ValueError(
+        "--shards N needs --shard I/N or the environment variable JOB_COMPLETION_INDEX "
+        "(set by a Kubernetes Indexed Job)."
+      )
     i, n = int(idx), int(shards)
   else:
     return None
@@ -143,6 +147,7 @@ def parse_shard(text: str | None, shards: int | None = None) -> tuple[int, int] 
 
 
 # ---------------------------------------------------------------- the folder's entries
+
 
 class Entry:
   """One item of the submissions folder: its report name (``key``), path, and why it is skipped (if it is)."""
@@ -192,7 +197,7 @@ def scan(folder: pathlib.Path, out: pathlib.Path | None = None) -> tuple[list[En
       entries.append(Entry(n.rstrip("/"), p, collision=[x for x in names if x != n]))
   keys = [e.key for e in entries]
   seen = set()
-  for e in entries:    # two raw names escaping to the same text (very unlikely): make the keys distinct
+  for e in entries:  # two raw names escaping to the same text (very unlikely): make the keys distinct
     if keys.count(e.key) > 1 and e.key in seen:
       e.key = f"{e.key}#{content_hash(e.path)[:8]}"
     seen.add(e.key)
@@ -211,17 +216,19 @@ def record_path(out: pathlib.Path, key: str) -> pathlib.Path:
 # ---------------------------------------------------------------- refused operations
 
 _REFUSAL_PATTERNS = [
-    re.compile(r"uses ([^\n]*?), which submissions may not use"),
-    re.compile(r"submissions may (?:not|only) [^\n]*?(?=(?:\.|;)?(?:\s*$|\n| \(from an earlier))", re.M),
-    re.compile(r"replaced [^\n]*? while running; monkeypatching"),
-    re.compile(r"raised PermissionError[^\n]*"),
-    re.compile(r"Read-only file system[^\n]*"),
+  re.compile(r"uses ([^\n]*?), which submissions may not use"),
+  re.compile(r"submissions may (?:not|only) [^\n]*?(?=(?:\.|;)?(?:\s*$|\n| \(from an earlier))", re.M),
+  re.compile(r"replaced [^\n]*? while running; monkeypatching"),
+  re.compile(r"raised PermissionError[^\n]*"),
+  re.compile(r"Read-only file system[^\n]*"),
 ]
 _NOTE_PATTERNS = [
-    (re.compile(r"^(\w+) uses (.+?): refused"), lambda m: (m.group(1), f"uses {m.group(2)} (forbidden)")),
-    (re.compile(r"^top-level code replaced ([^;]+);"), lambda m: ("(top level)", f"replaced {m.group(1)}")),
-    (re.compile(r"^top-level code raised .*?((?:submissions may|PermissionError|Read-only file system)[^\n]*)"),
-     lambda m: ("(top level)", m.group(1))),
+  (re.compile(r"^(\w+) uses (.+?): refused"), lambda m: (m.group(1), f"uses {m.group(2)} (forbidden)")),
+  (re.compile(r"^top-level code replaced ([^;]+);"), lambda m: ("(top level)", f"replaced {m.group(1)}")),
+  (
+    re.compile(r"^top-level code raised .*?((?:submissions may|PermissionError|Read-only file system)[^\n]*)"),
+    lambda m: ("(top level)", m.group(1)),
+  ),
 ]
 
 
@@ -240,9 +247,10 @@ def refused_operations(report: dict) -> list[dict]:
         break
   for t in report.get("tests", []):
     text = t.get("output") or ""
-    for pat in _REFUSAL_PATTERNS:     # most specific first: one message gives one entry
-      hits = [(f"uses {m.group(1)} (forbidden)" if pat.groups else m.group(0).strip())[:200]
-              for m in pat.finditer(text)]
+    for pat in _REFUSAL_PATTERNS:  # most specific first: one message gives one entry
+      hits = [
+        (f"uses {m.group(1)} (forbidden)" if pat.groups else m.group(0).strip())[:200] for m in pat.finditer(text)
+      ]
       for what in hits:
         found[(t.get("function", "?"), what)] = None
       if hits:
@@ -252,10 +260,23 @@ def refused_operations(report: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- grading
 
+
 def _skipped_record(assignment, e: Entry, max_score: float) -> dict:
-  return {"assignment": assignment.id, "submission": e.key, "status": "skipped", "score": 0.0,
-          "max_score": max_score, "tests": [], "notes": [f"not graded: {e.skip}."], "isolation": "",
-          "seconds": 0.0, "sha256": None, "graded_for": None, "refused": [], "collision": []}
+  return {
+    "assignment": assignment.id,
+    "submission": e.key,
+    "status": "skipped",
+    "score": 0.0,
+    "max_score": max_score,
+    "tests": [],
+    "notes": [f"not graded: {e.skip}."],
+    "isolation": "",
+    "seconds": 0.0,
+    "sha256": None,
+    "graded_for": None,
+    "refused": [],
+    "collision": [],
+  }
 
 
 def _graded_for(assignment_id: str, functions) -> dict:
@@ -267,14 +288,19 @@ def _reusable(rec_path: pathlib.Path, digest: str, graded_for: dict) -> dict | N
     old = json.loads(rec_path.read_text(encoding="utf-8"))
   except (OSError, ValueError):
     return None
-  if not isinstance(old, dict) or old.get("sha256") != digest or old.get("graded_for") != graded_for \
-      or old.get("status") == "grader failed":      # the grader's own failure is retried, never kept
+  if (
+    not isinstance(old, dict)
+    or old.get("sha256") != digest
+    or old.get("graded_for") != graded_for
+    or old.get("status") == "grader failed"
+  ):  # the grader's own failure is retried, never kept
     return None
   return old
 
 
-def _reuse_or_plan(a, mine: list[Entry], out: pathlib.Path, max_score: float, graded_for: dict,
-                   force: bool) -> tuple[dict[str, dict], list[tuple[Entry, str]]]:
+def _reuse_or_plan(
+  a, mine: list[Entry], out: pathlib.Path, max_score: float, graded_for: dict, force: bool
+) -> tuple[dict[str, dict], list[tuple[Entry, str]]]:
   """The records that need no grading (skipped entries, unchanged submissions already graded) and the rest to grade.
 
   A skipped entry's record is (re)written only when it changed; ``force`` regrades everything.
@@ -290,7 +316,7 @@ def _reuse_or_plan(a, mine: list[Entry], out: pathlib.Path, max_score: float, gr
         same = dest.read_text(encoding="utf-8") == text
       except (OSError, ValueError):
         same = False
-      if not same:        # left alone when unchanged, like a reused grade
+      if not same:  # left alone when unchanged, like a reused grade
         atomic_write(dest, text)
       records[e.key] = rec
       continue
@@ -304,10 +330,20 @@ def _reuse_or_plan(a, mine: list[Entry], out: pathlib.Path, max_score: float, gr
   return records, todo
 
 
-def _grade_one(assignment_id: str, a, e: Entry, digest: str, denied: list[str], out: pathlib.Path, timeout,
-               functions, graded_for: dict) -> dict:
+def _grade_one(
+  assignment_id: str,
+  a,
+  e: Entry,
+  digest: str,
+  denied: list[str],
+  out: pathlib.Path,
+  timeout,
+  functions,
+  graded_for: dict,
+) -> dict:
   """Grade one entry (a failure of the grader itself is retried once, then recorded) and write its record."""
   from autograder.grader import _runner
+
   try:
     try:
       r = _runner.grade_submission(assignment_id, e.path, timeout=timeout, denied_extra=denied, functions=functions)
@@ -326,20 +362,30 @@ def _grade_one(assignment_id: str, a, e: Entry, digest: str, denied: list[str], 
   d["graded_for"] = graded_for
   d["collision"] = list(e.collision)
   if e.collision:
-    d["notes"] = [f"name collision: also submitted as {', '.join(e.collision)}; each was graded, pick one."] \
-        + d.get("notes", [])
+    d["notes"] = [f"name collision: also submitted as {', '.join(e.collision)}; each was graded, pick one."] + d.get(
+      "notes", []
+    )
   d["refused"] = refused_operations(d)
   try:
     atomic_write(record_path(out, e.key), json.dumps(d, indent=1) + "\n")
-  except (OSError, ValueError) as ex:   # e.g. a full disk: report it, go on with the others
+  except (OSError, ValueError) as ex:  # e.g. a full disk: report it, go on with the others
     d["status"] = "grader failed"
     d["notes"] = [f"its record could not be written: {type(ex).__name__}: {ex}"] + d.get("notes", [])
   return d
 
 
-def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = False, timeout=None,
-              progress: bool = True, functions: list[str] | None = None, shard: tuple[int, int] | None = None,
-              summary: list[str] | None = None) -> list[dict]:
+def grade_all(
+  assignment_id: str,
+  folder,
+  out,
+  jobs: int = 2,
+  force: bool = False,
+  timeout=None,
+  progress: bool = True,
+  functions: list[str] | None = None,
+  shard: tuple[int, int] | None = None,
+  summary: list[str] | None = None,
+) -> list[dict]:
   """Grade every entry of ``folder`` (or, with ``shard=(i, n)``, the entries of shard ``i``) into ``out``.
 
   Writes ``out/<name>.json`` per entry, ``out/_shards/i-of-n.json`` when done and, when not sharded,
@@ -347,11 +393,13 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
   the run's summary are appended to ``summary`` when given.
   """
   from autograder.grader import _registry
+
   a = _registry.load_assignment(assignment_id)
   unknown = sorted(set(functions or ()) - set(a.functions))
   if unknown:
-    raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
-                     f"its functions are {', '.join(a.functions)}.")
+    raise ValueError(
+      f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; its functions are {', '.join(a.functions)}."
+    )
   folder, out = pathlib.Path(folder).resolve(), pathlib.Path(out).resolve()
   if not folder.is_dir():
     raise ValueError(f"{folder} is not a folder of submissions.")
@@ -366,8 +414,10 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
   bar = None
   if progress:
     from tqdm import tqdm
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="sub", desc=f"grading {assignment_id}",
-               file=sys.stderr)
+
+    bar = tqdm(
+      total=len(mine), initial=len(mine) - len(todo), unit="sub", desc=f"grading {assignment_id}", file=sys.stderr
+    )
 
   def one(item):
     e, digest = item
@@ -381,8 +431,15 @@ def grade_all(assignment_id: str, folder, out, jobs: int = 2, force: bool = Fals
         bar.set_postfix_str(f"{d['submission']}: {d['score']:g}/{d['max_score']:g}")
   if bar:
     bar.close()
-  marker = {"assignment": assignment_id, "folder": escape_name(str(folder)), "shard": i, "shards": n,
-            "keys": sorted(records), "left_out": left_out, "finished": time.time()}
+  marker = {
+    "assignment": assignment_id,
+    "folder": escape_name(str(folder)),
+    "shard": i,
+    "shards": n,
+    "keys": sorted(records),
+    "left_out": left_out,
+    "finished": time.time(),
+  }
   atomic_write(out / SHARDS_DIR / f"{i}-of-{n}.json", json.dumps(marker, indent=1) + "\n")
   reports = [records[k] for k in sorted(records)]
   if summary is not None:
@@ -398,8 +455,10 @@ def summarize(reports: list[dict], left_out=(), todo_keys=None) -> list[str]:
   lines = []
   if todo_keys is not None:
     reused = sum(1 for r in graded if r["submission"] not in todo_keys)
-    lines.append(f"{len(graded)} graded ({len(graded) - reused} now, {reused} unchanged since their last grade), "
-                 f"{len(reports) - len(graded)} skipped")
+    lines.append(
+      f"{len(graded)} graded ({len(graded) - reused} now, {reused} unchanged since their last grade), "
+      f"{len(reports) - len(graded)} skipped"
+    )
   else:
     lines.append(f"{len(graded)} graded, {len(reports) - len(graded)} skipped")
   for r in reports:
@@ -422,6 +481,7 @@ def summarize(reports: list[dict], left_out=(), todo_keys=None) -> list[str]:
 
 # ---------------------------------------------------------------- collect
 
+
 def _is_record(d) -> bool:
   return isinstance(d, dict) and _RECORD_KEYS <= set(d) and isinstance(d.get("tests"), list)
 
@@ -434,6 +494,7 @@ def collect(out, assignment_id: str | None = None, summary: list[str] | None = N
   left out and listed. Without markers (a folder from an older version), every record in ``out`` counts.
   """
   from autograder.grader import _registry, _report
+
   out = pathlib.Path(out)
   if not out.is_dir():
     raise ValueError(f"{out}: no such folder (give the --out folder of grade-all).")
@@ -459,8 +520,10 @@ def collect(out, assignment_id: str | None = None, summary: list[str] | None = N
     current = {m["shard"]: m for m in markers if m.get("shards") == n}
     missing = sorted(set(range(n)) - set(current))
     if missing:
-      raise ValueError(f"{out}: shard(s) {', '.join(f'{i}/{n}' for i in missing)} have not finished (no "
-                       f"{SHARDS_DIR}/I-of-{n}.json): run them, then collect again.")
+      raise ValueError(
+        f"{out}: shard(s) {', '.join(f'{i}/{n}' for i in missing)} have not finished (no "
+        f"{SHARDS_DIR}/I-of-{n}.json): run them, then collect again."
+      )
     keys = set()
     for m in current.values():
       keys.update(m.get("keys", []))
@@ -478,14 +541,14 @@ def collect(out, assignment_id: str | None = None, summary: list[str] | None = N
       raise ValueError(f"{out} holds records of several assignments ({', '.join(sorted(ids))}).")
     assignment_id = ids.pop() if ids else None
   functions: list[str] = []
-  for r in records.values():     # the graded functions, in the order the records list them
+  for r in records.values():  # the graded functions, in the order the records list them
     for t in r["tests"]:
       if t.get("function") not in functions:
         functions.append(t.get("function"))
   if assignment_id:
     try:
       functions = [f for f in _registry.load_assignment(assignment_id).functions if f in functions] or functions
-    except ValueError:    # collecting where the assignment is not installed: the records' order
+    except ValueError:  # collecting where the assignment is not installed: the records' order
       pass
   reports = [records[k] for k in sorted(records)]
   atomic_write(out / "grades.csv", _report.csv_text(reports, functions))

@@ -5,6 +5,7 @@ outputs come back from the worker as arrays) and raises :class:`CheckFailed`
 with a message that names the call, the input, what was expected and what came
 back. The ``sub`` object (see AUTHORING.md) runs the student's code.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,10 +27,10 @@ if TYPE_CHECKING:
 # (rtol, atol) per dtype: tight enough to catch a wrong formula, loose enough
 # for a different but correct order of floating-point operations.
 TOLERANCES = {
-    "float16": (1e-2, 1e-3),
-    "bfloat16": (2e-2, 1e-2),
-    "float32": (1e-5, 1e-6),
-    "float64": (1e-10, 1e-12),
+  "float16": (1e-2, 1e-3),
+  "bfloat16": (2e-2, 1e-2),
+  "float32": (1e-5, 1e-6),
+  "float64": (1e-10, 1e-12),
 }
 
 
@@ -44,6 +45,7 @@ def normal(seed: int, shape: Sequence[int], dtype=np.float32, scale: float = 1.0
 def key(seed: int):
   """A typed ``jax.random.key(seed)`` (travels to the worker as key data)."""
   import jax
+
   return jax.random.key(seed)
 
 
@@ -128,6 +130,7 @@ def _is_key(x) -> TypeGuard[jax.Array]:
   try:
     import jax
     import jax.numpy as jnp
+
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
   except Exception:  # noqa: BLE001
     return False
@@ -149,8 +152,10 @@ def _fmt(v) -> str:
 def shape_dtype(got, shape, dtype, what: str):
   """``got`` is an array of exactly ``shape`` and ``dtype``."""
   if not _is_array(got):
-    fail(f"{what}: expected an array of shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
-         f"got {type(got).__name__} {describe(got)}.")
+    fail(
+      f"{what}: expected an array of shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
+      f"got {type(got).__name__} {describe(got)}."
+    )
   a = np.asarray(got)
   if a.shape != tuple(shape):
     fail(f"{what}: expected shape {tuple(shape)}, got shape {a.shape}.")
@@ -174,8 +179,18 @@ def keys_are(tree, expected: set, what: str):
     fail(f"{what}: expected keys {sorted(expected)}, got {sorted(map(str, tree))}.")
 
 
-def allclose(got, expected, what: str, rtol: float | None = None, atol: float | None = None,
-             check_dtype: bool = True, equal_nan: bool = False, *, outputs=None, inputs=None):
+def allclose(
+  got,
+  expected,
+  what: str,
+  rtol: float | None = None,
+  atol: float | None = None,
+  check_dtype: bool = True,
+  equal_nan: bool = False,
+  *,
+  outputs=None,
+  inputs=None,
+):
   """``got`` equals ``expected`` (arrays or pytrees) within per-dtype tolerances.
 
   A NaN in ``got`` never passes: not where ``expected`` is finite, and not where ``expected`` is NaN
@@ -190,8 +205,9 @@ def allclose(got, expected, what: str, rtol: float | None = None, atol: float | 
   tests.py); ``inputs`` (``(args, kwargs)``) lets it name the input axis a wrong size or factor comes from.
   """
   names = outputs if outputs is not None else _outputs_from_tests(what)
-  _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan,
-                 {"names": names, "inputs": inputs or ((), {})})
+  _tree_allclose(
+    got, expected, what, rtol, atol, check_dtype, equal_nan, {"names": names, "inputs": inputs or ((), {})}
+  )
 
 
 def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False, ctx=None):
@@ -216,6 +232,7 @@ def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False
     return
   if _is_key(expected):
     import jax
+
     expected = np.asarray(jax.random.key_data(expected))
   e = np.asarray(expected)
   if got is None or isinstance(got, (str, bytes, dict, list, tuple)) or not (_is_array(got) or np.isscalar(got)):
@@ -224,8 +241,10 @@ def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False
   if g.shape != e.shape:
     fail(f"{what}: expected shape {e.shape}, got shape {g.shape} ({e.dtype} vs {g.dtype}).{_shape_hint(g, e, ctx)}")
   if check_dtype and g.dtype != e.dtype:
-    fail(f"{what}: expected dtype {e.dtype}, got {g.dtype} (shape {g.shape}). "
-         "Keep the input's dtype: jax.numpy functions do; NumPy and Python floats often give float64.")
+    fail(
+      f"{what}: expected dtype {e.dtype}, got {g.dtype} (shape {g.shape}). "
+      "Keep the input's dtype: jax.numpy functions do; NumPy and Python floats often give float64."
+    )
   if g.dtype.kind not in "biufc":
     fail(f"{what}: expected numbers ({e.dtype}), got dtype {g.dtype}.")
   name = e.dtype.name if e.dtype.name in TOLERANCES else "float32"
@@ -240,13 +259,19 @@ def _tree_allclose(got, expected, what, rtol, atol, check_dtype, equal_nan=False
     idx = tuple(int(i) for i in np.argwhere(~close)[0])
     n_bad = int((~close).sum())
     gv, ev = g[idx] if g.ndim else g, e[idx] if e.ndim else e
-    extra = (" (NaN/Inf never pass: look for exp overflow or 0/0)" if not np.isfinite(gv) and np.isfinite(ev) else
-             " (NaN never passes, even where the expected value is NaN too: look for exp overflow or 0/0)"
-             if np.isnan(gv) else "")
+    extra = (
+      " (NaN/Inf never pass: look for exp overflow or 0/0)"
+      if not np.isfinite(gv) and np.isfinite(ev)
+      else " (NaN never passes, even where the expected value is NaN too: look for exp overflow or 0/0)"
+      if np.isnan(gv)
+      else ""
+    )
     where = f"at index {idx}" if idx else "for the scalar result"
     hint = "" if extra else _value_hint(gf, ef, rtol, atol, ctx)
-    fail(f"{what}: {n_bad} of {e.size} values differ; first {where}: expected {_fmt(ev)}, got {_fmt(gv)}{extra} "
-         f"(shape {e.shape}, dtype {e.dtype}, rtol {rtol:g}, atol {atol:g}).{hint}")
+    fail(
+      f"{what}: {n_bad} of {e.size} values differ; first {where}: expected {_fmt(ev)}, got {_fmt(gv)}{extra} "
+      f"(shape {e.shape}, dtype {e.dtype}, rtol {rtol:g}, atol {atol:g}).{hint}"
+    )
 
 
 # ---------------------------------------------------------------- patterns in wrong results
@@ -278,6 +303,7 @@ def _outputs_from_tests(what: str):
 
 def _parse_names(spec: str):
   """``"((h, c), h)"`` -> ``(("h", "c"), "h")``; ``"({'w': dw, 'b': db}, dx)"`` keeps the dict."""
+
   def conv(node):
     if isinstance(node, (ast.Tuple, ast.List)):
       return tuple(conv(e) for e in node.elts)
@@ -288,11 +314,11 @@ def _parse_names(spec: str):
     if isinstance(node, ast.Constant):
       return str(node.value)
     return ast.unparse(node)
+
   try:
     return conv(ast.parse(spec, mode="eval").body)
   except SyntaxError:
     return None
-
 
 
 def _names_text(names) -> str:
@@ -317,43 +343,57 @@ def _input_arrays(ctx):
 
 
 def _drop(shape, axis):
-  return shape[:axis] + shape[axis + 1:]
+  return shape[:axis] + shape[axis + 1 :]
 
 
 def _shape_hint(g, e, ctx) -> str:
   """Name the pattern behind a wrong shape: transposed, off by one, a missing or extra axis, the wrong axis reduced."""
   gs, es = g.shape, e.shape
   if len(gs) >= 2 and gs == es[::-1]:
-    return (f" Your result is transposed ({gs} is {es} reversed): check the order of the operands of the matrix "
-            f"product and any .T, so the result comes out {es}.")
-  for label, shape in _input_arrays(ctx):    # reduced over the wrong axis of an input
+    return (
+      f" Your result is transposed ({gs} is {es} reversed): check the order of the operands of the matrix "
+      f"product and any .T, so the result comes out {es}."
+    )
+  for label, shape in _input_arrays(ctx):  # reduced over the wrong axis of an input
     if len(shape) < 2:
       continue
     for keep in (False, True):
+
       def reduced(axis):
-        return shape[:axis] + ((1,) if keep else ()) + shape[axis + 1:]
+        return shape[:axis] + ((1,) if keep else ()) + shape[axis + 1 :]
+
       exp_axes = [i for i in range(len(shape)) if reduced(i) == es]
       got_axes = [j for j in range(len(shape)) if reduced(j) == gs]
       if exp_axes and got_axes and not set(exp_axes) & set(got_axes):
-        return (f" Your result has the shape of {label} {shape} reduced over axis {got_axes[0]}; the expected one "
-                f"reduces over axis {exp_axes[0]}: change the axis you reduce over.")
+        return (
+          f" Your result has the shape of {label} {shape} reduced over axis {got_axes[0]}; the expected one "
+          f"reduces over axis {exp_axes[0]}: change the axis you reduce over."
+        )
   if len(gs) == len(es):
     diff = [i for i in range(len(es)) if gs[i] != es[i]]
     if len(diff) == 1 and abs(gs[diff[0]] - es[diff[0]]) == 1:
       k = diff[0]
-      return (f" Off by one along axis {k} ({es[k]} expected, {gs[k]} got): check a range, a slice bound, the "
-              "padding or the output-size formula.")
+      return (
+        f" Off by one along axis {k} ({es[k]} expected, {gs[k]} got): check a range, a slice bound, the "
+        "padding or the output-size formula."
+      )
     return " Check the shapes of your intermediate results."
   if len(gs) == len(es) - 1:
     for k in range(len(es)):
       if _drop(es, k) == gs:
-        return (f" Axis {k} (size {es[k]}) is missing: keep it with keepdims=True." if es[k] == 1 else
-                f" Axis {k} (size {es[k]}) is missing: you reduced over an axis that should stay.")
+        return (
+          f" Axis {k} (size {es[k]}) is missing: keep it with keepdims=True."
+          if es[k] == 1
+          else f" Axis {k} (size {es[k]}) is missing: you reduced over an axis that should stay."
+        )
   if len(gs) == len(es) + 1:
     for k in range(len(gs)):
       if _drop(gs, k) == es:
-        return (f" Axis {k} (size 1) is extra: reduce without keepdims, or drop it." if gs[k] == 1 else
-                f" Axis {k} (size {gs[k]}) is extra: the expected result reduces over it (a sum, mean or max).")
+        return (
+          f" Axis {k} (size 1) is extra: reduce without keepdims, or drop it."
+          if gs[k] == 1
+          else f" Axis {k} (size {gs[k]}) is extra: the expected result reduces over it (a sum, mean or max)."
+        )
   return " Check which axis you reduce over and keepdims."
 
 
@@ -363,8 +403,11 @@ def _size_names(ctx) -> dict:
   for label, shape in _input_arrays(ctx):
     for ax, n in enumerate(shape):
       if n > 1:
-        out.setdefault(n, f"the size of axis {ax} of {label} {tuple(shape)}" + (
-            ", the batch size" if ax == 0 and len(shape) > 1 else ""))
+        out.setdefault(
+          n,
+          f"the size of axis {ax} of {label} {tuple(shape)}"
+          + (", the batch size" if ax == 0 and len(shape) > 1 else ""),
+        )
     total = int(np.prod(shape)) if len(shape) else 1
     if total > 1:
       out.setdefault(total, f"the number of elements of {label} {tuple(shape)}")
@@ -377,8 +420,10 @@ def _value_hint(gf, ef, rtol, atol, ctx) -> str:
     return ""
   with np.errstate(all="ignore"):
     if ef.ndim == 2 and ef.shape[0] == ef.shape[1] > 1 and np.allclose(gf, ef.T, rtol=rtol, atol=atol):
-      return (" Your values are the transpose of the expected ones: check the order of the operands of the "
-              "matrix product and any .T.")
+      return (
+        " Your values are the transpose of the expected ones: check the order of the operands of the "
+        "matrix product and any .T."
+      )
     mask = np.isfinite(gf) & np.isfinite(ef) & (np.abs(ef) > max(10 * atol, 1e-300))
     if not mask.any() or not np.isfinite(gf).all():
       return ""
@@ -386,11 +431,12 @@ def _value_hint(gf, ef, rtol, atol, ctx) -> str:
     c = float(np.median(r))
     if c == 0 or abs(c - 1) < 1e-3 or not np.allclose(r, c, rtol=1e-3, atol=0):
       return ""
-    if not np.allclose(gf[~mask], 0, atol=10 * atol + 1e-12):   # the factor must explain the near-zero values too
+    if not np.allclose(gf[~mask], 0, atol=10 * atol + 1e-12):  # the factor must explain the near-zero values too
       return ""
   if abs(c + 1) < 1e-3:
-    return (" Every value has the wrong sign (got / expected = -1 everywhere): "
-            "check a minus sign or a subtraction's order.")
+    return (
+      " Every value has the wrong sign (got / expected = -1 everywhere): check a minus sign or a subtraction's order."
+    )
   k, inverse = (abs(c), False) if abs(c) >= 1 else (1 / abs(c), True)
   n = round(k)
   sign = "-" if c < 0 else ""
@@ -398,12 +444,16 @@ def _value_hint(gf, ef, rtol, atol, ctx) -> str:
     what = f"{sign}1/{n} of" if inverse else f"{sign}{n} times"
     dim = _size_names(ctx).get(n)
     dim = f"; {n} is {dim}" if dim else ""
-    return (f" Every value is {what} the expected one (got / expected = {c:.6g} everywhere{dim}): a constant factor "
-            "is wrong, e.g. a mean where a sum belongs (or the reverse), or a missing or extra scale.")
+    return (
+      f" Every value is {what} the expected one (got / expected = {c:.6g} everywhere{dim}): a constant factor "
+      "is wrong, e.g. a mean where a sum belongs (or the reverse), or a missing or extra scale."
+    )
   if r.size < 2:
     return ""
-  return (f" Every value is {c:.6g} times the expected one: a constant factor is wrong (a scale, a mean vs a sum, "
-          "a learning rate).")
+  return (
+    f" Every value is {c:.6g} times the expected one: a constant factor is wrong (a scale, a mean vs a sum, "
+    "a learning rate)."
+  )
 
 
 # ---------------------------------------------------------------- calling the student
@@ -449,12 +499,17 @@ _MEMO_LOCK = threading.Lock()
 def _stable(reference) -> bool:
   """A module-level function (not a lambda or closure): its results can be reused across submissions."""
   q = getattr(reference, "__qualname__", "")
-  return (callable(reference) and getattr(reference, "__closure__", None) is None and "<" not in q and
-          hasattr(reference, "__module__"))
+  return (
+    callable(reference)
+    and getattr(reference, "__closure__", None) is None
+    and "<" not in q
+    and hasattr(reference, "__module__")
+  )
 
 
 def _arg_key(tree):
   import jax
+
   leaves, treedef = jax.tree_util.tree_flatten(tree)
   parts: list[Any] = [str(treedef)]
   for x in leaves:
@@ -472,14 +527,16 @@ def _ref(reference, args, kwargs, x64=False):
   """The reference's output as NumPy: jit-compiled (one compile instead of one per primitive), and
   memoised across submissions for module-level references (grade-all computes each once)."""
   import jax
+
   key = None
   if _stable(reference):
     key = (reference.__module__, reference.__qualname__, id(reference), x64, _arg_key((args, kwargs)))
     with _MEMO_LOCK:
       if key in _MEMO:
         return _MEMO[key]
-  static = tuple(i for i, a in enumerate(args) if not (_is_array(a) or _is_key(a) or isinstance(a, (dict, list,
-                                                                                                      tuple))))
+  static = tuple(
+    i for i, a in enumerate(args) if not (_is_array(a) or _is_key(a) or isinstance(a, (dict, list, tuple)))
+  )
   with jax.enable_x64(x64):
     try:
       fn = jax.jit(functools.partial(reference, **kwargs), static_argnums=static)
@@ -496,42 +553,54 @@ def _ref(reference, args, kwargs, x64=False):
 
 def _to_numpy(tree):
   import jax
+
   def leaf(x):
     if _is_key(x):
       return np.asarray(jax.random.key_data(x))
     return np.asarray(x)
+
   return jax.tree_util.tree_map(leaf, tree)
 
 
-def matches(sub, name: str, reference: Callable, *args, rtol=None, atol=None, check_dtype=True, equal_nan=False,
-            **kwargs):
+def matches(
+  sub, name: str, reference: Callable, *args, rtol=None, atol=None, check_dtype=True, equal_nan=False, **kwargs
+):
   """Call the student's ``name(*args, **kwargs)``, compare with ``reference``; return the student's output.
 
   With float64 inputs, the student's function runs with float64 enabled, as the reference does.
   """
   # compile: one XLA program instead of one per primitive (eagerly if it does not trace; see _ops._call)
   opts = {"x64": True, "compile": True} if _any_float64(args, kwargs) else {"compile": True}
-  wait = sub.start("call", name, *args, _opts=opts, **kwargs)   # the worker runs while the reference is computed here
+  wait = sub.start("call", name, *args, _opts=opts, **kwargs)  # the worker runs while the reference is computed here
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()
   allclose(got, expected, _call_text(name, args, kwargs), rtol, atol, check_dtype, equal_nan, inputs=(args, kwargs))
   return got
 
 
-def jit_matches(sub, name: str, reference: Callable, *args, static_argnums=(), rtol=None, atol=None,
-                equal_nan=False, **kwargs):
+def jit_matches(
+  sub, name: str, reference: Callable, *args, static_argnums=(), rtol=None, atol=None, equal_nan=False, **kwargs
+):
   """``jax.jit`` of the student's function traces and gives the reference's values."""
   wait = sub.start("jit", name, *args, _opts={"static_argnums": list(_tup(static_argnums))}, **kwargs)
   expected = _ref_or_wait(wait, reference, args, kwargs)
   got = wait()
-  allclose(got, expected, "jax.jit(" + _call_text(name, args, kwargs) + ")", rtol, atol, equal_nan=equal_nan,
-           inputs=(args, kwargs))
+  allclose(
+    got,
+    expected,
+    "jax.jit(" + _call_text(name, args, kwargs) + ")",
+    rtol,
+    atol,
+    equal_nan=equal_nan,
+    inputs=(args, kwargs),
+  )
   return got
 
 
 def vmap_matches(sub, name: str, reference: Callable, *args, in_axes=0, rtol=None, atol=None, **kwargs):
   """``jax.vmap(student, in_axes)`` equals the reference applied per example (``jax.vmap`` of it)."""
   import jax
+
   wait = sub.start("vmap", name, *args, _opts={"in_axes": in_axes}, **kwargs)
   try:
     with jax.enable_x64(_any_float64(args, kwargs)):
@@ -552,12 +621,15 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
   passed as they are, never converted to arrays, traced or differentiated; ``argnums`` may not name them.
   """
   import jax
+
   nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
   static = {i for i, a in enumerate(args) if _py_static(a)}
   if static & set(nums):
-    raise ValueError(f"grad_matches({name!r}): argnums {sorted(static & set(nums))} names a Python "
-                     f"{', '.join(type(args[i]).__name__ for i in sorted(static & set(nums)))}, which cannot be "
-                     "differentiated; give an array there or change argnums.")
+    raise ValueError(
+      f"grad_matches({name!r}): argnums {sorted(static & set(nums))} names a Python "
+      f"{', '.join(type(args[i]).__name__ for i in sorted(static & set(nums)))}, which cannot be "
+      "differentiated; give an array there or change argnums."
+    )
   args = tuple(a if i in static else _to64(a) for i, a in enumerate(args))
   dyn = [i for i in range(len(args)) if i not in static]
 
@@ -566,8 +638,9 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
     for i, v in zip(dyn, values):
       full[i] = v
     return full
+
   memo = None
-  if _stable(reference):   # grade-all: the reference's vjp is computed once per input, not once per submission
+  if _stable(reference):  # grade-all: the reference's vjp is computed once per input, not once per submission
     memo = (reference.__module__, reference.__qualname__, id(reference), "vjp", nums, seed, _arg_key((args, kwargs)))
     with _MEMO_LOCK:
       cached = _MEMO.get(memo)
@@ -582,6 +655,7 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
   wait = sub.start("vjp", name, *args, _opts={"argnums": argnums, "cotangent": cot}, **kwargs)
   try:
     with jax.enable_x64(True):
+
       def ref_vjp(dyn_values, cot):
         base = full_args(dyn_values)
 
@@ -590,8 +664,10 @@ def grad_matches(sub, name: str, reference: Callable, *args, argnums=0, seed=0, 
           for i, v in zip(nums, p):
             full[i] = v
           return reference(*full, **kwargs)
+
         out, vjp_fn = jax.vjp(ref_part, *[base[i] for i in nums])
         return out, tuple(vjp_fn(cot))
+
       out, grads = jax.jit(ref_vjp)([args[i] for i in dyn], cot)
       out, grads = _to_numpy(out), _to_numpy(grads)
   except BaseException:
@@ -611,16 +687,25 @@ def _judge_grads(sub, name, args, kwargs, argnums, out, grads, got_out, got_grad
   call = _call_text(name, args, kwargs)
   allclose(got_out, out, f"{call} in float64", rtol, atol, inputs=(args, kwargs))
   try:
-    allclose(got_grads, expected, f"gradient of {call} (float64, random cotangent)", rtol or 1e-7, atol or 1e-9,
-             inputs=(args, kwargs))
+    allclose(
+      got_grads,
+      expected,
+      f"gradient of {call} (float64, random cotangent)",
+      rtol or 1e-7,
+      atol or 1e-9,
+      inputs=(args, kwargs),
+    )
   except CheckFailed as e:
     hint = ""
     try:
       msg = sub.check_grads(name, args, argnums=argnums, **kwargs)
-      hint = (" Your gradient is consistent with your function's values (jax.test_util.check_grads), so the "
-              "function itself differs somewhere the test input did not show." if msg is None else
-              f" Your gradient is also inconsistent with your own function's values: {msg[:200]} — look for "
-              "stop_gradient, non-differentiable operations, or custom_vjp mistakes.")
+      hint = (
+        " Your gradient is consistent with your function's values (jax.test_util.check_grads), so the "
+        "function itself differs somewhere the test input did not show."
+        if msg is None
+        else f" Your gradient is also inconsistent with your own function's values: {msg[:200]} — look for "
+        "stop_gradient, non-differentiable operations, or custom_vjp mistakes."
+      )
     except SubmissionError:
       pass
     raise CheckFailed(str(e) + hint) from None
@@ -629,33 +714,42 @@ def _judge_grads(sub, name, args, kwargs, argnums, out, grads, got_out, got_grad
 def prng_discipline(sub, name: str, *args, key_argnum: int = 0, **kwargs):
   """Same key -> identical output; a different key -> a different output."""
   import jax
+
   a = sub.call(name, *args, **kwargs)
   call = _call_text(name, args, kwargs)
   leaves_a = jax.tree_util.tree_leaves(a)
   if not leaves_a or not all(_is_array(x) for x in leaves_a):
-    fail(f"{call}: expected an array (or a pytree of arrays), got {type(a).__name__} {describe(a)[:60]}; "
-         "the same key must give the same array, so return the result.")
+    fail(
+      f"{call}: expected an array (or a pytree of arrays), got {type(a).__name__} {describe(a)[:60]}; "
+      "the same key must give the same array, so return the result."
+    )
   b = sub.call(name, *args, **kwargs)
   leaves_b = jax.tree_util.tree_leaves(b)
   if len(leaves_a) != len(leaves_b) or not all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b)):
-    fail(f"{call}: two calls with the same key gave different results. Randomness must come only from "
-         "the key argument (no np.random, no global state).")
+    fail(
+      f"{call}: two calls with the same key gave different results. Randomness must come only from "
+      "the key argument (no np.random, no global state)."
+    )
   other = list(args)
   other[key_argnum] = jax.random.fold_in(args[key_argnum], 12345)
   c = sub.call(name, *other, **kwargs)
   leaves_c = jax.tree_util.tree_leaves(c)
   random_leaves = [(x, y) for x, y in zip(leaves_a, leaves_c) if np.asarray(x).size > 1]
   if random_leaves and all(np.array_equal(x, y) for x, y in random_leaves):
-    fail(f"{call}: a different key gave exactly the same result. Use the key argument "
-         "(jax.random.uniform(key, ...)), not a fixed jax.random.key(0).")
+    fail(
+      f"{call}: a different key gave exactly the same result. Use the key argument "
+      "(jax.random.uniform(key, ...)), not a fixed jax.random.key(0)."
+    )
 
 
 def compiles_once(sub, name: str, arg_lists: Sequence[tuple], static_argnums=()):
   """``jax.jit`` of the student's function traces once for same-shaped inputs."""
   _, n = sub.trace_count(name, arg_lists, static_argnums=static_argnums)
   if n != 1:
-    fail(f"jax.jit({name}) was traced {n} times for {len(arg_lists)} calls with the same shapes; "
-         "expected 1. Pass changing numbers as arrays, not Python values that become static.")
+    fail(
+      f"jax.jit({name}) was traced {n} times for {len(arg_lists)} calls with the same shapes; "
+      "expected 1. Pass changing numbers as arrays, not Python values that become static."
+    )
 
 
 # ---------------------------------------------------------------- partial credit
@@ -664,6 +758,7 @@ def compiles_once(sub, name: str, arg_lists: Sequence[tuple], static_argnums=())
 @dataclasses.dataclass
 class Credit:
   """A fraction of a test's points plus the feedback for the parts that failed."""
+
   fraction: float
   messages: list[str]
 
@@ -685,6 +780,7 @@ def each(*thunks: Callable[[], Any]) -> Credit:
 
 def _any_float64(args, kwargs) -> bool:
   import jax
+
   leaves = jax.tree_util.tree_leaves((args, kwargs))
   return any(getattr(x, "dtype", None) == np.float64 for x in leaves if not _is_key(x))
 
@@ -696,9 +792,11 @@ def _py_static(x) -> bool:
 
 def _to64(tree):
   import jax
+
   def leaf(x):
     if _is_key(x):
       return x
     a = np.asarray(x)
     return a.astype(np.float64) if a.dtype.kind == "f" else a
+
   return jax.tree_util.tree_map(leaf, tree)

@@ -5,13 +5,14 @@ A test judges one function, but that function may call others the student wrote 
 the caller: the useful message is to fix the callee first. The call graph is read from the submission's
 source (parsed, never run); the verdicts come from the tests just run.
 """
+
 from __future__ import annotations
 
 import ast
 import re
 import threading
 
-_AST_LOCK = threading.Lock()   # CPython 3.11's ast.parse is not thread-safe (grade-all grades in threads)
+_AST_LOCK = threading.Lock()  # CPython 3.11's ast.parse is not thread-safe (grade-all grades in threads)
 
 
 def graded_callees(cells: list[dict], functions) -> dict[str, list[str]]:
@@ -22,15 +23,19 @@ def graded_callees(cells: list[dict], functions) -> dict[str, list[str]]:
     try:
       with _AST_LOCK:
         tree = ast.parse(cell.get("source", ""))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):   # the worker reports why it cannot compile
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # the worker reports why it cannot compile
       continue
     for node in tree.body:
       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         bodies.setdefault(node.name, []).append(node)
       elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
         bodies.setdefault(node.targets[0].id, []).append(node.value)
-  direct = {name: {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in bodies
-                   and n.id != name} for name, nodes in bodies.items()}
+  direct = {
+    name: {
+      n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in bodies and n.id != name
+    }
+    for name, nodes in bodies.items()
+  }
   out = {}
   for fn in functions:
     seen, stack = set(), list(direct.get(fn, ()))
@@ -58,9 +63,11 @@ def fix_callees_first(results: list, callees: dict[str, list[str]]) -> list:
     if not broken:
       continue
     names = ", ".join(f"`{g}`" for g in broken)
-    first = (f"fix {names} first: `{r.function}` calls {names}, which "
-             f"{'fails its' if len(broken) == 1 else 'fail their'} own tests, so this verdict says nothing about "
-             f"`{r.function}` itself yet.")
+    first = (
+      f"fix {names} first: `{r.function}` calls {names}, which "
+      f"{'fails its' if len(broken) == 1 else 'fail their'} own tests, so this verdict says nothing about "
+      f"`{r.function}` itself yet."
+    )
     r.output = first + ("\nwhat this test saw: " + r.output if r.output else "")
   return results
 
@@ -83,10 +90,10 @@ def syntax_errors(cells: list[dict], functions) -> list[tuple[str, list[str]]]:
       continue
     except SyntaxError as e:
       err = e
-    except ValueError:   # null bytes
+    except ValueError:  # null bytes
       out.append(("the submission contains null bytes: save it again as plain text.", list(functions)))
       continue
-    except (RecursionError, MemoryError):   # too deeply nested to parse: the worker says "cannot be compiled"
+    except (RecursionError, MemoryError):  # too deeply nested to parse: the worker says "cannot be compiled"
       continue
     defined = [next(g for g in m.groups() if g) for m in _DEF.finditer(src)]
     lost = [f for f in functions if f in defined] if cell.get("index") is not None else list(functions)
@@ -101,8 +108,11 @@ def syntax_errors(cells: list[dict], functions) -> list[tuple[str, list[str]]]:
     else:
       names = ", ".join(f"`{f}`" for f in defined[:4]) or "no function"
       where = f"in cell {cell['index']} (defines {names}), line {err.lineno}"
-      then = ("That cell did not run, so " + ", ".join(f"`{f}`" for f in lost) + " is not defined." if lost else
-              "That cell did not run.")
+      then = (
+        "That cell did not run, so " + ", ".join(f"`{f}`" for f in lost) + " is not defined."
+        if lost
+        else "That cell did not run."
+      )
     out.append((f"syntax error {where}: {err.msg}.{code}\n{then}", lost))
   return out
 
@@ -123,7 +133,7 @@ def load_failure_first(results: list, notes: list[str], cells: list[dict], funct
   fixed = []
   for n in kept:
     if n.startswith("not defined in the submission: "):
-      rest = [f.strip() for f in n[len("not defined in the submission: "):].rstrip(".").split(",")]
+      rest = [f.strip() for f in n[len("not defined in the submission: ") :].rstrip(".").split(",")]
       rest = [f for f in rest if f and f not in lost]
       if not rest:
         continue

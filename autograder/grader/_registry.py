@@ -7,6 +7,7 @@ functions run under the standalone grader (``sub`` talks to an isolated worker),
 inside an nbgrader kernel (``sub`` wraps the notebook's own functions) and under
 pytest (the ``sub`` fixture of :mod:`autograder.pytest_plugin`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,9 +44,10 @@ def hidden(fn):
 @dataclasses.dataclass(frozen=True)
 class GradedTest:
   """One graded test as read from an assignment's ``tests.py``."""
-  key: str          # the Python name, e.g. "test_relu_values"
-  name: str         # "relu: matches max(x, 0) on a random vector"
-  function: str     # "relu"
+
+  key: str  # the Python name, e.g. "test_relu_values"
+  name: str  # "relu: matches max(x, 0) on a random vector"
+  function: str  # "relu"
   points: float
   hidden: bool
   timeout: float | None
@@ -55,14 +57,15 @@ class GradedTest:
 @dataclasses.dataclass
 class Assignment:
   """An assignment: its id, folder, graded functions and tests."""
+
   id: str
   path: pathlib.Path
   functions: tuple[str, ...]
   tests: list[GradedTest]
   forbidden: dict[str, tuple[str, ...]]
-  timeout: float          # seconds per worker call
-  total_timeout: float    # seconds per submission
-  memory_mb: int          # address-space limit of the worker
+  timeout: float  # seconds per worker call
+  total_timeout: float  # seconds per submission
+  memory_mb: int  # address-space limit of the worker
   module: object
 
   @property
@@ -72,8 +75,9 @@ class Assignment:
 
   def tests_for(self, function: str | None = None, hidden: bool | None = None) -> list[GradedTest]:
     """The tests of one graded ``function`` (all when None), hidden ones only / public ones only / both."""
-    return [t for t in self.tests
-            if (function is None or t.function == function) and (hidden is None or t.hidden == hidden)]
+    return [
+      t for t in self.tests if (function is None or t.function == function) and (hidden is None or t.hidden == hidden)
+    ]
 
   def points_for(self, function: str | None = None, hidden: bool | None = None) -> float:
     """The points that :meth:`tests_for` with the same arguments is worth."""
@@ -90,7 +94,7 @@ class Assignment:
     return sum(t.points for t in self.tests)
 
 
-RELEASE_DIR = "public_tests"   # `autograder release ID --out DIR` writes the public tests to DIR/public_tests/ID/
+RELEASE_DIR = "public_tests"  # `autograder release ID --out DIR` writes the public tests to DIR/public_tests/ID/
 ENV = "AUTOGRADER_ASSIGNMENTS"
 
 
@@ -115,8 +119,10 @@ def assignments_roots() -> list[pathlib.Path]:
 def where_text() -> str:
   """One line saying where assignments are looked for and how to point elsewhere."""
   looked = " and ".join(str(r) for r in assignments_roots())
-  return (f"looked in {looked}; run this in a folder made by `autograder release ID --out DIR` (it holds "
-          f"{RELEASE_DIR}/), or set {ENV}=/path/to/assignments.")
+  return (
+    f"looked in {looked}; run this in a folder made by `autograder release ID --out DIR` (it holds "
+    f"{RELEASE_DIR}/), or set {ENV}=/path/to/assignments."
+  )
 
 
 def _folder_of(assignment_id: str) -> pathlib.Path | None:
@@ -151,6 +157,7 @@ def manifest(assignment_id: str) -> dict:
   file computes its ``FUNCTIONS`` or ``@points`` values instead of writing them.
   """
   import ast
+
   folder = _folder_of(resolve_id(assignment_id))
   if folder is None:
     raise ValueError(f"no assignment '{assignment_id}'; {where_text()}")
@@ -168,7 +175,7 @@ def manifest(assignment_id: str) -> dict:
         name = name.attr if isinstance(name, ast.Attribute) else getattr(name, "id", "")
         if name == "points":
           if not isinstance(d, ast.Call):
-            raise ValueError("@points without its number")     # caught below: importing the tests reports it
+            raise ValueError("@points without its number")  # caught below: importing the tests reports it
           pts = float(ast.literal_eval(d.args[0]))
         elif name == "hidden":
           hid = True
@@ -179,8 +186,13 @@ def manifest(assignment_id: str) -> dict:
     functions = None
   if not functions:
     a = load_assignment(folder.name)
-    return {"id": a.id, "functions": a.functions, "points": a.max_score, "public_points": a.points_for(hidden=False),
-            "path": str(folder)}
+    return {
+      "id": a.id,
+      "functions": a.functions,
+      "points": a.max_score,
+      "public_points": a.points_for(hidden=False),
+      "path": str(folder),
+    }
   return {"id": folder.name, "functions": functions, "points": total, "public_points": public, "path": str(folder)}
 
 
@@ -210,10 +222,16 @@ def load_assignment(assignment_id: str) -> Assignment:
   tests = collect_tests(module, functions, where=str(tests_py))
   forbidden = {f: tuple(v) for f, v in dict(getattr(module, "FORBIDDEN", {})).items()}
   a = Assignment(
-      id=assignment_id, path=folder, functions=functions, tests=tests, forbidden=forbidden,
-      timeout=float(getattr(module, "TIMEOUT", 20.0)),
-      total_timeout=float(getattr(module, "TOTAL_TIMEOUT", 120.0)),
-      memory_mb=int(getattr(module, "MEMORY_MB", 4096)), module=module)
+    id=assignment_id,
+    path=folder,
+    functions=functions,
+    tests=tests,
+    forbidden=forbidden,
+    timeout=float(getattr(module, "TIMEOUT", 20.0)),
+    total_timeout=float(getattr(module, "TOTAL_TIMEOUT", 120.0)),
+    memory_mb=int(getattr(module, "MEMORY_MB", 4096)),
+    module=module,
+  )
   _CACHE[assignment_id] = a
   return a
 
@@ -229,12 +247,20 @@ def collect_tests(module, functions: Sequence[str], where: str = "tests.py") -> 
     function, sep, what = name.partition(":")
     if not sep or function not in functions or not what.strip():
       raise ValueError(
-          f"{where}: test {key} must have a docstring whose first line is '<function>: <what it checks>' "
-          f"with <function> one of {', '.join(functions)}; got {name!r}.")
-    found.append(GradedTest(
-        key=key, name=name, function=function, points=fn.__autograder_points__,
+        f"{where}: test {key} must have a docstring whose first line is '<function>: <what it checks>' "
+        f"with <function> one of {', '.join(functions)}; got {name!r}."
+      )
+    found.append(
+      GradedTest(
+        key=key,
+        name=name,
+        function=function,
+        points=fn.__autograder_points__,
         hidden=bool(getattr(fn, "__autograder_hidden__", False)),
-        timeout=getattr(fn, "__autograder_timeout__", None), fn=fn))
+        timeout=getattr(fn, "__autograder_timeout__", None),
+        fn=fn,
+      )
+    )
   names = [t.name for t in found]
   dup = {n for n in names if names.count(n) > 1}
   if dup:

@@ -1,4 +1,5 @@
 """Reports: a terminal table for students, JSON, Gradescope ``results.json``, CSV over many submissions."""
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,9 @@ def check_lines(tests: list[dict], width: int | None = None) -> list[str]:
     lines.append(f"  [{MARK.get(t['status'], t['status'])}] {t['name']}{tag}  {t['score']:g}/{t['max_score']:g}")
     if t["status"] != "passed" and t["output"]:
       for para in t["output"].splitlines()[:12]:
-        lines.extend(textwrap.wrap(para, width - 9, initial_indent="         ", subsequent_indent="           ")
-                     or [""])
+        lines.extend(
+          textwrap.wrap(para, width - 9, initial_indent="         ", subsequent_indent="           ") or [""]
+        )
   return lines
 
 
@@ -42,7 +44,7 @@ def text_table(report: dict, *, self_check: bool = False) -> str:
   """The report as a terminal table: one line per test grouped by function, notes, the total and the isolation."""
   width = _width()
   lines = [f"Assignment {report['assignment']} — {report['submission']}", ""]
-  first = [n for n in report.get("notes", []) if n.startswith("syntax error")]   # the cause comes first, alone
+  first = [n for n in report.get("notes", []) if n.startswith("syntax error")]  # the cause comes first, alone
   for n in first:
     lines.extend(n.splitlines() + [""])
   lines.extend(check_lines(report["tests"], width))
@@ -65,13 +67,28 @@ def gradescope(report: dict) -> dict:
   Hidden tests are ``after_published`` (students see them once grades are published), public ones ``visible``; a
   partly passed test is ``failed`` (Gradescope knows only passed/failed) with its partial score.
   """
-  tests = [{"name": t["name"], "score": t["score"], "max_score": t["max_score"],
-            "status": "passed" if t["status"] == "passed" else "failed",
-            "output": t["output"] or ("passed" if t["status"] == "passed" else ""), "output_format": "text",
-            "visibility": "after_published" if t["hidden"] else "visible", "tags": [t["function"]]}
-           for t in report["tests"]]
-  out = {"score": report["score"], "execution_time": int(round(report.get("seconds", 0))), "output": "",
-         "output_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+  tests = [
+    {
+      "name": t["name"],
+      "score": t["score"],
+      "max_score": t["max_score"],
+      "status": "passed" if t["status"] == "passed" else "failed",
+      "output": t["output"] or ("passed" if t["status"] == "passed" else ""),
+      "output_format": "text",
+      "visibility": "after_published" if t["hidden"] else "visible",
+      "tags": [t["function"]],
+    }
+    for t in report["tests"]
+  ]
+  out = {
+    "score": report["score"],
+    "execution_time": int(round(report.get("seconds", 0))),
+    "output": "",
+    "output_format": "text",
+    "visibility": "visible",
+    "stdout_visibility": "hidden",
+    "tests": tests,
+  }
   if report.get("notes"):
     out["output"] = "\n".join(report["notes"])
   return out
@@ -113,13 +130,25 @@ def csv_text(reports: list[dict], functions) -> str:
     refused = "; ".join(f"{x['function']}: {x['what']}" for x in r.get("refused") or [])
     tail = [status, " ".join(r.get("collision") or []), refused[:500], " | ".join(r.get("notes", []))[:500]]
     if status == "skipped":
-      w.writerow([csv_cell(c) for c in [r["submission"], "", f"{r['max_score']:g}", "", *["" for _ in functions],
-                                         *tail]])
+      w.writerow(
+        [csv_cell(c) for c in [r["submission"], "", f"{r['max_score']:g}", "", *["" for _ in functions], *tail]]
+      )
       continue
     per = {f: 0.0 for f in functions}
     for t in r["tests"]:
       per[t["function"]] = per.get(t["function"], 0.0) + t["score"]
     pct = 100.0 * r["score"] / r["max_score"] if r["max_score"] else 0.0
-    w.writerow([csv_cell(c) for c in [r["submission"], f"{r['score']:g}", f"{r['max_score']:g}", f"{pct:.1f}",
-                                       *[f"{per[f]:g}" for f in functions], *tail]])
+    w.writerow(
+      [
+        csv_cell(c)
+        for c in [
+          r["submission"],
+          f"{r['score']:g}",
+          f"{r['max_score']:g}",
+          f"{pct:.1f}",
+          *[f"{per[f]:g}" for f in functions],
+          *tail,
+        ]
+      ]
+    )
   return buf.getvalue()

@@ -1,4 +1,5 @@
 """Grading one submission: static checks, the isolated worker, the tests, the report record."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,18 +13,19 @@ from autograder.worker import _remote, _sandbox, _submission
 from autograder.grader._checks import Credit
 from autograder._errors import CheckFailed, GraderBroken, SubmissionError
 
-OUTPUT_CAP = 2000   # characters of feedback + student output kept per test
+OUTPUT_CAP = 2000  # characters of feedback + student output kept per test
 
 
 @dataclasses.dataclass
 class TestResult:
   """One graded test: its points out of ``max_score``, its status and the message a student reads."""
+
   name: str
   function: str
   score: float
   max_score: float
   hidden: bool
-  status: str          # passed | partial | failed | error
+  status: str  # passed | partial | failed | error
   output: str
   seconds: float
 
@@ -35,6 +37,7 @@ class TestResult:
 @dataclasses.dataclass
 class Report:
   """The grade of one submission: every test's result, notes for the student, and the isolation it ran under."""
+
   assignment: str
   submission: str
   score: float
@@ -90,9 +93,17 @@ def run_test(test, sub) -> tuple[float, str, str]:
   return 1.0, "passed", ""
 
 
-def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: float | None = None,
-                     total_timeout: float | None = None, memory_mb: int | None = None,
-                     denied_extra: list[str] | None = None, functions: list[str] | None = None) -> Report:
+def grade_submission(
+  assignment_id: str,
+  path,
+  *,
+  hidden: bool = True,
+  timeout: float | None = None,
+  total_timeout: float | None = None,
+  memory_mb: int | None = None,
+  denied_extra: list[str] | None = None,
+  functions: list[str] | None = None,
+) -> Report:
   """Grade ``path`` (a .py, .ipynb or folder) for ``assignment_id`` in an isolated worker.
 
   ``hidden=False`` runs the public tests only (the student's self-check).
@@ -101,14 +112,23 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
   a = _registry.load_assignment(assignment_id)
   unknown = sorted(set(functions or ()) - set(a.functions))
   if unknown:
-    raise ValueError(f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; "
-                     f"its functions are {', '.join(a.functions)}.")
+    raise ValueError(
+      f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; its functions are {', '.join(a.functions)}."
+    )
   tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
   given = pathlib.Path(path)
-  if given.is_symlink():     # never followed: it could point at the assignment's solution or another student
-    return _all_failed(a, tests, given.stem, str(_submission.SubmissionUnreadable(
-        f"{_submission.display(given.name)} is a symbolic link; submit the file itself (links are not followed).")),
-        t0)
+  if given.is_symlink():  # never followed: it could point at the assignment's solution or another student
+    return _all_failed(
+      a,
+      tests,
+      given.stem,
+      str(
+        _submission.SubmissionUnreadable(
+          f"{_submission.display(given.name)} is a symbolic link; submit the file itself (links are not followed)."
+        )
+      ),
+      t0,
+    )
   path = given.parent.resolve() / given.name
   notes: list[str] = []
   try:
@@ -116,8 +136,9 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
   except _submission.SubmissionUnreadable as e:
     return _all_failed(a, tests, path.stem, str(e), t0)
   except (OSError, UnicodeError, ValueError, RecursionError, MemoryError) as e:
-    return _all_failed(a, tests, path.stem, f"{_submission.display(path.name)} could not be read "
-                       f"({type(e).__name__}).", t0)
+    return _all_failed(
+      a, tests, path.stem, f"{_submission.display(path.name)} could not be read ({type(e).__name__}).", t0
+    )
   notes.extend(sub_info.notes)
   refused = _submission.forbidden_uses(sub_info.cells, a.functions, a.forbidden)
   for fn, what in refused.items():
@@ -132,17 +153,29 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     per_call = timeout or a.timeout
     budget = total_timeout or a.total_timeout
     sub = _remote.RemoteSubmission(
-        sub_info.cells, entry_copy, a.functions, scratch=scratch, denied=denied, timeout=per_call,
-        memory_mb=memory_mb or a.memory_mb, cpu_s=int(budget) + 30, refused=refused, forbidden=a.forbidden)
+      sub_info.cells,
+      entry_copy,
+      a.functions,
+      scratch=scratch,
+      denied=denied,
+      timeout=per_call,
+      memory_mb=memory_mb or a.memory_mb,
+      cpu_s=int(budget) + 30,
+      refused=refused,
+      forbidden=a.forbidden,
+    )
     sub.spawn()
     results = []
     for t in tests:
       # The budget is charged time (the worker's CPU and idle time, not the machine's load; see _meter),
       # with a backstop on the clock for a machine so overloaded that the meter barely moves.
       if sub.charged > budget or time.monotonic() - t0 > 10 * budget + 300:
-        why = (f"the submission used up its {budget:g} s" if sub.charged > budget else
-               f"grading was stopped after {time.monotonic() - t0:.0f} s on the clock (the grading machine "
-               "was overloaded; ask for a regrade)")
+        why = (
+          f"the submission used up its {budget:g} s"
+          if sub.charged > budget
+          else f"grading was stopped after {time.monotonic() - t0:.0f} s on the clock (the grading machine "
+          "was overloaded; ask for a regrade)"
+        )
         results.append(TestResult(t.name, t.function, 0.0, t.points, t.hidden, "failed", f"not run: {why}.", 0.0))
         continue
       ts = time.monotonic()
@@ -150,8 +183,18 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
       frac, status, msg = run_test(t, sub)
       out = sub.take_output()
       text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")
-      results.append(TestResult(t.name, t.function, round(frac * t.points, 6), t.points, t.hidden, status,
-                                _cap(text), round(time.monotonic() - ts, 3)))
+      results.append(
+        TestResult(
+          t.name,
+          t.function,
+          round(frac * t.points, 6),
+          t.points,
+          t.hidden,
+          status,
+          _cap(text),
+          round(time.monotonic() - ts, 3),
+        )
+      )
     _feedback.fix_callees_first(results, _feedback.graded_callees(sub_info.cells, a.functions))
     if sub.load_problems:
       notes.extend(sub.load_problems)
@@ -166,26 +209,45 @@ def grade_submission(assignment_id: str, path, *, hidden: bool = True, timeout: 
     if sub is not None:
       sub.close()
     _remote.remove_scratch(scratch)
-  if len(notes) > 30:      # a notebook full of magics cannot make the report huge either
+  if len(notes) > 30:  # a notebook full of magics cannot make the report huge either
     notes = notes[:30] + [f"... and {len(notes) - 30} more notes."]
   notes = [_cap(n, 600) for n in notes]
   score = round(sum(r.score for r in results), 6)
-  return Report(assignment_id, sub_info.name, score, sum(t.points for t in tests), results, notes,
-                _sandbox.isolation_summary(layers), round(time.monotonic() - t0, 2))
+  return Report(
+    assignment_id,
+    sub_info.name,
+    score,
+    sum(t.points for t in tests),
+    results,
+    notes,
+    _sandbox.isolation_summary(layers),
+    round(time.monotonic() - t0, 2),
+  )
 
 
 def _all_failed(a, tests, name, message, t0) -> Report:
   results = [TestResult(t.name, t.function, 0.0, t.points, t.hidden, "failed", message, 0.0) for t in tests]
-  return Report(a.id, name, 0.0, sum(t.points for t in tests), results, [message], _sandbox.isolation_summary(),
-                round(time.monotonic() - t0, 2))
+  return Report(
+    a.id,
+    name,
+    0.0,
+    sum(t.points for t in tests),
+    results,
+    [message],
+    _sandbox.isolation_summary(),
+    round(time.monotonic() - t0, 2),
+  )
 
 
 def _safe_denied(dirs: list[str]) -> list[str]:
   """Drop folders the worker needs (the interpreter, the autograder, JAX) from the deny list."""
   import sys
   import jax
-  needed = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(__file__)),
-                                          os.path.dirname(jax.__file__))]
+
+  needed = [
+    os.path.realpath(p)
+    for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(__file__)), os.path.dirname(jax.__file__))
+  ]
   out = []
   for d in dirs:
     d = os.path.realpath(d)
@@ -197,6 +259,7 @@ def _safe_denied(dirs: list[str]) -> list[str]:
 
 def _dlfunc_dir() -> str:
   import importlib.util
+
   spec = importlib.util.find_spec("dlfunc")
   if spec and spec.submodule_search_locations:
     return os.path.realpath(list(spec.submodule_search_locations)[0])

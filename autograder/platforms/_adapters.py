@@ -5,6 +5,7 @@ These run inside the platform's container (``run_autograder`` / ``run.sh`` of an
 grader, and always leave a valid results file: a crash of the grader itself, a submission without a gradable file
 and a deadline overrun each become a visible message with score 0, never a missing or malformed file.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,11 @@ import time
 import traceback
 
 GRADABLE = (".py", ".ipynb")
-PL_MAX_BYTES = 1_000_000            # PrairieLearn rejects a results.json over 1 MB
+PL_MAX_BYTES = 1_000_000  # PrairieLearn rejects a results.json over 1 MB
 
 
 # ---------------------------------------------------------------- shared
+
 
 def choose(folder: pathlib.Path, functions=()) -> tuple[pathlib.Path | None, str, list[str]]:
   """(what to grade, a sentence saying what was chosen, the names found). ``None`` when nothing is gradable.
@@ -29,6 +31,7 @@ def choose(folder: pathlib.Path, functions=()) -> tuple[pathlib.Path | None, str
   """
   from autograder.grader import _batch
   from autograder.worker import _submission
+
   found = []
   for dirpath, dirnames, filenames in os.walk(folder):
     dirnames[:] = sorted(d for d in dirnames if d != ".ipynb_checkpoints")
@@ -39,14 +42,19 @@ def choose(folder: pathlib.Path, functions=()) -> tuple[pathlib.Path | None, str
   gradable = [f for f in found if f.endswith(GRADABLE) and not pathlib.PurePath(f).name.startswith(".")]
   if not gradable:
     return None, "", found
-  top = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink() and p.suffix in GRADABLE
-         and not p.name.startswith(".")]
+  top = [
+    p
+    for p in sorted(folder.iterdir())
+    if p.is_file() and not p.is_symlink() and p.suffix in GRADABLE and not p.name.startswith(".")
+  ]
   if len(top) == 1:
     return top[0], f"graded {_batch.escape_name(top[0].name)}", found
   try:
     entry = _submission.find_entry(folder, functions)
-    why = (f"graded {_batch.escape_name(str(entry.relative_to(folder)))}, the file defining the most graded "
-           f"functions, of {len(gradable)} .py/.ipynb files")
+    why = (
+      f"graded {_batch.escape_name(str(entry.relative_to(folder)))}, the file defining the most graded "
+      f"functions, of {len(gradable)} .py/.ipynb files"
+    )
   except Exception as e:  # noqa: BLE001  (the grader says what is wrong with the folder)
     why = f"graded the folder ({type(e).__name__})"
   return folder, why, found
@@ -83,17 +91,35 @@ def _write_atomic(path: pathlib.Path, obj) -> None:
 
 # ---------------------------------------------------------------- Gradescope
 
+
 def gs_message(name: str, text: str, score: float = 0.0) -> dict:
   """A whole results.json that is one visible message (score 0 unless given)."""
-  return {"score": score, "execution_time": 0, "output": text, "output_format": "text", "visibility": "visible",
-          "stdout_visibility": "hidden",
-          "tests": [{"name": name, "score": score, "max_score": 0, "status": "failed", "output": text,
-                     "output_format": "text", "visibility": "visible", "tags": []}]}
+  return {
+    "score": score,
+    "execution_time": 0,
+    "output": text,
+    "output_format": "text",
+    "visibility": "visible",
+    "stdout_visibility": "hidden",
+    "tests": [
+      {
+        "name": name,
+        "score": score,
+        "max_score": 0,
+        "status": "failed",
+        "output": text,
+        "output_format": "text",
+        "visibility": "visible",
+        "tags": [],
+      }
+    ],
+  }
 
 
 def gradescope(root: pathlib.Path) -> int:
   """Grade ``root/submission`` for the bundle's assignment; write ``root/results/results.json``."""
   from autograder.grader import _report, _runner
+
   t0 = time.monotonic()
   src, results = root / "source", root / "results" / "results.json"
   cfg = json.loads((src / "bundle.json").read_text())
@@ -105,61 +131,84 @@ def gradescope(root: pathlib.Path) -> int:
     _write_atomic(results, res)
 
   def overrun():
-    finish(gs_message("Grading did not finish in time",
-                      f"Grading stopped after {deadline:g} s, before it finished: your score is 0 for now. This can "
-                      "be the grading machine's fault; your instructor can raise the autograder's time limit and "
-                      "regrade."))
+    finish(
+      gs_message(
+        "Grading did not finish in time",
+        f"Grading stopped after {deadline:g} s, before it finished: your score is 0 for now. This can "
+        "be the grading machine's fault; your instructor can raise the autograder's time limit and "
+        "regrade.",
+      )
+    )
     os._exit(0)
 
   try:
     with _Deadline(deadline, overrun):
       from autograder.grader import _registry
+
       a = _registry.load_assignment(aid)
       path, chosen, found = choose(root / "submission", a.functions)
       if path is None:
-        finish(gs_message("No gradable file", f"No .py or .ipynb file to grade in your submission ({_found_text(found)}"
-                                              f"). Submit your {aid}.ipynb or {aid}.py."))
+        finish(
+          gs_message(
+            "No gradable file",
+            f"No .py or .ipynb file to grade in your submission ({_found_text(found)}"
+            f"). Submit your {aid}.ipynb or {aid}.py.",
+          )
+        )
         return 0
       report = _runner.grade_submission(aid, path, denied_extra=[str(src), str(results.parent)]).as_dict()
       res = _report.gradescope(report)
       res["output"] = "\n".join([chosen + ".", *report.get("notes", []), f"isolation: {report['isolation']}"])
-      print(f"{aid}: {chosen}: {report['score']:g}/{report['max_score']:g}; isolation: {report['isolation']}; "
-            f"grader at {pathlib.Path(__file__).resolve().parents[1]}")
+      print(
+        f"{aid}: {chosen}: {report['score']:g}/{report['max_score']:g}; isolation: {report['isolation']}; "
+        f"grader at {pathlib.Path(__file__).resolve().parents[1]}"
+      )
       finish(res)
       return 0
   except Exception:  # noqa: BLE001  (the grader's own failure: say so, score 0, details for the instructor)
     traceback.print_exc()
-    finish(gs_message("The autograder failed on this submission",
-                      "The autograder itself failed while grading this submission (not necessarily your code's "
-                      "fault): your score is 0 for now. Your instructor can see the details and regrade."))
+    finish(
+      gs_message(
+        "The autograder failed on this submission",
+        "The autograder itself failed while grading this submission (not necessarily your code's "
+        "fault): your score is 0 for now. Your instructor can see the details and regrade.",
+      )
+    )
     return 0
 
 
 # ---------------------------------------------------------------- PrairieLearn
+
 
 def pl_result(report: dict | None, *, gradable: bool = True, message: str = "", format_errors=()) -> dict:
   """PrairieLearn's results.json from a grader report: score in [0, 1], tests with points, at most 1 MB."""
   tests = []
   if report is not None:
     for t in report["tests"]:
-      tests.append({"name": t["name"], "description": ("hidden test" if t["hidden"] else "public test") +
-                    f" of {t['function']}", "points": t["score"], "max_points": t["max_score"],
-                    "message": t["status"], "output": t["output"] or ""})
+      tests.append(
+        {
+          "name": t["name"],
+          "description": ("hidden test" if t["hidden"] else "public test") + f" of {t['function']}",
+          "points": t["score"],
+          "max_points": t["max_score"],
+          "message": t["status"],
+          "output": t["output"] or "",
+        }
+      )
   score = 0.0
   if report is not None and report["max_score"]:
     score = min(max(report["score"] / report["max_score"], 0.0), 1.0)
-  res = {"gradable": bool(gradable), "score": round(score, 6), "message": message,
-         "output": "", "tests": tests}
+  res = {"gradable": bool(gradable), "score": round(score, 6), "message": message, "output": "", "tests": tests}
   if not gradable:
     res["score"] = 0.0
     res["format_errors"] = list(format_errors) or [message]
   cap = 4000
-  while len(json.dumps(res).encode()) > PL_MAX_BYTES and cap > 0:   # cut the longest outputs until it fits
+  while len(json.dumps(res).encode()) > PL_MAX_BYTES and cap > 0:  # cut the longest outputs until it fits
     cap //= 2
     for t in res["tests"]:
       if len(t["output"]) > cap:
         t["output"] = t["output"][:cap] + " ... (cut)"
-    res["message"] = res["message"][:max(cap, 200)]
+    res["message"] = res["message"][: max(cap, 200)]
     if cap == 0:
       res["tests"] = res["tests"][:200]
   return res
@@ -178,14 +227,19 @@ def prairielearn(root: pathlib.Path) -> int:
   """Grade ``root/student`` for the assignment in ``root/tests/bundle.json``; write ``root/results/results.json``."""
   from autograder.grader import _registry, _runner
   from autograder.worker import _submission
+
   tests_dir, results = root / "tests", root / "results" / "results.json"
   cfg = json.loads((tests_dir / "bundle.json").read_text())
   aid, deadline = cfg["assignment"], float(os.environ.get("AUTOGRADER_DEADLINE", str(cfg.get("deadline_s", 540))))
   os.environ.setdefault("AUTOGRADER_ASSIGNMENTS", str(tests_dir / "assignments"))
 
   def overrun():
-    _write_atomic(results, pl_result(None, message=f"Grading stopped after {deadline:g} s before it finished; "
-                                     "ask your instructor to regrade."))
+    _write_atomic(
+      results,
+      pl_result(
+        None, message=f"Grading stopped after {deadline:g} s before it finished; ask your instructor to regrade."
+      ),
+    )
     os._exit(0)
 
   try:
@@ -212,8 +266,14 @@ def prairielearn(root: pathlib.Path) -> int:
       return 0
   except Exception:  # noqa: BLE001
     traceback.print_exc()
-    _write_atomic(results, pl_result(None, message="The autograder itself failed on this submission (not "
-                                     "necessarily your code's fault); ask your instructor to regrade."))
+    _write_atomic(
+      results,
+      pl_result(
+        None,
+        message="The autograder itself failed on this submission (not "
+        "necessarily your code's fault); ask your instructor to regrade.",
+      ),
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ built it (pinned, so a course grades with what was validated), and the assignmen
 data), which a wheel does not hold. Both take their root from ``AUTOGRADER_ROOT`` (Gradescope: ``/autograder``,
 PrairieLearn: ``/grade``), so the whole contract can be run in a temp folder without Docker (the tests do).
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -23,13 +24,14 @@ import zipfile
 from autograder.grader import _registry
 
 PROJECT = pathlib.Path(__file__).resolve().parents[2]
-EXTRA_GRADING_REQUIREMENTS = ("hypothesis",)   # imported by an assignment's tests (06), not by the library
+EXTRA_GRADING_REQUIREMENTS = ("hypothesis",)  # imported by an assignment's tests (06), not by the library
 FOOTPRINT = pathlib.Path(__file__).resolve().parents[1] / "footprint.json"
 EXEC = 0o755
-GS_DEFAULT_MB, GS_DEFAULT_S = 768, 600     # Gradescope's default container: about 768 MB, 0.5 CPU, 10 minutes
+GS_DEFAULT_MB, GS_DEFAULT_S = 768, 600  # Gradescope's default container: about 768 MB, 0.5 CPU, 10 minutes
 
 
 # ---------------------------------------------------------------- ingredients
+
 
 def build_wheel(dest: pathlib.Path) -> pathlib.Path:
   """A wheel of this checkout (dlfunc + autograder) in ``dest``; ``AUTOGRADER_WHEEL`` names a ready one instead.
@@ -41,8 +43,10 @@ def build_wheel(dest: pathlib.Path) -> pathlib.Path:
   if ready:
     return pathlib.Path(ready)
   if not (PROJECT / "pyproject.toml").is_file():
-    raise ValueError(f"export builds a wheel from a checkout of the project; {PROJECT} has no pyproject.toml "
-                     "(or set AUTOGRADER_WHEEL to a built dlfunc wheel).")
+    raise ValueError(
+      f"export builds a wheel from a checkout of the project; {PROJECT} has no pyproject.toml "
+      "(or set AUTOGRADER_WHEEL to a built dlfunc wheel)."
+    )
   dest.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(prefix="dlfunc-wheel-") as tmp:
     src = pathlib.Path(tmp) / "src"
@@ -68,6 +72,7 @@ def build_wheel(dest: pathlib.Path) -> pathlib.Path:
 def _can_build_offline() -> bool:
   """setuptools able to make wheels without downloading anything (70.1+, or the ``wheel`` package beside it)."""
   import importlib.util
+
   try:
     v = tuple(int(x) for x in md.version("setuptools").split(".")[:2])
   except (md.PackageNotFoundError, ValueError):
@@ -82,6 +87,7 @@ def _norm(name: str) -> str:
 def pinned_requirements(extra=EXTRA_GRADING_REQUIREMENTS) -> list[str]:
   """``name==version`` for every distribution the grader needs, as installed here (transitively)."""
   from packaging.requirements import Requirement
+
   env = {"extra": ""}
   todo = [Requirement(r) for r in (md.requires("dlfunc") or [])] + [Requirement(x) for x in extra]
   pins: dict[str, str] = {}
@@ -95,8 +101,10 @@ def pinned_requirements(extra=EXTRA_GRADING_REQUIREMENTS) -> list[str]:
     try:
       dist = md.distribution(req.name)
     except md.PackageNotFoundError:
-      raise ValueError(f"{req.name} (needed for grading) is not installed here: pip install it, then export "
-                       "again, so its version can be pinned.") from None
+      raise ValueError(
+        f"{req.name} (needed for grading) is not installed here: pip install it, then export "
+        "again, so its version can be pinned."
+      ) from None
     pins[key] = f"{dist.metadata['Name']}=={dist.version}"
     for sub in dist.requires or []:
       r = Requirement(sub)
@@ -112,8 +120,11 @@ def footprint_table(aid: str | None = None) -> str:
   if not FOOTPRINT.is_file():
     return "(not measured yet: run benchmarks/grading_footprint.py)\n"
   data = json.loads(FOOTPRINT.read_text())
-  rows = ["| assignment | grading time (s) | peak memory, grader + worker: PSS / RSS (MB) | largest process (MB) "
-          "| on Gradescope |", "|---|---|---|---|---|"]
+  rows = [
+    "| assignment | grading time (s) | peak memory, grader + worker: PSS / RSS (MB) | largest process (MB) "
+    "| on Gradescope |",
+    "|---|---|---|---|---|",
+  ]
   for k in sorted(data["assignments"]):
     d = data["assignments"][k]
     mark = " **<- this bundle**" if k == aid else ""
@@ -123,8 +134,10 @@ def footprint_table(aid: str | None = None) -> str:
       advice.append("raise memory to 1.5 GB or more")
     if 2 * d["seconds"] > 0.5 * GS_DEFAULT_S:
       advice.append("raise the timeout")
-    rows.append(f"| {k}{mark} | {d['seconds']:.0f} | {pss:.0f} / {d['peak_tree_mb']:.0f} | {d['peak_single_mb']:.0f} "
-                f"| {'; '.join(advice) or 'defaults suffice'} |")
+    rows.append(
+      f"| {k}{mark} | {d['seconds']:.0f} | {pss:.0f} / {d['peak_tree_mb']:.0f} | {d['peak_single_mb']:.0f} "
+      f"| {'; '.join(advice) or 'defaults suffice'} |"
+    )
   return "\n".join(rows) + f"\n\nMeasured: {data['how']}\n"
 
 
@@ -139,10 +152,12 @@ def _assignment_files(a) -> list[tuple[str, pathlib.Path]]:
 def _text(name: str) -> str:
   """A script or README template (autograder/platforms/_export_templates.py)."""
   from autograder.platforms import _export_templates
+
   return getattr(_export_templates, name.upper().replace(".", "_"))
 
 
 # ---------------------------------------------------------------- Gradescope
+
 
 def gradescope_zip(aid: str, out_zip, deadline_s: float = 540) -> pathlib.Path:
   """Write Gradescope's autograder zip for assignment ``aid``: setup.sh and run_autograder at the root."""
@@ -152,21 +167,32 @@ def gradescope_zip(aid: str, out_zip, deadline_s: float = 540) -> pathlib.Path:
   with tempfile.TemporaryDirectory(prefix="dlfunc-export-") as tmp:
     wheel = build_wheel(pathlib.Path(tmp))
     files: list[tuple[str, bytes, int]] = [
-        ("setup.sh", _text("gradescope_setup.sh").encode(), EXEC),
-        ("run_autograder", _text("gradescope_run_autograder").encode(), EXEC),
-        ("requirements.txt", ("\n".join(pinned_requirements()) + "\n").encode(), 0o644),
-        ("bundle.json", json.dumps({"assignment": aid, "wheel": wheel.name, "deadline_s": deadline_s,
-                                    "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                                   indent=1).encode() + b"\n", 0o644),
-        ("README.md", _bundle_readme(a, wheel.name).encode(), 0o644),
-        (wheel.name, wheel.read_bytes(), 0o644),
+      ("setup.sh", _text("gradescope_setup.sh").encode(), EXEC),
+      ("run_autograder", _text("gradescope_run_autograder").encode(), EXEC),
+      ("requirements.txt", ("\n".join(pinned_requirements()) + "\n").encode(), 0o644),
+      (
+        "bundle.json",
+        json.dumps(
+          {
+            "assignment": aid,
+            "wheel": wheel.name,
+            "deadline_s": deadline_s,
+            "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+          },
+          indent=1,
+        ).encode()
+        + b"\n",
+        0o644,
+      ),
+      ("README.md", _bundle_readme(a, wheel.name).encode(), 0o644),
+      (wheel.name, wheel.read_bytes(), 0o644),
     ]
     files += [(name, p.read_bytes(), 0o644) for name, p in _assignment_files(a)]
     tmp_zip = out_zip.with_name(f".{out_zip.name}.{os.getpid()}.tmp")
     with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as z:
       for name, data, mode in files:
         info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-        info.create_system = 3                                   # Unix, so the mode bits below are honoured
+        info.create_system = 3  # Unix, so the mode bits below are honoured
         info.external_attr = (stat.S_IFREG | mode) << 16
         info.compress_type = zipfile.ZIP_DEFLATED
         z.writestr(info, data)
@@ -176,12 +202,19 @@ def gradescope_zip(aid: str, out_zip, deadline_s: float = 540) -> pathlib.Path:
 
 def _bundle_readme(a, wheel_name: str) -> str:
   return _text("gradescope_README.md").format(
-      aid=a.id, functions=", ".join(a.functions), max_score=f"{a.max_score:g}", wheel=wheel_name,
-      total_timeout=f"{a.total_timeout:g}", timeout=f"{a.timeout:g}", memory_mb=a.memory_mb,
-      footprint=footprint_table(a.id))
+    aid=a.id,
+    functions=", ".join(a.functions),
+    max_score=f"{a.max_score:g}",
+    wheel=wheel_name,
+    total_timeout=f"{a.total_timeout:g}",
+    timeout=f"{a.timeout:g}",
+    memory_mb=a.memory_mb,
+    footprint=footprint_table(a.id),
+  )
 
 
 # ---------------------------------------------------------------- PrairieLearn
+
 
 def prairielearn_dir(aid: str, out_dir, image: str = "dlfunc-grader:latest", timeout_s: int = 300) -> pathlib.Path:
   """Write PrairieLearn external-grader files: ``tests/`` (entrypoint + assignment) and ``info.json`` snippet."""
@@ -199,15 +232,25 @@ def prairielearn_dir(aid: str, out_dir, image: str = "dlfunc-grader:latest", tim
     dest = tests / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(p, dest)
-  snippet = {"externalGradingOptions": {"enabled": True, "image": image, "entrypoint": "/grade/tests/run.sh",
-                                        "timeout": timeout_s}}
+  snippet = {
+    "externalGradingOptions": {
+      "enabled": True,
+      "image": image,
+      "entrypoint": "/grade/tests/run.sh",
+      "timeout": timeout_s,
+    }
+  }
   (out / "info.json.snippet").write_text(json.dumps(snippet, indent=2) + "\n")
-  (out / "README.md").write_text(_text("prairielearn_README.md").format(aid=aid, image=image, timeout=timeout_s,
-                                                                        snippet=json.dumps(snippet, indent=2)))
+  (out / "README.md").write_text(
+    _text("prairielearn_README.md").format(
+      aid=aid, image=image, timeout=timeout_s, snippet=json.dumps(snippet, indent=2)
+    )
+  )
   return out
 
 
 # ---------------------------------------------------------------- CLI
+
 
 def main(args) -> int:
   """``autograder export``: build the bundles the arguments ask for; print where each went and how long it took."""
@@ -217,10 +260,14 @@ def main(args) -> int:
   if args.gradescope:
     t0 = time.monotonic()
     z = gradescope_zip(args.id, args.gradescope)
-    print(f"wrote {z} ({z.stat().st_size / 2**20:.1f} MB, {time.monotonic() - t0:.0f} s): upload it as the "
-          "assignment's autograder on Gradescope; see README.md inside for the settings to raise.")
+    print(
+      f"wrote {z} ({z.stat().st_size / 2**20:.1f} MB, {time.monotonic() - t0:.0f} s): upload it as the "
+      "assignment's autograder on Gradescope; see README.md inside for the settings to raise."
+    )
   if args.prairielearn:
     d = prairielearn_dir(args.id, args.prairielearn)
-    print(f"wrote {d / 'tests'} (copy to the question's tests/) and {d / 'info.json.snippet'} (merge into its "
-          f"info.json); the image: deploy/Dockerfile.")
+    print(
+      f"wrote {d / 'tests'} (copy to the question's tests/) and {d / 'info.json.snippet'} (merge into its "
+      f"info.json); the image: deploy/Dockerfile."
+    )
   return 0

@@ -29,6 +29,7 @@ everything it needs and before it loads the submission:
 Only ``ctypes`` and the standard library are used; every step is best effort
 and reports failure instead of raising.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -74,8 +75,12 @@ def cover(paths: list[str], keep: list[str]) -> list[str]:
         todo.extend(os.path.join(p, n) for n in os.listdir(p))
       continue
     if os.path.isdir(p) and not os.path.islink(p):
-      ok = _libc.mount(b"tmpfs", os.fsencode(p), b"tmpfs", ctypes.c_ulong(ms_rdonly | ms_nosuid | ms_nodev),
-                       b"size=4k,mode=0555") == 0
+      ok = (
+        _libc.mount(
+          b"tmpfs", os.fsencode(p), b"tmpfs", ctypes.c_ulong(ms_rdonly | ms_nosuid | ms_nodev), b"size=4k,mode=0555"
+        )
+        == 0
+      )
     elif os.path.isfile(p) and not os.path.islink(p):
       ok = _libc.mount(b"/dev/null", os.fsencode(p), None, ctypes.c_ulong(ms_bind), None) == 0
     else:
@@ -86,8 +91,7 @@ def cover(paths: list[str], keep: list[str]) -> list[str]:
 
 
 def _prctl(option: int, arg: int = 0) -> int:
-  return _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                     ctypes.c_ulong(0))
+  return _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 
 def no_new_privs() -> bool:
@@ -97,7 +101,7 @@ def no_new_privs() -> bool:
 
 # ---------------------------------------------------------------- Landlock
 
-_SYS_LL_CREATE, _SYS_LL_ADD, _SYS_LL_RESTRICT = 444, 445, 446    # the same on every architecture
+_SYS_LL_CREATE, _SYS_LL_ADD, _SYS_LL_RESTRICT = 444, 445, 446  # the same on every architecture
 _FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _FS_ALL_V1 = (1 << 13) - 1
 _FS_REFER, _FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
@@ -125,19 +129,23 @@ def landlock(read_only: list[str], read_write: list[str], write_files: list[str]
   abi = landlock_abi()
   if abi < 1:
     return 0
-  fs = _FS_ALL_V1 | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0) | \
-      (_FS_IOCTL_DEV if abi >= 5 else 0)
+  fs = (
+    _FS_ALL_V1 | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0) | (_FS_IOCTL_DEV if abi >= 5 else 0)
+  )
   net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0
   scoped = (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0
-  attr = struct.pack("<QQQ", fs, net, scoped)[:8 if abi < 4 else 16 if abi < 6 else 24]
+  attr = struct.pack("<QQQ", fs, net, scoped)[: 8 if abi < 4 else 16 if abi < 6 else 24]
   buf = ctypes.create_string_buffer(attr, len(attr))
   rfd = _libc.syscall(ctypes.c_long(_SYS_LL_CREATE), buf, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
   if rfd < 0:
     return 0
   try:
     ro = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
-    rules = [(p, ro) for p in read_only] + [(p, fs) for p in read_write] + \
-        [(p, ro | _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0)) for p in write_files]
+    rules = (
+      [(p, ro) for p in read_only]
+      + [(p, fs) for p in read_write]
+      + [(p, ro | _FS_WRITE_FILE | (_FS_TRUNCATE if abi >= 3 else 0)) for p in write_files]
+    )
     for path, access in rules:
       try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -162,14 +170,34 @@ def landlock(read_only: list[str], read_write: list[str], write_files: list[str]
 # ---------------------------------------------------------------- seccomp
 
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-_DENIED_SYSCALLS = {   # name: (x86-64, arm64)
-    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
-    "open_by_handle_at": (304, 265), "name_to_handle_at": (303, 264), "kexec_load": (246, 104),
-    "kexec_file_load": (320, 294), "bpf": (321, 280), "perf_event_open": (298, 241), "userfaultfd": (323, 282),
-    "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218), "mount": (165, 40),
-    "umount2": (166, 39), "unshare": (272, 97), "setns": (308, 268), "pivot_root": (155, 41), "chroot": (161, 51),
-    "socket": (41, 198), "io_uring_setup": (425, 425), "open_tree": (428, 428), "move_mount": (429, 429),
-    "fsopen": (430, 430), "fsmount": (432, 432), "mount_setattr": (442, 442), "personality": (135, 92),
+_DENIED_SYSCALLS = {  # name: (x86-64, arm64)
+  "ptrace": (101, 117),
+  "process_vm_readv": (310, 270),
+  "process_vm_writev": (311, 271),
+  "open_by_handle_at": (304, 265),
+  "name_to_handle_at": (303, 264),
+  "kexec_load": (246, 104),
+  "kexec_file_load": (320, 294),
+  "bpf": (321, 280),
+  "perf_event_open": (298, 241),
+  "userfaultfd": (323, 282),
+  "keyctl": (250, 219),
+  "add_key": (248, 217),
+  "request_key": (249, 218),
+  "mount": (165, 40),
+  "umount2": (166, 39),
+  "unshare": (272, 97),
+  "setns": (308, 268),
+  "pivot_root": (155, 41),
+  "chroot": (161, 51),
+  "socket": (41, 198),
+  "io_uring_setup": (425, 425),
+  "open_tree": (428, 428),
+  "move_mount": (429, 429),
+  "fsopen": (430, 430),
+  "fsmount": (432, 432),
+  "mount_setattr": (442, 442),
+  "personality": (135, 92),
 }
 
 
@@ -181,10 +209,10 @@ def seccomp() -> bool:
   col = 0 if _ARCH == "x86_64" else 1
   nrs = sorted({v[col] for v in _DENIED_SYSCALLS.values()})
   ld_w_abs, jeq_k, jge_k, ret_k = 0x20, 0x15, 0x35, 0x06
-  allow, deny = 0x7FFF0000, 0x00050000 | 1     # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+  allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
   prog = [(ld_w_abs, 0, 0, 4), (jeq_k, 1, 0, arch), (ret_k, 0, 0, deny), (ld_w_abs, 0, 0, 0)]
   if _ARCH == "x86_64":
-    prog.append((jge_k, len(nrs) + 1, 0, 0x40000000))    # x32 system calls: refused
+    prog.append((jge_k, len(nrs) + 1, 0, 0x40000000))  # x32 system calls: refused
   for i, nr in enumerate(nrs):
     prog.append((jeq_k, len(nrs) - i, 0, nr))
   prog += [(ret_k, 0, 0, allow), (ret_k, 0, 0, deny)]
@@ -208,7 +236,7 @@ def drop_to(uid: int, gid: int, keep_read_search: bool = False) -> bool:
   """Become ``uid``/``gid`` with no supplementary groups (all threads); optionally keep CAP_DAC_READ_SEARCH."""
   try:
     if keep_read_search:
-      _prctl(8, 1)    # PR_SET_KEEPCAPS: keep the permitted set across setuid (this thread only)
+      _prctl(8, 1)  # PR_SET_KEEPCAPS: keep the permitted set across setuid (this thread only)
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -221,7 +249,7 @@ def drop_to(uid: int, gid: int, keep_read_search: bool = False) -> bool:
     data = ctypes.create_string_buffer(struct.pack("<6I", bit, bit, 0, 0, 0, 0), 24)
     sys_capset = 126 if _ARCH == "x86_64" else 91
     if _libc.syscall(ctypes.c_long(sys_capset), head, data) != 0:
-      pass   # no capability: files other users cannot read stay closed (imports done before the drop work)
+      pass  # no capability: files other users cannot read stay closed (imports done before the drop work)
   return os.getuid() == uid and os.geteuid() == uid
 
 

@@ -22,6 +22,7 @@ without schedstats, non-Linux), the meter charges wall time (the old rule).
 The grader also keeps a generous wall-clock backstop per call, so an overloaded
 machine cannot make a hostile call run for ever.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,7 +76,7 @@ def _tree(root: int) -> list[int]:
 class Meter:
   """Charged seconds for one call of the worker rooted at ``root`` (see the module docstring)."""
 
-  RESCAN = 1.0   # seconds between scans of /proc for new descendants
+  RESCAN = 1.0  # seconds between scans of /proc for new descendants
 
   def __init__(self, root: int):
     self.root = root
@@ -83,8 +84,8 @@ class Meter:
     self.has_schedstat = os.path.exists(f"/proc/{root}/schedstat")
     self._pids: list[int] = [root]
     self._scanned = 0.0
-    self._cpu: dict[int, float] = {}      # pid -> last utime+stime
-    self._run: dict[tuple[int, str], float] = {}      # (pid, tid) -> last on-cpu + run-queue seconds
+    self._cpu: dict[int, float] = {}  # pid -> last utime+stime
+    self._run: dict[tuple[int, str], float] = {}  # (pid, tid) -> last on-cpu + run-queue seconds
     self._t = time.monotonic()
     self.charged = 0.0
     self.cpu = 0.0
@@ -147,7 +148,7 @@ class Meter:
       return self.charged
     dcpu, drun = self._sample()
     self.cpu += dcpu
-    if not self.has_schedstat:   # no run-queue data: every second counts (the wall-clock rule)
+    if not self.has_schedstat:  # no run-queue data: every second counts (the wall-clock rule)
       self.charged += dt
       return self.charged
     parallel = min(max(drun / dt, 1.0), _CORES) if dt > 0 else 1.0

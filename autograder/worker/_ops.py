@@ -4,6 +4,7 @@ Shared by the isolated worker and the in-kernel (nbgrader) path so that both
 grade the same way. Each op returns a pytree of NumPy arrays or raises
 :class:`SubmissionError` with a message written for the student.
 """
+
 from __future__ import annotations
 
 import linecache
@@ -25,11 +26,11 @@ _asarray = np.asarray
 _key_data = jax.random.key_data
 
 _TRACE_ERRORS = {
-    "TracerBoolConversionError": "Python `if`/`while`/`bool()` on a traced value",
-    "ConcretizationTypeError": "a traced value used where a concrete Python value is needed",
-    "TracerIntegerConversionError": "`int()` or indexing with a traced value",
-    "TracerArrayConversionError": "NumPy (`np.*` or `np.asarray`) called on a traced value — use jax.numpy",
-    "UnexpectedTracerError": "a traced value leaked out of the function (saved in a global?)",
+  "TracerBoolConversionError": "Python `if`/`while`/`bool()` on a traced value",
+  "ConcretizationTypeError": "a traced value used where a concrete Python value is needed",
+  "TracerIntegerConversionError": "`int()` or indexing with a traced value",
+  "TracerArrayConversionError": "NumPy (`np.*` or `np.asarray`) called on a traced value — use jax.numpy",
+  "UnexpectedTracerError": "a traced value leaked out of the function (saved in a global?)",
 }
 
 
@@ -53,8 +54,11 @@ def _where(tb, is_student, label):
   if not loc:
     return ""
   lineno, line, fname = loc
-  chain = [f.f_code.co_name for f, _ in traceback.walk_tb(tb) if is_student(f.f_code.co_filename)
-           and not f.f_code.co_name.startswith("<")]
+  chain = [
+    f.f_code.co_name
+    for f, _ in traceback.walk_tb(tb)
+    if is_student(f.f_code.co_filename) and not f.f_code.co_name.startswith("<")
+  ]
   inner = f" in `{chain[-1]}`" if chain else ""
   called = f" (called as {' -> '.join(chain)})" if len(chain) > 1 else ""
   return f" at {label(fname, lineno)}{inner}{called}" + (f": `{line[:120]}`" if line else "")
@@ -74,8 +78,9 @@ def classify(e: BaseException, fn_name: str, is_student, label, under: str | Non
   if under == "jit" and tname in _TRACE_ERRORS:
     return SubmissionError("jit", f"{fn_name} works eagerly but not under jax.jit: {_TRACE_ERRORS[tname]}{where}.")
   if tname in _TRACE_ERRORS:
-    return SubmissionError("jit", f"{fn_name} fails under jax.{under or 'transformations'}: "
-                           f"{_TRACE_ERRORS[tname]}{where}.")
+    return SubmissionError(
+      "jit", f"{fn_name} fails under jax.{under or 'transformations'}: {_TRACE_ERRORS[tname]}{where}."
+    )
   if isinstance(e, MemoryError):
     return SubmissionError("exception", f"{fn_name} ran out of memory{where}.")
   if isinstance(e, SystemExit):
@@ -85,12 +90,14 @@ def classify(e: BaseException, fn_name: str, is_student, label, under: str | Non
   if isinstance(e, RecursionError):
     return SubmissionError("exception", f"{fn_name} recursed too deeply{where}.")
   ctx = f" under jax.{under}" if under else ""
-  return SubmissionError("exception", f"{fn_name} raised {tname}{ctx}{where}: {msg}" if msg else
-                         f"{fn_name} raised {tname}{ctx}{where}.")
+  return SubmissionError(
+    "exception", f"{fn_name} raised {tname}{ctx}{where}: {msg}" if msg else f"{fn_name} raised {tname}{ctx}{where}."
+  )
 
 
 def to_numpy(tree, fn_name: str):
   """Student output -> pytree of NumPy arrays (typed keys -> key data); refuse anything else."""
+
   def leaf(x):
     if isinstance(x, (bool, int, float, complex, np.ndarray, np.generic)):
       return _asarray(x) if not isinstance(x, np.ndarray) else x
@@ -100,21 +107,31 @@ def to_numpy(tree, fn_name: str):
       return _asarray(x)
     if isinstance(x, (str, bytes)):
       return x
-    raise SubmissionError("bad_output", f"{fn_name} returned a {type(x).__name__} inside its result; "
-                          "expected arrays (or dicts/lists/tuples of arrays).")
+    raise SubmissionError(
+      "bad_output",
+      f"{fn_name} returned a {type(x).__name__} inside its result; expected arrays (or dicts/lists/tuples of arrays).",
+    )
+
   try:
     return _tree_map(leaf, tree)
   except SubmissionError:
     raise
   except Exception as e:  # noqa: BLE001
-    raise SubmissionError("bad_output", f"{fn_name} returned something that is not arrays "
-                          f"({type(e).__name__}).") from None
+    raise SubmissionError(
+      "bad_output", f"{fn_name} returned something that is not arrays ({type(e).__name__})."
+    ) from None
 
 
 def run(op: str, fn, fn_name: str, args: tuple, kwargs: dict, opts: dict, is_student, label):
   """Run one operation. ``opts`` are op-specific (static_argnums, in_axes, argnums, cotangent...)."""
-  under = {"jit": "jit", "vmap": "vmap", "vjp": "vjp", "check_grads": "grad", "trace_count": "jit",
-           "iterate": "jit" if opts.get("jit", True) else None}.get(op)
+  under = {
+    "jit": "jit",
+    "vmap": "vmap",
+    "vjp": "vjp",
+    "check_grads": "grad",
+    "trace_count": "jit",
+    "iterate": "jit" if opts.get("jit", True) else None,
+  }.get(op)
   try:
     return _run(op, fn, fn_name, args, kwargs, opts)
   except (SubmissionError, GradingTimeout):
@@ -148,6 +165,7 @@ def _run(op, fn, fn_name, args, kwargs, opts):
     def counted(*a, **k):
       count[0] += 1
       return fn(*a, **k)
+
     jf = _jit(counted, static_argnums=_static(opts))
     outs = [to_numpy(jf(*a), fn_name) for a in opts["arg_lists"]]
     return (outs, count[0])
@@ -182,6 +200,7 @@ def _call(fn, args, kwargs):
     for i, v in zip(pos, values):
       full[i] = v
     return fn(*full, **kw, **kw_static)
+
   try:
     out = _jit(traced)([args[i] for i in pos], kw_arrays)
     leaves = _tree_leaves(out)
@@ -220,6 +239,7 @@ def _vjp_op(fn, fn_name, args, kwargs, opts):
         for i, v in zip(nums, p):
           full[i] = v
         return fn(*full, **kwargs)
+
       return f
 
     def cast_cot(out):
@@ -229,8 +249,11 @@ def _vjp_op(fn, fn_name, args, kwargs, opts):
           raise ValueError
         return _tree_map(lambda c, o: jnp.asarray(c, dtype=jnp.result_type(o)), cot, out)
       except Exception:  # noqa: BLE001
-        raise SubmissionError("bad_output", f"{fn_name} returned a result whose structure/shape differs from "
-                              "the expected one, so its gradient cannot be checked.") from None
+        raise SubmissionError(
+          "bad_output",
+          f"{fn_name} returned a result whose structure/shape differs from "
+          "the expected one, so its gradient cannot be checked.",
+        ) from None
 
     def both(values, cot):
       out, pullback = _vjp(f_of(values), *[values[dyn.index(i)] for i in nums])
@@ -252,6 +275,7 @@ def _vjp_op(fn, fn_name, args, kwargs, opts):
 
 def _check_grads_op(fn, args, kwargs, opts):
   from jax.test_util import check_grads
+
   argnums = opts.get("argnums", 0)
   nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
   with _x64(True):
@@ -262,6 +286,7 @@ def _check_grads_op(fn, args, kwargs, opts):
       for i, v in zip(nums, p):
         full[i] = v
       return fn(*full, **kwargs)
+
     try:
       check_grads(f, tuple(args64[i] for i in nums), order=1, modes=("rev",), eps=1e-6, atol=1e-5, rtol=1e-5)
     except AssertionError as e:

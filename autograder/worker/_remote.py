@@ -5,6 +5,7 @@ grading); :class:`LocalSubmission` calls them in this process (nbgrader kernel,
 pytest plugin on trusted code). Both return NumPy values and raise
 :class:`SubmissionError`, so a test cannot tell them apart.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -36,8 +37,10 @@ class _Ops:
       value = self._op(op, name, args, kwargs, opts)
     except SubmissionError as e:
       err = e
+
       def fail():
         raise err
+
       return fail
     return lambda: value
 
@@ -61,8 +64,13 @@ class _Ops:
     return self._op("check_grads", name, tuple(args), kwargs, {"argnums": argnums})
 
   def trace_count(self, name, arg_lists, static_argnums=()):
-    return self._op("trace_count", name, (), {}, {"arg_lists": [tuple(a) for a in arg_lists],
-                                                   "static_argnums": list(_tup(static_argnums))})
+    return self._op(
+      "trace_count",
+      name,
+      (),
+      {},
+      {"arg_lists": [tuple(a) for a in arg_lists], "static_argnums": list(_tup(static_argnums))},
+    )
 
   def iterate(self, name, state, batches, *args, jit=True, **kwargs):
     return self._op("iterate", name, (state, list(batches)) + tuple(args), kwargs, {"jit": bool(jit)})
@@ -113,9 +121,21 @@ class RemoteSubmission(_Ops):
   once with the same message (so a hang costs seconds, not minutes).
   """
 
-  def __init__(self, cells, entry_copy: pathlib.Path, functions, *, scratch: pathlib.Path, denied: list[str],
-               timeout: float, memory_mb: int, cpu_s: int, refused: dict[str, str] | None = None,
-               use_bwrap: bool | None = None, forbidden: dict | None = None):
+  def __init__(
+    self,
+    cells,
+    entry_copy: pathlib.Path,
+    functions,
+    *,
+    scratch: pathlib.Path,
+    denied: list[str],
+    timeout: float,
+    memory_mb: int,
+    cpu_s: int,
+    refused: dict[str, str] | None = None,
+    use_bwrap: bool | None = None,
+    forbidden: dict | None = None,
+  ):
     self._cells = cells
     self._entry = str(entry_copy)
     self._functions = list(functions)
@@ -125,7 +145,7 @@ class RemoteSubmission(_Ops):
     self._memory_mb, self._cpu_s = memory_mb, cpu_s
     self._refused = refused or {}
     self._forbidden = {f: list(v) for f, v in (forbidden or {}).items()}
-    self.layers: list[str] = []     # the kernel layers the worker reported in force
+    self.layers: list[str] = []  # the kernel layers the worker reported in force
     self._use_bwrap = _sandbox.bwrap_usable() if use_bwrap is None else use_bwrap
     self._worker: _sandbox.Worker | None = None
     self._broken: SubmissionError | None = None
@@ -133,7 +153,7 @@ class RemoteSubmission(_Ops):
     self.load_problems: list[str] | None = None
     self.defined: dict[str, bool] = {}
     self.workers_started = 0
-    self.charged = 0.0      # seconds charged to the submission so far (see _meter): the total budget's clock
+    self.charged = 0.0  # seconds charged to the submission so far (see _meter): the total budget's clock
     self._output: list[str] = []
 
   # -- lifecycle
@@ -141,8 +161,9 @@ class RemoteSubmission(_Ops):
   def spawn(self):
     """Start the worker now (it imports JAX while the grader does the same)."""
     if self._worker is None and self._broken is None:
-      self._worker = _sandbox.Worker(self._scratch, self._denied, self._memory_mb, self._cpu_s, self._use_bwrap,
-                                     forbidden=self._forbidden)
+      self._worker = _sandbox.Worker(
+        self._scratch, self._denied, self._memory_mb, self._cpu_s, self._use_bwrap, forbidden=self._forbidden
+      )
       self.workers_started += 1
 
   def _ensure(self):
@@ -156,20 +177,28 @@ class RemoteSubmission(_Ops):
     self.spawn()
     self._loaded = False
     worker = self._worker
-    if worker is None:             # spawn() starts one: _broken was checked above
+    if worker is None:  # spawn() starts one: _broken was checked above
       raise RuntimeError("the grader could not start a worker; grade again.")
     try:
-      resp = worker.request({"op": "load", "cells": self._cells, "path": self._entry,
-                             "functions": self._functions}, max(self.timeout, 30.0), "loading the submission")
+      resp = worker.request(
+        {"op": "load", "cells": self._cells, "path": self._entry, "functions": self._functions},
+        max(self.timeout, 30.0),
+        "loading the submission",
+      )
     except SubmissionError as e:
       self._worker = None
       if e.kind == "crash" and not worker.started():
-        raise GraderBroken(f"the grading worker could not start ({worker.startup_error()}) before any submission "
-                           f"code ran, so nothing was graded: check that {sys.executable} imports jax and numpy "
-                           f"and that the memory limit ({self._memory_mb} MB) is enough for them, then grade "
-                           "again.") from None
-      self._broken = SubmissionError(e.kind, e.message + " Top-level code runs when the submission is loaded: "
-                                     "keep experiments out of it (or under `if __name__ == '__main__':`).")
+        raise GraderBroken(
+          f"the grading worker could not start ({worker.startup_error()}) before any submission "
+          f"code ran, so nothing was graded: check that {sys.executable} imports jax and numpy "
+          f"and that the memory limit ({self._memory_mb} MB) is enough for them, then grade "
+          "again."
+        ) from None
+      self._broken = SubmissionError(
+        e.kind,
+        e.message + " Top-level code runs when the submission is loaded: "
+        "keep experiments out of it (or under `if __name__ == '__main__':`).",
+      )
       raise self._broken from None
     finally:
       self.charged += worker.meter.charged
@@ -210,15 +239,20 @@ class RemoteSubmission(_Ops):
       return self._begin(op, name, args, kwargs, opts)
     except SubmissionError as e:
       err = e
+
       def fail():
         raise err
+
       return fail
 
   def _begin(self, op, name, args, kwargs, opts):
     if name in self._refused:
-      raise SubmissionError("refused", f"{name}: uses {self._refused[name]}, which submissions may not use "
-                            "(dlfunc's implementation of a graded function, or a library function named in "
-                            "the assignment). Write it yourself with jax.numpy.")
+      raise SubmissionError(
+        "refused",
+        f"{name}: uses {self._refused[name]}, which submissions may not use "
+        "(dlfunc's implementation of a graded function, or a library function named in "
+        "the assignment). Write it yourself with jax.numpy.",
+      )
     if name in self._dead:
       e = self._dead[name]
       raise SubmissionError(e.kind, e.message + " (from an earlier test; not run again)")
@@ -262,6 +296,7 @@ class RemoteSubmission(_Ops):
 def make_scratch() -> pathlib.Path:
   """A fresh private folder (under $AUTOGRADER_SCRATCH if set, else the temp dir), mode 0700."""
   import os
+
   root = os.environ.get("AUTOGRADER_SCRATCH") or None
   if root:
     os.makedirs(root, exist_ok=True)

@@ -13,6 +13,7 @@ worker's own CPU and idle time (``_meter``), bounded output, and a sweep that
 kills every process the submission left (its uid; its session, working
 directory or environment tag).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -34,11 +35,11 @@ from autograder.worker import _meter, _wire
 from autograder._errors import SubmissionError
 
 DRAIN_CAP = 64 * 1024
-READY = b"\n[autograder worker ready]\n"   # the worker's stderr, once set up (see Worker.started)
-_SLICE = 0.2     # seconds between looks at a running call's charged time
-_PKG_DIR = str(pathlib.Path(__file__).resolve().parents[1])     # the autograder package (this is worker/_sandbox.py)
+READY = b"\n[autograder worker ready]\n"  # the worker's stderr, once set up (see Worker.started)
+_SLICE = 0.2  # seconds between looks at a running call's charged time
+_PKG_DIR = str(pathlib.Path(__file__).resolve().parents[1])  # the autograder package (this is worker/_sandbox.py)
 _PKG_PARENT = str(pathlib.Path(_PKG_DIR).parent)
-NEUTRAL = "/opt/autograder"     # where bubblewrap shows the autograder package (never the checkout)
+NEUTRAL = "/opt/autograder"  # where bubblewrap shows the autograder package (never the checkout)
 DEFAULT_UIDS = "64000-64031"
 
 
@@ -128,8 +129,22 @@ def bwrap_usable() -> bool:
     return False
   if path not in _BWRAP_OK:
     try:
-      probe = [path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
-               "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL", "true"]
+      probe = [
+        path,
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--unshare-net",
+        "--unshare-pid",
+        "--die-with-parent",
+        "--cap-drop",
+        "ALL",
+        "true",
+      ]
       r = subprocess.run(probe, capture_output=True, timeout=10)  # noqa: S603  (a fixed command line)
       _BWRAP_OK[path] = r.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -142,12 +157,16 @@ def isolation_summary(layers: list[str] | None = None) -> str:
   extra = (" + " + " + ".join(layers)) if layers else ""
   if bwrap_usable():
     who = "" if os.getuid() == 0 else " (grader not root)"
-    return (f"bubblewrap sandbox{who} (only the interpreter and libraries visible, read-only; no network; own PID "
-            f"namespace){extra} + rlimits + audit hook")
+    return (
+      f"bubblewrap sandbox{who} (only the interpreter and libraries visible, read-only; no network; own PID "
+      f"namespace){extra} + rlimits + audit hook"
+    )
   if drops_privileges():
     return f"no bubblewrap: own unprivileged uid per worker{extra} + rlimits + new session + audit hook"
-  return (f"no bubblewrap, grader not root: worker runs as the grader's own user{extra} + rlimits + new session + "
-          "audit hook (install 'bubblewrap', or grade as root so each worker gets a uid of its own)")
+  return (
+    f"no bubblewrap, grader not root: worker runs as the grader's own user{extra} + rlimits + new session + "
+    "audit hook (install 'bubblewrap', or grade as root so each worker gets a uid of its own)"
+  )
 
 
 def _count_my_tasks() -> int:
@@ -168,11 +187,13 @@ def apply_limits(memory_mb: int, cpu_s: int, nproc: int):
   Without CAP_SYS_RESOURCE (bwrap drops it; ordinary users lack it) they cannot be raised again;
   the worker's audit hook refuses ``resource.setrlimit`` as well.
   """
+
   def lim(what, value):
     try:
       resource.setrlimit(what, (value, value))
     except (ValueError, OSError):
       pass
+
   lim(resource.RLIMIT_AS, memory_mb * 2**20)
   lim(resource.RLIMIT_CPU, cpu_s)
   lim(resource.RLIMIT_NPROC, nproc)
@@ -203,12 +224,15 @@ def link_targets(folders) -> set[str]:
 def _describe_exit(rc: int, via_bwrap: bool) -> str:
   sig = -rc if rc < 0 else (rc - 128 if via_bwrap and rc > 128 else 0)
   if sig:
-    names: dict[int, str] = {signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
-             signal.SIGKILL: "was killed (SIGKILL — out of memory, or it killed itself)",
-             signal.SIGXCPU: "used up its CPU-time limit (SIGXCPU)",
-             signal.SIGABRT: "aborted (SIGABRT — often XLA running out of memory)",
-             signal.SIGBUS: "crashed (SIGBUS)", signal.SIGFPE: "crashed (SIGFPE)",
-             signal.SIGXFSZ: "wrote a file larger than the limit (SIGXFSZ)"}
+    names: dict[int, str] = {
+      signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
+      signal.SIGKILL: "was killed (SIGKILL — out of memory, or it killed itself)",
+      signal.SIGXCPU: "used up its CPU-time limit (SIGXCPU)",
+      signal.SIGABRT: "aborted (SIGABRT — often XLA running out of memory)",
+      signal.SIGBUS: "crashed (SIGBUS)",
+      signal.SIGFPE: "crashed (SIGFPE)",
+      signal.SIGXFSZ: "wrote a file larger than the limit (SIGXFSZ)",
+    }
     return names.get(sig, f"was killed by signal {sig}")
   return f"exited with status {rc} (os._exit or a crash)"
 
@@ -216,12 +240,13 @@ def _describe_exit(rc: int, via_bwrap: bool) -> str:
 class Worker:
   """One worker process; ``request`` sends a frame and waits (bounded) for the answer."""
 
-  def __init__(self, scratch: str, denied: list[str], memory_mb: int, cpu_s: int, use_bwrap: bool,
-               forbidden: dict | None = None):
+  def __init__(
+    self, scratch: str, denied: list[str], memory_mb: int, cpu_s: int, use_bwrap: bool, forbidden: dict | None = None
+  ):
     self.scratch = scratch
     self.via_bwrap = use_bwrap
     self.uid = None
-    self.tag = secrets.token_hex(8)      # in the worker's environment: the sweep finds what it started by it
+    self.tag = secrets.token_hex(8)  # in the worker's environment: the sweep finds what it started by it
     self._req_w = self._resp_r = -1
     if not use_bwrap and drops_privileges():
       self.uid = acquire_uid()
@@ -233,28 +258,46 @@ class Worker:
     # user site. The autograder package is put on sys.path explicitly: under bubblewrap at a neutral path (the
     # checkout is not there at all); without it from where it lives, removed from sys.path once imported.
     pkg_parent = NEUTRAL if use_bwrap else _PKG_PARENT
-    boot = (f"import sys; sys.path.insert(0, {pkg_parent!r}); import runpy; "
-            "runpy.run_module('autograder.worker._worker', run_name='__main__')")
+    boot = (
+      f"import sys; sys.path.insert(0, {pkg_parent!r}); import runpy; "
+      "runpy.run_module('autograder.worker._worker', run_name='__main__')"
+    )
     py = [sys.executable, "-P", "-E", "-s", "-c", boot, str(req_r), str(resp_w), scratch]
     cmd = self._bwrap(py, scratch, denied) if use_bwrap else py
-    env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "JAX_PLATFORMS": "cpu",
-           "TF_CPP_MIN_LOG_LEVEL": "3", "AUTOGRADER_DENIED": os.pathsep.join(denied), "PYTHONDONTWRITEBYTECODE": "1",
-           "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8", "AUTOGRADER_TAG": self.tag,
-           "AUTOGRADER_FORBIDDEN": json.dumps(forbidden or {})}
+    env = {
+      "PATH": "/usr/bin:/bin",
+      "HOME": scratch,
+      "TMPDIR": scratch,
+      "JAX_PLATFORMS": "cpu",
+      "TF_CPP_MIN_LOG_LEVEL": "3",
+      "AUTOGRADER_DENIED": os.pathsep.join(denied),
+      "PYTHONDONTWRITEBYTECODE": "1",
+      "OMP_NUM_THREADS": "1",
+      "LANG": "C.UTF-8",
+      "AUTOGRADER_TAG": self.tag,
+      "AUTOGRADER_FORBIDDEN": json.dumps(forbidden or {}),
+    }
     if os.environ.get("AUTOGRADER_NO_LANDLOCK"):
       env["AUTOGRADER_NO_LANDLOCK"] = "1"
     if self.uid is not None:
-      nproc = 512       # counted for this uid alone (threads included): exact, and no other worker shares it
+      nproc = 512  # counted for this uid alone (threads included): exact, and no other worker shares it
       env["AUTOGRADER_DROP"] = f"{self.uid}:{self.uid}"
     else:
       nproc = 64 + (_count_my_tasks() if os.getuid() != 0 else 0)  # root is exempt: bwrap's PID namespace and
-    env["AUTOGRADER_LIMITS"] = f"{memory_mb},{cpu_s},{nproc}"        # the audit hook hold forks instead
+    env["AUTOGRADER_LIMITS"] = f"{memory_mb},{cpu_s},{nproc}"  # the audit hook hold forks instead
     if not use_bwrap:
       env["AUTOGRADER_UNSHARE_NET"] = "1"
     # S603 waived: the sandboxed worker's command line is ours; the untrusted code runs inside it.
     self.proc = subprocess.Popen(  # noqa: S603
-      cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(req_r, resp_w),
-      start_new_session=True, env=env, cwd=scratch)
+      cmd,
+      stdin=subprocess.DEVNULL,
+      stdout=out_w,
+      stderr=out_w,
+      pass_fds=(req_r, resp_w),
+      start_new_session=True,
+      env=env,
+      cwd=scratch,
+    )
     for fd in (req_r, resp_w, out_w):
       os.close(fd)
     self.noise = bytearray()
@@ -273,8 +316,13 @@ class Worker:
       # The standard library and site-packages only: not the grader's working directory or PYTHONPATH
       # folders (a course folder holding hidden tests), not the checkout (a venv inside it is bound alone).
       rp = os.path.realpath(p) if p else ""
-      if rp and os.path.isdir(rp) and (any(rp.startswith(q + os.sep) for q in prefixes) or
-                                       os.path.basename(rp) in ("site-packages", "dist-packages")):
+      if (
+        rp
+        and os.path.isdir(rp)
+        and (
+          any(rp.startswith(q + os.sep) for q in prefixes) or os.path.basename(rp) in ("site-packages", "dist-packages")
+        )
+      ):
         needed.add(rp)
     needed |= link_targets(needed - prefixes)
     needed = sorted(p for p in needed if not any(p.startswith(q + os.sep) for q in needed if q != p))
@@ -294,12 +342,26 @@ class Worker:
         continue
       args += ["--ro-bind", p, p]
     args += ["--ro-bind", _PKG_DIR, NEUTRAL + "/autograder"]
-    for d in denied:       # anything denied that lies inside a bound folder is covered
+    for d in denied:  # anything denied that lies inside a bound folder is covered
       dp = os.path.realpath(d)
       if os.path.isdir(dp) and any(dp.startswith(n + os.sep) for n in needed):
         args += ["--tmpfs", dp]
-    args += ["--bind", scratch, scratch, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--chdir", scratch, "--"]
+    args += [
+      "--bind",
+      scratch,
+      scratch,
+      "--unshare-net",
+      "--unshare-pid",
+      "--unshare-ipc",
+      "--unshare-uts",
+      "--die-with-parent",
+      "--new-session",
+      "--cap-drop",
+      "ALL",
+      "--chdir",
+      scratch,
+      "--",
+    ]
     return args + py
 
   def _drain(self):
@@ -311,7 +373,7 @@ class Worker:
       if not chunk:
         break
       if len(self.noise) < DRAIN_CAP:
-        self.noise += chunk[:DRAIN_CAP - len(self.noise)]
+        self.noise += chunk[: DRAIN_CAP - len(self.noise)]
     try:
       os.close(self._out_r)
     except OSError:
@@ -347,24 +409,29 @@ class Worker:
   def send(self, obj, what: str):
     """Send one request frame; refuses (and kills the worker) when it wrote an answer nobody asked for."""
     if self._resp_r >= 0 and self._pending():
-      try:              # readable because the worker has ended (end of file), not because it wrote out of turn
+      try:  # readable because the worker has ended (end of file), not because it wrote out of turn
         rc = self.proc.wait(timeout=0.5)
       except subprocess.TimeoutExpired:
         rc = None
       if rc is not None:
-        raise SubmissionError("crash", f"{what}: the worker process had ended: it "
-                              f"{_describe_exit(rc, self.via_bwrap)}.")
+        raise SubmissionError(
+          "crash", f"{what}: the worker process had ended: it {_describe_exit(rc, self.via_bwrap)}."
+        )
       self.kill()
-      raise SubmissionError("bad_output", f"{what}: the worker had written onto the grader's answer pipe out of "
-                            "turn (a frame nobody asked for: student code writing to the pipe); the worker was "
-                            "stopped.")
+      raise SubmissionError(
+        "bad_output",
+        f"{what}: the worker had written onto the grader's answer pipe out of "
+        "turn (a frame nobody asked for: student code writing to the pipe); the worker was "
+        "stopped.",
+      )
     self.meter.start()
     try:
       _wire.write_frame(self._req_w, obj)
     except (BrokenPipeError, OSError):
       rc = self._wait_exit()
-      raise SubmissionError("crash", f"{what}: the worker process had ended: it "
-                            f"{_describe_exit(rc, self.via_bwrap)}.") from None
+      raise SubmissionError(
+        "crash", f"{what}: the worker process had ended: it {_describe_exit(rc, self.via_bwrap)}."
+      ) from None
 
   def receive(self, timeout: float, what: str, wall_limit: float | None = None):
     """Wait for the answer to the last request, charging the worker's time with :class:`_meter.Meter`.
@@ -381,6 +448,7 @@ class Worker:
       # Before the grader started waiting it was computing the reference: charge only the worker's CPU.
       charged = meter.update(count_idle=not state.pop("first", False))
       return charged > timeout or time.monotonic() - t0 > wall_limit
+
     try:
       head = self._read(8, over)
       (n,) = struct.unpack("<Q", head)
@@ -391,26 +459,36 @@ class Worker:
       self.kill()
       wall = time.monotonic() - t0
       if meter.charged <= timeout:
-        raise SubmissionError("timeout", f"{what} was stopped after {wall:.0f} s on the clock although it was "
-                              f"charged only {meter.charged:.1f} s (the grading machine was overloaded): ask "
-                              "for a regrade.") from None
-      raise SubmissionError("timeout", f"{what} did not finish within {timeout:g} s (an endless loop, or far "
-                            f"too slow) and was stopped ({meter.cpu:.1f} s of CPU time, {wall:.1f} s on the "
-                            "clock).") from None
+        raise SubmissionError(
+          "timeout",
+          f"{what} was stopped after {wall:.0f} s on the clock although it was "
+          f"charged only {meter.charged:.1f} s (the grading machine was overloaded): ask "
+          "for a regrade.",
+        ) from None
+      raise SubmissionError(
+        "timeout",
+        f"{what} did not finish within {timeout:g} s (an endless loop, or far "
+        f"too slow) and was stopped ({meter.cpu:.1f} s of CPU time, {wall:.1f} s on the "
+        "clock).",
+      ) from None
     except (EOFError, OSError):
       rc = self._wait_exit()
-      raise SubmissionError("crash", f"{what} ended the worker process: it {_describe_exit(rc, self.via_bwrap)}."
-                            ) from None
+      raise SubmissionError(
+        "crash", f"{what} ended the worker process: it {_describe_exit(rc, self.via_bwrap)}."
+      ) from None
     except _wire.WireError as e:
       self.kill()
       raise SubmissionError("bad_output", f"{what} could not be judged: it sent back {e}.") from None
     if not isinstance(resp, dict) or not isinstance(resp.get("ok"), bool):
       self.kill()
       raise SubmissionError("bad_output", f"{what} sent back a malformed answer.")
-    if self._pending():     # a second frame right behind the answer: one of them was written out of turn
+    if self._pending():  # a second frame right behind the answer: one of them was written out of turn
       self.kill()
-      raise SubmissionError("bad_output", f"{what} wrote an extra frame onto the grader's answer pipe (student "
-                            "code writing to the pipe); its answer cannot be trusted and the worker was stopped.")
+      raise SubmissionError(
+        "bad_output",
+        f"{what} wrote an extra frame onto the grader's answer pipe (student "
+        "code writing to the pipe); its answer cannot be trusted and the worker was stopped.",
+      )
     return resp
 
   def _read(self, n: int, over) -> bytes:

@@ -2,6 +2,7 @@
 
 Everything here treats the submission as data: it is parsed, never run.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,9 +14,9 @@ import re
 import shutil
 import threading
 
-MAX_BYTES = 20 * 2**20   # a submission folder larger than this is refused
+MAX_BYTES = 20 * 2**20  # a submission folder larger than this is refused
 _MAGIC = re.compile(r"^\s*(%|!)")
-_SKIP_TAG = re.compile(r"""\btags\s*=\s*\[[^\]]*["']skip-grading["']""")   # in a jupytext "# %%" cell header
+_SKIP_TAG = re.compile(r"""\btags\s*=\s*\[[^\]]*["']skip-grading["']""")  # in a jupytext "# %%" cell header
 _NBGRADER_META = re.compile(r"\bnbgrader\s*=\s*(\{[^}]*\})")
 _AST_LOCK = threading.Lock()
 
@@ -23,16 +24,18 @@ _AST_LOCK = threading.Lock()
 @dataclasses.dataclass
 class Submission:
   """A submission read as data (never run here): where it is, what to grade, its code cells, notes."""
-  name: str                      # file name without extension (used for report names)
-  path: pathlib.Path             # the original file or folder (never written)
-  entry: pathlib.Path            # the .py or .ipynb to grade
-  kind: str                      # "py" or "ipynb"
-  cells: list[dict]              # [{"index": int|None, "source": str}]
-  notes: list[str]               # things skipped (magics, shell escapes, test cells)
+
+  name: str  # file name without extension (used for report names)
+  path: pathlib.Path  # the original file or folder (never written)
+  entry: pathlib.Path  # the .py or .ipynb to grade
+  kind: str  # "py" or "ipynb"
+  cells: list[dict]  # [{"index": int|None, "source": str}]
+  notes: list[str]  # things skipped (magics, shell escapes, test cells)
 
 
 class SubmissionUnreadable(ValueError):
   """The submission cannot be graded at all (no gradable file, too large, a link...); the message says why."""
+
   pass
 
 
@@ -72,30 +75,38 @@ def find_entry(path: pathlib.Path, functions=()) -> pathlib.Path:
   assignment's own solution, another student's file).
   """
   if path.is_symlink():
-    raise SubmissionUnreadable(f"{display(path.name)} is a symbolic link; submit the file itself (links are not "
-                               "followed).")
+    raise SubmissionUnreadable(
+      f"{display(path.name)} is a symbolic link; submit the file itself (links are not followed)."
+    )
   if path.is_file():
     if path.suffix not in (".py", ".ipynb"):
-      raise SubmissionUnreadable(f"{display(path.name)}: submissions are .py or .ipynb files (or a folder "
-                                 "holding one).")
+      raise SubmissionUnreadable(
+        f"{display(path.name)}: submissions are .py or .ipynb files (or a folder holding one)."
+      )
     return path
   if path.is_dir():
     found, links = _candidates(path)
     if not found:
       if links:
-        raise SubmissionUnreadable(f"{display(path.name)}/: its only .py/.ipynb files are symbolic links "
-                                   f"({display(links[0].relative_to(path))}...), which are not followed; "
-                                   "submit the files themselves.")
+        raise SubmissionUnreadable(
+          f"{display(path.name)}/: its only .py/.ipynb files are symbolic links "
+          f"({display(links[0].relative_to(path))}...), which are not followed; "
+          "submit the files themselves."
+        )
       raise SubmissionUnreadable(f"{display(path.name)}/: no .py or .ipynb file inside.")
     # [ \t]* (not \s*): \s also matches newlines, and on a file of blank lines the search was quadratic.
-    pattern = re.compile(r"(?:def[ \t]+|^[ \t]*)(" + "|".join(map(re.escape, functions)) + r")\b[ \t]*[(=]",
-                         re.M) if functions else None
+    pattern = (
+      re.compile(r"(?:def[ \t]+|^[ \t]*)(" + "|".join(map(re.escape, functions)) + r")\b[ \t]*[(=]", re.M)
+      if functions
+      else None
+    )
 
     def score(p):
       defined = 0
       if pattern is not None and p.stat().st_size <= MAX_BYTES:
         defined = len(set(pattern.findall(p.read_text(encoding="utf-8", errors="replace"))))
       return (-defined, p.suffix != ".ipynb", len(p.parts), p.name)
+
     return min(found, key=score)
   raise SubmissionUnreadable(f"{display(path)}: no such file or folder.")
 
@@ -158,8 +169,9 @@ def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
   try:
     nb = json.loads(entry.read_text(encoding="utf-8", errors="replace"))
   except RecursionError:
-    raise SubmissionUnreadable(f"{display(entry.name)} is not a readable notebook (its JSON is nested too "
-                               "deeply).") from None
+    raise SubmissionUnreadable(
+      f"{display(entry.name)} is not a readable notebook (its JSON is nested too deeply)."
+    ) from None
   except (ValueError, MemoryError) as e:
     raise SubmissionUnreadable(f"{display(entry.name)} is not a readable notebook ({type(e).__name__}).") from None
   raw = nb.get("cells") if isinstance(nb, dict) else None
@@ -167,20 +179,22 @@ def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
     raise SubmissionUnreadable(f"{display(entry.name)} is not a readable notebook (no list of cells).")
   cells, code_i = [], 0
   for cell in raw:
-    code_i += 1                    # the cell's position as Jupyter shows it (markdown cells count too)
+    code_i += 1  # the cell's position as Jupyter shows it (markdown cells count too)
     if not isinstance(cell, dict) or cell.get("cell_type") != "code":
       continue
     src = cell.get("source", "")
     if isinstance(src, list) and all(isinstance(x, str) for x in src):
       src = "".join(src)
     elif not isinstance(src, str):
-      raise SubmissionUnreadable(f"{display(entry.name)}: code cell {code_i}'s source is not text (a notebook "
-                                 "cell's source is a string or a list of strings).")
+      raise SubmissionUnreadable(
+        f"{display(entry.name)}: code cell {code_i}'s source is not text (a notebook "
+        "cell's source is a string or a list of strings)."
+      )
     meta = v if isinstance(v := cell.get("metadata"), dict) else {}
     nbg = v if isinstance(v := meta.get("nbgrader"), dict) else {}
     tags = v if isinstance(v := meta.get("tags"), list) else []
     if nbg.get("grade") and not nbg.get("solution"):
-      continue                     # an autograder test cell: the grader runs the tests itself
+      continue  # an autograder test cell: the grader runs the tests itself
     if "skip-grading" in tags:
       continue
     if src.lstrip().startswith("%%"):
@@ -190,7 +204,7 @@ def _notebook_cells(entry: pathlib.Path, notes: list[str]) -> list[dict]:
     for ln, line in enumerate(src.splitlines(), 1):
       if _MAGIC.match(line):
         notes.append(f"cell {code_i} line {ln}: IPython magic/shell escape skipped ({line.strip()[:40]})")
-        lines.append("")           # keep line numbers
+        lines.append("")  # keep line numbers
       else:
         lines.append(line)
     cells.append({"index": code_i, "source": "\n".join(lines) + "\n"})
@@ -216,10 +230,18 @@ def copy_into(sub: Submission, scratch: pathlib.Path) -> pathlib.Path:
   if total > MAX_BYTES:
     raise SubmissionUnreadable(f"{display(sub.path.name)}/ holds more than {MAX_BYTES // 2**20} MB.")
   dest_root = scratch / "submission"
-  shutil.copytree(sub.path, dest_root, symlinks=False, ignore_dangling_symlinks=True,
-                  ignore=lambda d, names: [n for n in names if os.path.islink(os.path.join(d, n))
-                                           or not (os.path.isfile(os.path.join(d, n))
-                                                   or os.path.isdir(os.path.join(d, n)))])
+  shutil.copytree(
+    sub.path,
+    dest_root,
+    symlinks=False,
+    ignore_dangling_symlinks=True,
+    ignore=lambda d, names: [
+      n
+      for n in names
+      if os.path.islink(os.path.join(d, n))
+      or not (os.path.isfile(os.path.join(d, n)) or os.path.isdir(os.path.join(d, n)))
+    ],
+  )
   rel = sub.entry.relative_to(sub.path)
   entry = dest_root / rel
   if not all(_SAFE_NAME.fullmatch(part) for part in rel.parts):
@@ -268,10 +290,10 @@ def _top_level(cells: list[dict]) -> tuple[dict[str, str], dict[str, list[ast.AS
   bodies: dict[str, list[ast.AST]] = {}
   for cell in cells:
     try:
-      with _AST_LOCK:   # CPython 3.11's ast.parse is not thread-safe (grade-all grades in threads): "SystemError:
-        tree = ast.parse(cell["source"])   # AST constructor recursion depth mismatch" scored whole submissions 0
+      with _AST_LOCK:  # CPython 3.11's ast.parse is not thread-safe (grade-all grades in threads): "SystemError:
+        tree = ast.parse(cell["source"])  # AST constructor recursion depth mismatch" scored whole submissions 0
     except (SyntaxError, ValueError, RecursionError, MemoryError, SystemError):
-      continue    # the worker reports it ("cannot be compiled by Python: ..."); nothing to inspect here
+      continue  # the worker reports it ("cannot be compiled by Python: ..."); nothing to inspect here
     for node in tree.body:
       if isinstance(node, (ast.Import, ast.ImportFrom)):
         _record_imports(node, aliases)
@@ -331,7 +353,7 @@ def _first_refused(fn: str, uses: dict[str, set[str]], calls: dict[str, set[str]
     if cur in seen or cur not in uses:
       continue
     seen.add(cur)
-    for u in sorted(uses[cur], key=lambda s: (-len(s), s)):   # most specific name first
+    for u in sorted(uses[cur], key=lambda s: (-len(s), s)):  # most specific name first
       if u == "dlfunc" or u.startswith("dlfunc.") or any(u == f or u.startswith(f + ".") for f in refused):
         return u
     stack.extend(sorted(calls[cur]))

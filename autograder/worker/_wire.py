@@ -14,6 +14,7 @@ the worker legitimately sends that way (bfloat16, float8...). Decoding therefore
 allocates at most a small multiple of the frame's own size, however the frame
 was forged (student code can write onto the answer pipe).
 """
+
 from __future__ import annotations
 
 import io
@@ -26,13 +27,30 @@ from typing import Any
 
 import numpy as np
 
-MAX_FRAME = 128 * 2**20        # bytes in one frame (a result larger than this is refused)
+MAX_FRAME = 128 * 2**20  # bytes in one frame (a result larger than this is refused)
 MAX_NODES = 200_000
 MAX_DEPTH = 64
-MAX_HEADER = 16 * 2**20       # bytes of JSON structure in one frame
+MAX_HEADER = 16 * 2**20  # bytes of JSON structure in one frame
 _NUMERIC_KINDS = "biufc"
-_DTYPES = frozenset(np.dtype(t).str for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                                              "uint64", "float16", "float32", "float64", "complex64", "complex128"))
+_DTYPES = frozenset(
+  np.dtype(t).str
+  for t in (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+  )
+)
 _CASTS = re.compile(r"bfloat16|float8_e[0-9a-z]+|float4_e[0-9a-z]+|int4|uint4|int2|uint2")
 
 
@@ -56,6 +74,7 @@ def _is_key(x) -> bool:
     return False
   import jax
   import jax.numpy as jnp
+
   try:
     return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
   except Exception:  # noqa: BLE001
@@ -95,6 +114,7 @@ def encode(obj) -> bytes:
       return {"$t": [enc(v, depth + 1) for v in x]}
     if _is_key(x):
       import jax
+
       return add_array(np.asarray(jax.random.key_data(x)), "$key", {"impl": str(jax.random.key_impl(x))})
     if isinstance(x, (np.ndarray, np.generic)) or type(x).__module__.startswith(("jax", "jaxlib")):
       try:
@@ -133,10 +153,10 @@ def _read_npy(view: memoryview) -> np.ndarray:
     if not isinstance(d, int) or d < 0:
       raise ValueError("bad shape")
     n *= d
-  data = view[f.tell():]
+  data = view[f.tell() :]
   if n * dtype.itemsize != len(data):
     raise ValueError("data size does not match the header")
-  arr = np.frombuffer(data, dtype=dtype).copy()   # a copy: the frame's buffer is not kept alive
+  arr = np.frombuffer(data, dtype=dtype).copy()  # a copy: the frame's buffer is not kept alive
   return arr.reshape(shape, order="F" if fortran else "C")
 
 
@@ -148,7 +168,7 @@ def decode_body(body: bytes) -> Any:
   if hlen > len(body) - 4 or hlen > MAX_HEADER:
     raise WireError("a malformed answer (bad header length)")
   try:
-    head = json.loads(body[4:4 + hlen].decode("utf-8"))
+    head = json.loads(body[4 : 4 + hlen].decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
     raise WireError(f"a malformed answer (bad JSON header: {type(e).__name__})") from None
   if not isinstance(head, dict) or not isinstance(head.get("blobs"), list):
@@ -167,7 +187,7 @@ def decode_body(body: bytes) -> Any:
   def array(i, want_key=False, dtype=None):
     if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(offsets):
       raise WireError("a malformed answer (bad blob index)")
-    if i in used:      # one blob, many references: a few bytes would decode to any size
+    if i in used:  # one blob, many references: a few bytes would decode to any size
       raise WireError("a malformed answer (an array referenced twice)")
     used.add(i)
     a, b = offsets[i]
@@ -179,6 +199,7 @@ def decode_body(body: bytes) -> Any:
       raise WireError(f"a malformed answer (bad array: {type(e).__name__})") from None
     if want_key:
       import jax
+
       if arr.dtype.kind not in "iu":
         raise WireError("a malformed answer (a key that is not integers)")
       # The stub asks for a jax.Array; wrap_key_data converts a NumPy array itself (no copy to make here).
@@ -188,6 +209,7 @@ def decode_body(body: bytes) -> Any:
         raise WireError(f"a malformed answer (a cast to {dtype[:40]!r})")
       try:
         import ml_dtypes  # noqa: F401  (registers bfloat16 & co with NumPy)
+
         arr = arr.astype(np.dtype(dtype))
       except Exception:  # noqa: BLE001, S110  (an unknown dtype stays as sent; the checks report it)
         pass

@@ -22,6 +22,7 @@ Layers set up here, before any submission code runs:
 - the kernel's walls (``_confine``): Landlock, a seccomp filter and, when
   started as root without bubblewrap, an unprivileged uid of its own.
 """
+
 from __future__ import annotations
 
 import ast
@@ -64,8 +65,9 @@ class _Refused:
     return _Refused(f"{self._path}.{name}")
 
   def __call__(self, *_a, **_k):
-    raise _ops.RefusedError(f"uses dlfunc's implementation ({self._path}), which submissions may not call. "
-                            "Write it yourself with jax.numpy.")
+    raise _ops.RefusedError(
+      f"uses dlfunc's implementation ({self._path}), which submissions may not call. Write it yourself with jax.numpy."
+    )
 
   def __repr__(self):
     return f"<refused {self._path}>"
@@ -100,9 +102,23 @@ def _pkg_dir() -> str:
 
 # ---------------------------------------------------------------- tamper detection
 
-_WATCHED = ["numpy", "jax", "jax.numpy", "jax.random", "jax.lax", "jax.nn", "jax.tree_util", "builtins",
-            "autograder.worker._ops", "autograder.worker._wire", "autograder._errors", "autograder.worker._worker",
-            "json", "os", "io"]
+_WATCHED = [
+  "numpy",
+  "jax",
+  "jax.numpy",
+  "jax.random",
+  "jax.lax",
+  "jax.nn",
+  "jax.tree_util",
+  "builtins",
+  "autograder.worker._ops",
+  "autograder.worker._wire",
+  "autograder._errors",
+  "autograder.worker._worker",
+  "json",
+  "os",
+  "io",
+]
 _SKIP = {"_", "__builtins__", "__warningregistry__"}
 
 
@@ -128,7 +144,7 @@ def _restore(snap) -> list[str]:
         except Exception:  # noqa: BLE001, S110  (a read-only attribute: reported as changed anyway)
           pass
     for k in [k for k in current if k not in saved and k not in _SKIP and not k.startswith("__")]:
-      if isinstance(current[k], types.ModuleType):   # a submodule imported lazily: legitimate
+      if isinstance(current[k], types.ModuleType):  # a submodule imported lazily: legitimate
         saved[k] = current[k]
       elif name in ("builtins", "numpy", "jax", "jax.numpy"):
         changed.append(f"{name}.{k}")
@@ -145,16 +161,41 @@ _MISSING = object()
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _REFUSED_EVENTS = {
-    "socket.__new__": "open a network socket", "socket.connect": "open a network connection",
-    "socket.bind": "listen on the network", "subprocess.Popen": "start a process", "os.system": "run a shell",
-    "os.fork": "fork", "os.forkpty": "fork", "os.posix_spawn": "start a process", "os.spawn": "start a process",
-    "os.exec": "replace the process", "os.kill": "send signals", "os.killpg": "send signals",
-    "signal.pthread_kill": "send signals", "pty.spawn": "start a process", "webbrowser.open": "open a browser",
-    "resource.setrlimit": "change resource limits", "resource.prlimit": "change resource limits",
-    "os.setsid": "leave its session", "os.setpgid": "leave its process group",
+  "socket.__new__": "open a network socket",
+  "socket.connect": "open a network connection",
+  "socket.bind": "listen on the network",
+  "subprocess.Popen": "start a process",
+  "os.system": "run a shell",
+  "os.fork": "fork",
+  "os.forkpty": "fork",
+  "os.posix_spawn": "start a process",
+  "os.spawn": "start a process",
+  "os.exec": "replace the process",
+  "os.kill": "send signals",
+  "os.killpg": "send signals",
+  "signal.pthread_kill": "send signals",
+  "pty.spawn": "start a process",
+  "webbrowser.open": "open a browser",
+  "resource.setrlimit": "change resource limits",
+  "resource.prlimit": "change resource limits",
+  "os.setsid": "leave its session",
+  "os.setpgid": "leave its process group",
 }
-_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
-                "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "os.chdir"}
+_PATH_EVENTS = {
+  "os.remove",
+  "os.rename",
+  "os.rmdir",
+  "os.mkdir",
+  "os.chmod",
+  "os.chown",
+  "os.truncate",
+  "os.link",
+  "os.symlink",
+  "os.utime",
+  "shutil.rmtree",
+  "shutil.move",
+  "os.chdir",
+}
 
 
 def _install_audit_hook(scratch: str, denied: list[str]):
@@ -185,7 +226,8 @@ def _install_audit_hook(scratch: str, denied: list[str]):
         return
       mode, flags = args[1], args[2]
       writing = (isinstance_(mode, str) and any(c in mode for c in "wax+")) or (
-          isinstance_(flags, int) and flags & _WRITE_FLAGS)
+        isinstance_(flags, int) and flags & _WRITE_FLAGS
+      )
       if writing and not inside(path, scratch) and path not in ("/dev/null",):
         raise PermissionError(f"submissions may only write inside their scratch directory, not {path}")
       if any(inside(path, d) for d in denied):
@@ -197,7 +239,6 @@ def _install_audit_hook(scratch: str, denied: list[str]):
           raise PermissionError(f"submissions may not change files outside their scratch directory ({event})")
 
   sys.addaudithook(hook)
-
 
 
 # ---------------------------------------------------------------- the assignment's rules, where the code runs
@@ -219,11 +260,11 @@ class Rules:
   def __init__(self, forbidden: dict):
     self.current: str | None = None
     self.hit: str | None = None
-    self.fn_rules: dict[int, tuple[object, str, set]] = {}    # id(original) -> (original, name, functions)
+    self.fn_rules: dict[int, tuple[object, str, set]] = {}  # id(original) -> (original, name, functions)
     self.stand_ins: dict[int, object] = {}
     self.files: dict[str, tuple[tuple, frozenset, str]] = {}  # function -> (package folders, (), names)
-    self.packages: dict[str, list[str]] = {}                 # function -> packages whose import is a use
-    self._subpackages: dict[str, set] = {}                   # package -> functions; submodules get stand-ins
+    self.packages: dict[str, list[str]] = {}  # function -> packages whose import is a use
+    self._subpackages: dict[str, set] = {}  # package -> functions; submodules get stand-ins
     self._done_modules: set[str] = set()
     self._finder = None
     for fn, names in (forbidden or {}).items():
@@ -258,8 +299,11 @@ class Rules:
       home = getattr(v, "__module__", None) or ""
       if not isinstance(home, str):
         continue
-      ours = home == name or home.startswith(name + ".") or (
-          home.startswith(top + "._src.") and any(last in part for part in home.split(".")[2:]))
+      ours = (
+        home == name
+        or home.startswith(name + ".")
+        or (home.startswith(top + "._src.") and any(last in part for part in home.split(".")[2:]))
+      )
       if ours:
         self._add(v, f"{name}.{k}", fn)
     self._done_modules.add(name)
@@ -271,10 +315,10 @@ class Rules:
     if isinstance(mod, types.ModuleType):
       self._module_functions(mod, fn)
       if hasattr(mod, "__path__"):
-        self._subpackages.setdefault(name, set()).add(fn)    # its submodules, loaded later, get stand-ins
-        self.packages.setdefault(fn, []).append(name)        # and importing one of them is a use
+        self._subpackages.setdefault(name, set()).add(fn)  # its submodules, loaded later, get stand-ins
+        self.packages.setdefault(fn, []).append(name)  # and importing one of them is a use
       if top_level and hasattr(mod, "__path__"):
-        dirs.extend(os.path.join(d, "") for d in mod.__path__)   # a library (optax): all of its code
+        dirs.extend(os.path.join(d, "") for d in mod.__path__)  # a library (optax): all of its code
     else:
       try:
         spec = importlib.util.find_spec(name) if top_level else None
@@ -293,6 +337,7 @@ class Rules:
         rules.hit = name
         raise _ops.RefusedError(f"calls {name}, which this assignment forbids for {rules.current}.")
       return original(*args, **kwargs)
+
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
       try:
         setattr(stand_in, attr, getattr(original, attr))
@@ -341,9 +386,12 @@ class Rules:
     if self._subpackages:
       self._late_submodules()
     dirs, files, names = rule
-    if dirs and any((getattr(m, "__file__", None) or "").startswith(dirs)
-                    for m in [sys.modules.get(n.split(".")[0]) for n in names.split(", ")] if m is not None):
-      self._trace(dirs, names)     # a library it may not use is loaded: watch every call into it
+    if dirs and any(
+      (getattr(m, "__file__", None) or "").startswith(dirs)
+      for m in [sys.modules.get(n.split(".")[0]) for n in names.split(", ")]
+      if m is not None
+    ):
+      self._trace(dirs, names)  # a library it may not use is loaded: watch every call into it
     self._watch_imports(fn)
 
   def _trace(self, dirs, names):
@@ -355,6 +403,7 @@ class Rules:
           rules.hit = names
           raise _ops.RefusedError(f"calls into {names}, which this assignment forbids for {rules.current}.")
       return None
+
     sys.settrace(tracer)
     threading.settrace(tracer)
 
@@ -443,35 +492,68 @@ def confine(scratch: str) -> list[str]:
   drop = os.environ.get("AUTOGRADER_DROP")
   if os.environ.get("AUTOGRADER_UNSHARE_NET") and os.getuid() == 0 and _confine.unshare(_confine.CLONE_NEWNET):
     layers.append("own network namespace")
-  ro = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime", "/proc",
-        "/sys/devices/system/cpu", "/dev/urandom", "/dev/random", "/dev/zero", sys.prefix, sys.base_prefix,
-        os.path.dirname(os.__file__), _pkg_dir()}
+  ro = {
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/proc",
+    "/sys/devices/system/cpu",
+    "/dev/urandom",
+    "/dev/random",
+    "/dev/zero",
+    sys.prefix,
+    sys.base_prefix,
+    os.path.dirname(os.__file__),
+    _pkg_dir(),
+  }
   pkg_parent = os.path.dirname(_pkg_dir())
-  for p in sys.path:        # site-packages and the standard library; not the folder holding the autograder
-    if p and os.path.isdir(p) and os.path.realpath(p) != os.path.realpath(pkg_parent) and \
-        os.path.realpath(p) != os.path.realpath(scratch):
+  for p in sys.path:  # site-packages and the standard library; not the folder holding the autograder
+    if (
+      p
+      and os.path.isdir(p)
+      and os.path.realpath(p) != os.path.realpath(pkg_parent)
+      and os.path.realpath(p) != os.path.realpath(scratch)
+    ):
       ro.add(p)
-  linked = _sandbox.link_targets({os.path.realpath(p) for p in ro if os.path.isdir(p)})   # a farm of links
+  linked = _sandbox.link_targets({os.path.realpath(p) for p in ro if os.path.isdir(p)})  # a farm of links
   ro |= linked
   ro = sorted({os.path.realpath(p) for p in ro if os.path.exists(p)} | {p for p in ro if os.path.exists(p)})
-  if drop:    # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
+  if drop:  # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
     pkg_parent = os.path.realpath(os.path.dirname(_pkg_dir()))
-    installed = any(pkg_parent == q or pkg_parent.startswith(q + os.sep)   # pip-installed: not a checkout
-                    for q in {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)})
-    cover = ([] if installed else [pkg_parent] + _git_stores(pkg_parent)) + \
-        [d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d]
-    keep = [sys.prefix, sys.base_prefix, scratch, _pkg_dir()] + \
-        [p for p in sys.path if p and os.path.isdir(p)] + sorted(linked)
+    installed = any(
+      pkg_parent == q or pkg_parent.startswith(q + os.sep)  # pip-installed: not a checkout
+      for q in {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    )
+    cover = ([] if installed else [pkg_parent] + _git_stores(pkg_parent)) + [
+      d for d in os.environ.get("AUTOGRADER_DENIED", "").split(os.pathsep) if d
+    ]
+    keep = (
+      [sys.prefix, sys.base_prefix, scratch, _pkg_dir()]
+      + [p for p in sys.path if p and os.path.isdir(p)]
+      + sorted(linked)
+    )
     keep = [k for k in keep if not os.path.realpath(k) == os.path.realpath(pkg_parent)]
     if _confine.cover(cover, keep):
       layers.append("own mount namespace hiding the checkout and the denied folders")
-  need_cap = bool(drop) and not all(_confine.world_readable(p) for p in (sys.prefix, sys.base_prefix,
-                                                                          os.path.dirname(os.__file__))) \
-      or bool(drop) and not _confine.world_readable(os.path.dirname(os.path.realpath(scratch)))
+  need_cap = (
+    bool(drop)
+    and not all(_confine.world_readable(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.__file__)))
+    or bool(drop)
+    and not _confine.world_readable(os.path.dirname(os.path.realpath(scratch)))
+  )
   abi = 0 if os.environ.get("AUTOGRADER_NO_LANDLOCK") else _confine.landlock(ro, [scratch], ["/dev/null"])
   if abi:
-    layers.append(f"Landlock v{abi} (reads only the interpreter and libraries, writes only scratch"
-                  + (", no TCP" if abi >= 4 else "") + (", no signals out" if abi >= 6 else "") + ")")
+    layers.append(
+      f"Landlock v{abi} (reads only the interpreter and libraries, writes only scratch"
+      + (", no TCP" if abi >= 4 else "")
+      + (", no signals out" if abi >= 6 else "")
+      + ")"
+    )
   sec = _confine.seccomp()
   if sec:
     layers.append("seccomp (no ptrace, process_vm_*, open_by_handle_at, mount, unshare, sockets)")
@@ -481,7 +563,7 @@ def confine(scratch: str) -> list[str]:
     if _confine.drop_to(uid, gid, keep_read_search=keep):
       layers.append(f"uid {uid}")
     else:
-      raise SystemExit(f"could not drop to uid {uid}")   # never run student code as root by accident
+      raise SystemExit(f"could not drop to uid {uid}")  # never run student code as root by accident
   return layers
 
 
@@ -490,6 +572,7 @@ def confine(scratch: str) -> list[str]:
 
 class Worker:
   """The submission as loaded in the worker: its namespace, its cells' sources, and where it came from."""
+
   def __init__(self, scratch: str):
     self.scratch = scratch
     self.ns: dict = {}
@@ -514,7 +597,7 @@ class Worker:
     sys.modules["submission"] = module
     self.ns = module.__dict__
     self.path = req["path"]
-    here = os.path.dirname(self.path)     # a folder submission's own helper modules are importable
+    here = os.path.dirname(self.path)  # a folder submission's own helper modules are importable
     if here not in sys.path:
       sys.path.append(here)
     problems = []
@@ -530,18 +613,27 @@ class Worker:
         problems.append(f"syntax error at {where}: {e.msg}")
         continue
       except (RecursionError, MemoryError, ValueError, SystemError) as e:
-        what = "the code is nested too deeply" if isinstance(e, (RecursionError, SystemError)) else \
-            "it needs too much memory" if isinstance(e, MemoryError) else str(e)[:100]
+        what = (
+          "the code is nested too deeply"
+          if isinstance(e, (RecursionError, SystemError))
+          else "it needs too much memory"
+          if isinstance(e, MemoryError)
+          else str(e)[:100]
+        )
         where = "this file" if idx is None else f"cell {idx}"
-        problems.append(f"{where} cannot be compiled by Python: {what} (e.g. an expression of hundreds of "
-                        "thousands of terms); split it up.")
+        problems.append(
+          f"{where} cannot be compiled by Python: {what} (e.g. an expression of hundreds of "
+          "thousands of terms); split it up."
+        )
         continue
-      for node in tree.body:      # statement by statement: one failure does not stop the rest
+      for node in tree.body:  # statement by statement: one failure does not stop the rest
         try:
           code = compile(ast.Module([node], []), fname, "exec")
         except (RecursionError, MemoryError, SystemError, ValueError):
-          problems.append(f"{self.label(fname, getattr(node, 'lineno', 0))} cannot be compiled by Python: an "
-                          "expression nested too deeply; split it up.")
+          problems.append(
+            f"{self.label(fname, getattr(node, 'lineno', 0))} cannot be compiled by Python: an "
+            "expression nested too deeply; split it up."
+          )
           if idx is not None:
             break
           continue
@@ -550,7 +642,7 @@ class Worker:
         except BaseException as e:  # noqa: BLE001  (SystemExit/KeyboardInterrupt at top level too)
           err = _ops.classify(e, "the submission", self.is_student, self.label, None)
           problems.append(err.message.replace("the submission raised", "top-level code raised", 1))
-          if idx is not None:   # a notebook cell stops at its first error, as in Jupyter
+          if idx is not None:  # a notebook cell stops at its first error, as in Jupyter
             break
     return problems
 
@@ -562,7 +654,7 @@ class _Cap(io.TextIOBase):
   def write(self, s):
     s = str(s)
     if self.n < OUTPUT_CAP:
-      self.parts.append(s[:OUTPUT_CAP - self.n])
+      self.parts.append(s[: OUTPUT_CAP - self.n])
     self.n += len(s)
     return len(s)
 
@@ -591,13 +683,13 @@ def main(argv):
   rules = Rules(forbidden if isinstance(forbidden, dict) else {})
   layers = confine(scratch)
   pkg_parent = os.path.realpath(os.path.dirname(_pkg_dir()))
-  sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != pkg_parent]   # imports are done
+  sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != pkg_parent]  # imports are done
   worker = Worker(scratch)
   snap = _snapshot()
   _install_audit_hook(scratch, denied)
   real_out, real_err = sys.stdout, sys.stderr
   write_frame, read_frame = _wire.write_frame, _wire.read_frame
-  os.write(2, _sandbox.READY)    # before any submission code: a crash before it is the grader's, not the student's
+  os.write(2, _sandbox.READY)  # before any submission code: a crash before it is the grader's, not the student's
   while True:
     try:
       req = read_frame(req_fd)
@@ -618,13 +710,23 @@ def main(argv):
           raise SubmissionError("missing", f"{fn_name} is not defined (or not a function) in the submission.")
         rules.enter(fn_name)
         try:
-          resp["result"] = _ops.run(req["op"], fn, fn_name, tuple(req["args"]), dict(req["kwargs"]),
-                                    dict(req.get("opts") or {}), worker.is_student, worker.label)
+          resp["result"] = _ops.run(
+            req["op"],
+            fn,
+            fn_name,
+            tuple(req["args"]),
+            dict(req["kwargs"]),
+            dict(req.get("opts") or {}),
+            worker.is_student,
+            worker.label,
+          )
         finally:
           hit = rules.exit()
-        if hit:       # refused, even if the submission caught the refusal and went on
-          raise SubmissionError("refused", f"{fn_name}: calls {hit}, which this assignment forbids for "
-                                f"{fn_name}. Write it yourself with jax.numpy.")
+        if hit:  # refused, even if the submission caught the refusal and went on
+          raise SubmissionError(
+            "refused",
+            f"{fn_name}: calls {hit}, which this assignment forbids for {fn_name}. Write it yourself with jax.numpy.",
+          )
     except SubmissionError as e:
       resp = {"ok": False, "kind": e.kind, "message": e.message}
     except BaseException as e:  # noqa: BLE001
@@ -636,17 +738,22 @@ def main(argv):
       what = ", ".join(sorted(set(changed))[:5])
       if req["op"] == "load":
         resp.setdefault("problems", []).append(
-            f"top-level code replaced {what}; the originals were restored (monkeypatching is not allowed).")
+          f"top-level code replaced {what}; the originals were restored (monkeypatching is not allowed)."
+        )
       else:
-        resp = {"ok": False, "kind": "tampered",
-                "message": f"{req['fn']} replaced {what} while running; monkeypatching numpy, jax or the "
-                           "grader is not allowed (the originals were restored)."}
+        resp = {
+          "ok": False,
+          "kind": "tampered",
+          "message": f"{req['fn']} replaced {what} while running; monkeypatching numpy, jax or the "
+          "grader is not allowed (the originals were restored).",
+        }
     resp["output"] = cap.text()
     try:
       write_frame(resp_fd, resp)
     except _wire.WireError:
-      write_frame(resp_fd, {"ok": False, "kind": "bad_output", "message": "the result could not be sent back.",
-                            "output": ""})
+      write_frame(
+        resp_fd, {"ok": False, "kind": "bad_output", "message": "the result could not be sent back.", "output": ""}
+      )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Per-epoch deterministic shuffling and fixed-shape batches (so ``jit`` compiles once)."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -20,8 +21,9 @@ def num_batches(n: int, batch_size: int, *, drop_remainder: bool = True) -> int:
   return n // batch_size if drop_remainder else -(-n // batch_size)
 
 
-def batches(x, y, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-            drop_remainder: bool = True) -> Iterator[tuple]:
+def batches(
+  x, y, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, drop_remainder: bool = True
+) -> Iterator[tuple]:
   """Yields fixed-shape batches of ``(x, y)``.
 
   Args:
@@ -45,12 +47,12 @@ def batches(x, y, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bo
   order = epoch_permutation(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
   stop = num_batches(n, batch_size, drop_remainder=drop_remainder)
   for b in range(stop):
-    idx = order[b * batch_size:(b + 1) * batch_size]
+    idx = order[b * batch_size : (b + 1) * batch_size]
     if drop_remainder:
       yield x[idx], y[idx]
       continue
     mask = np.ones(batch_size, np.float32)
     if len(idx) < batch_size:
-      mask[len(idx):] = 0.0
+      mask[len(idx) :] = 0.0
       idx = np.concatenate([idx, np.full(batch_size - len(idx), idx[0])])
     yield x[idx], y[idx], mask

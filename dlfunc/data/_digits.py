@@ -5,6 +5,7 @@ scikit-learn ships the 1,797 8x8 digit images (UCI "optdigits", pixel values
 into the TFDS data dir as array_record files and then read like any other TFDS
 data set through ``builder.as_data_source()`` -- the TensorFlow-free path.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,6 +28,7 @@ def stratified_split(y: np.ndarray, test_fraction: float = TEST_FRACTION, seed: 
   it. Deterministic: the same ``y`` and ``seed`` give the same split everywhere.
   """
   from sklearn.model_selection import train_test_split
+
   train, test = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=seed)
   return np.sort(train), np.sort(test)
 
@@ -38,6 +40,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   ``label`` 0..9, and ``index``, the row in ``sklearn.datasets.load_digits()``
   (TFDS stores examples in hashed order; ``index`` restores the original one).
   """
+
   name = "digits"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "sklearn train_test_split(test_size=0.2, stratify=y, random_state=0) of load_digits."}
@@ -52,26 +55,31 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description="scikit-learn's handwritten digits (UCI optdigits test set), 8x8, values 0..16.",
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            "label": tfds.features.ClassLabel(num_classes=10),
-            "index": tfds.features.Scalar(dtype=np.int32),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
+      builder=self,
+      description="scikit-learn's handwritten digits (UCI optdigits test set), 8x8, values 0..16.",
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=10),
+          "index": tfds.features.Scalar(dtype=np.int32),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the data is in scikit-learn's wheel.
     from sklearn.datasets import load_digits  # Deferred: sklearn import costs ~0.5 s.
+
     bunch: Any = load_digits()  # a Bunch (the stub's union also lists the return_X_y tuple)
     images = bunch.images.astype(np.uint8)[..., None]
     labels = bunch.target.astype(np.int64)
     train, test = stratified_split(labels)
-    return {"train": self._generate_examples(images, labels, train),
-            "test": self._generate_examples(images, labels, test)}
+    return {
+      "train": self._generate_examples(images, labels, train),
+      "test": self._generate_examples(images, labels, test),
+    }
 
   def _generate_examples(self, images, labels, indices):
     for i in indices:

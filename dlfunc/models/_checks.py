@@ -1,4 +1,5 @@
 """Input checks shared by the image models: one line saying what to change, at trace time (free per step)."""
+
 from __future__ import annotations
 
 
@@ -21,5 +22,6 @@ def check_nhwc(name: str, x) -> None:
   """
   shape = tuple(getattr(x, "shape", ()))
   if len(shape) == 4 and 1 <= shape[1] <= 4 and shape[2] > 4 and shape[3] > 4:
-    raise ValueError(f"{name} got images of shape {shape}, channels first (NCHW); images are NHWC: "
-                     "x.transpose(0, 2, 3, 1).")
+    raise ValueError(
+      f"{name} got images of shape {shape}, channels first (NCHW); images are NHWC: x.transpose(0, 2, 3, 1)."
+    )

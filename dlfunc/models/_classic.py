@@ -6,6 +6,7 @@ layers do: ``MLP(dtype=jnp.bfloat16)`` trains in mixed precision with float32
 master parameters; its logits are bfloat16, and :mod:`dlfunc.losses` computes
 the loss in float32.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -23,8 +24,10 @@ def _images(name: str, x):
   if x.ndim == 3:
     return x[..., None]
   if x.ndim != 4:
-    raise ValueError(f"{name} expects images shaped (batch, height, width, channels) or (batch, height, width), "
-                     f"got shape {tuple(x.shape)}.")
+    raise ValueError(
+      f"{name} expects images shaped (batch, height, width, channels) or (batch, height, width), "
+      f"got shape {tuple(x.shape)}."
+    )
   check_nhwc(name, x)
   return x
 
@@ -51,6 +54,7 @@ class MLP(linen.Module):
     >>> model.apply(variables, jnp.ones((2, 8, 8, 1))).shape
     (2, 10)
   """
+
   hidden: Sequence[int] = (128,)
   num_classes: int = 10
   activation: Callable = nn.relu
@@ -89,6 +93,7 @@ class CNN(linen.Module):
     applied in ``forward``, as above and as here. PyTorch also flattens NCHW, so
     ``fc1``'s rows are ordered differently from this model's NHWC flatten.
   """
+
   features: int = 32
   kernel_size: int = 3
   num_classes: int = 10
@@ -110,6 +115,7 @@ class LeNet(linen.Module):
   ``train=True`` uses batch statistics and dropout: call
   ``apply(variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"])``.
   """
+
   features: Sequence[int] = (32, 64)
   hidden: int = 128
   num_classes: int = 10

@@ -10,6 +10,7 @@ in (``None``: the promoted type of its input and parameters), and
 bfloat16 while the parameters (and so the optimizer's updates) stay float32
 master copies; normalisation statistics are always computed and kept in float32.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -29,13 +30,16 @@ def _check_features(module: linen.Module, x, axis_size: int, what: str) -> None:
   if module.has_variable("params", "kernel"):
     kernel = module.get_variable("params", "kernel")
     if axis_size != kernel.shape[-2]:
-      raise ValueError(f"{type(module).__name__} {module.name}: expected input {what} {kernel.shape[-2]} as at init "
-                       f"(kernel {tuple(kernel.shape)}), got input shape {tuple(x.shape)}; reshape the input or "
-                       f"init the model for this size.")
+      raise ValueError(
+        f"{type(module).__name__} {module.name}: expected input {what} {kernel.shape[-2]} as at init "
+        f"(kernel {tuple(kernel.shape)}), got input shape {tuple(x.shape)}; reshape the input or "
+        f"init the model for this size."
+      )
 
 
 class Dense(linen.Module):
   """Linen wrapper of :func:`dlfunc.nn.dense`. Kernel init defaults to Glorot uniform (Keras)."""
+
   features: int
   use_bias: bool = True
   kernel_init: Initializer = nn.glorot_uniform
@@ -54,6 +58,7 @@ class Dense(linen.Module):
 
 class Conv(linen.Module):
   """Linen wrapper of :func:`dlfunc.nn.conv` (channels last; 1-D, 2-D or 3-D by ``len(kernel_size)``)."""
+
   features: int
   kernel_size: Sequence[int]
   strides: Any = 1
@@ -70,15 +75,18 @@ class Conv(linen.Module):
   def __call__(self, x):
     ks = tuple(self.kernel_size)
     if x.ndim != len(ks) + 2:
-      raise ValueError(f"Conv with a {len(ks)}-D kernel expects input (batch, {len(ks)} spatial axes, channels), "
-                       f"got shape {tuple(x.shape)}.")
+      raise ValueError(
+        f"Conv with a {len(ks)}-D kernel expects input (batch, {len(ks)} spatial axes, channels), "
+        f"got shape {tuple(x.shape)}."
+      )
     _check_features(self, x, x.shape[-1] // self.groups, "channels per group (last axis)")
     shape = (*ks, x.shape[-1] // self.groups, self.features)
     p = {"kernel": self.param("kernel", self.kernel_init, shape, self.param_dtype)}
     if self.use_bias:
       p["bias"] = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-    return nn.conv(p, x, strides=self.strides, padding=self.padding, dilation=self.dilation, groups=self.groups,
-                   dtype=self.dtype)
+    return nn.conv(
+      p, x, strides=self.strides, padding=self.padding, dilation=self.dilation, groups=self.groups, dtype=self.dtype
+    )
 
 
 class BatchNorm(linen.Module):
@@ -87,6 +95,7 @@ class BatchNorm(linen.Module):
   ``train=True`` needs ``mutable=["batch_stats"]`` in ``apply``. Statistics are not
   updated during ``init``. ``momentum`` follows Keras/Flax (PyTorch 0.1 == 0.9 here).
   """
+
   momentum: float = 0.99
   epsilon: float = 1e-5
   use_scale: bool = True
@@ -104,8 +113,9 @@ class BatchNorm(linen.Module):
       p["scale"] = self.param("scale", nn.ones, (c,), self.param_dtype)
     if self.use_bias:
       p["bias"] = self.param("bias", nn.zeros, (c,), self.param_dtype)
-    y, new = nn.batch_norm(p, {"mean": mean.value, "var": var.value}, x, train=train,
-                           momentum=self.momentum, eps=self.epsilon)
+    y, new = nn.batch_norm(
+      p, {"mean": mean.value, "var": var.value}, x, train=train, momentum=self.momentum, eps=self.epsilon
+    )
     if train and not self.is_initializing():
       mean.value, var.value = new["mean"], new["var"]
     return y if self.dtype is None else y.astype(self.dtype)
@@ -113,6 +123,7 @@ class BatchNorm(linen.Module):
 
 class LayerNorm(linen.Module):
   """Linen wrapper of :func:`dlfunc.nn.layer_norm` over the last axis."""
+
   epsilon: float = 1e-5
   use_scale: bool = True
   use_bias: bool = True
@@ -133,6 +144,7 @@ class LayerNorm(linen.Module):
 
 class Dropout(linen.Module):
   """Linen wrapper of :func:`dlfunc.nn.dropout`; draws its key from the ``dropout`` rng stream."""
+
   rate: float
 
   @linen.compact
@@ -146,6 +158,7 @@ class Dropout(linen.Module):
 
 class Embed(linen.Module):
   """Linen wrapper of :func:`dlfunc.nn.embedding`."""
+
   num_embeddings: int
   features: int
   embedding_init: Initializer = nn.glorot_uniform

@@ -11,6 +11,7 @@ the faster program. Both compute the same function (they differ only in
 summation order, ~1e-6 relative). On other backends it compiles once with XLA's
 defaults.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,8 @@ import jax.numpy as jnp
 
 # XLA CPU compiler options tried by the autotuner: name -> options for ``Compiled.compile``.
 CPU_CANDIDATES: dict[str, dict[str, Any]] = {
-    "xla-default": {},
-    "ynnpack-off": {"xla_cpu_experimental_ynn_fusion_type": ""},
+  "xla-default": {},
+  "ynnpack-off": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
 
 
@@ -31,7 +32,7 @@ def _signature(args) -> tuple:
 
 
 def _best_time(fn: Callable[[], Any], repeats: int) -> float:
-  jax.block_until_ready(fn())       # the first call pays for allocation and caches
+  jax.block_until_ready(fn())  # the first call pays for allocation and caches
   best = float("inf")
   for _ in range(repeats):
     t = time.perf_counter()

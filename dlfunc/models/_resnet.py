@@ -17,6 +17,7 @@ Module names (what the weight loaders in :mod:`dlfunc.pretrained` map onto):
 ``conv1``, ``bn1``, ``layer{1..4}_{j}`` with ``conv{1,2[,3]}``, ``bn{1,2[,3]}``,
 ``downsample_conv``, ``downsample_bn``; the head is ``fc``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -46,6 +47,7 @@ def _conv_init():
 
 class BasicBlock(linen.Module):
   """Two 3x3 convs with a residual connection (ResNet-18/34). Expansion 1."""
+
   features: int
   strides: int = 1
   variant: str = "torchvision"
@@ -58,14 +60,16 @@ class BasicBlock(linen.Module):
     pr = precision(self)
     bias = self.variant == "keras"
     bn = _bn_args(self.variant)
-    out = Conv(self.features, (3, 3), self.strides, _PAD1, use_bias=bias, kernel_init=_conv_init(), name="conv1",
-               **pr)(x)
+    out = Conv(self.features, (3, 3), self.strides, _PAD1, use_bias=bias, kernel_init=_conv_init(), name="conv1", **pr)(
+      x
+    )
     out = nn.relu(BatchNorm(**bn, name="bn1", **pr)(out, train))
     out = Conv(self.features, (3, 3), 1, _PAD1, use_bias=bias, kernel_init=_conv_init(), name="conv2", **pr)(out)
     out = BatchNorm(**bn, name="bn2", **pr)(out, train)
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = Conv(self.features, (1, 1), self.strides, use_bias=bias, kernel_init=_conv_init(),
-               name="downsample_conv", **pr)(x)
+      x = Conv(
+        self.features, (1, 1), self.strides, use_bias=bias, kernel_init=_conv_init(), name="downsample_conv", **pr
+      )(x)
       x = BatchNorm(**bn, name="downsample_bn", **pr)(x, train)
     return nn.relu(out + x)
 
@@ -75,6 +79,7 @@ class Bottleneck(linen.Module):
 
   torchvision ("v1.5") strides the 3x3 conv; Keras ("v1") strides the first 1x1.
   """
+
   features: int
   strides: int = 1
   variant: str = "torchvision"
@@ -96,8 +101,9 @@ class Bottleneck(linen.Module):
     out = Conv(out_features, (1, 1), 1, use_bias=keras, kernel_init=_conv_init(), name="conv3", **pr)(out)
     out = BatchNorm(**bn, name="bn3", **pr)(out, train)
     if self.strides != 1 or x.shape[-1] != out_features:
-      x = Conv(out_features, (1, 1), self.strides, use_bias=keras, kernel_init=_conv_init(),
-               name="downsample_conv", **pr)(x)
+      x = Conv(
+        out_features, (1, 1), self.strides, use_bias=keras, kernel_init=_conv_init(), name="downsample_conv", **pr
+      )(x)
       x = BatchNorm(**bn, name="downsample_bn", **pr)(x, train)
     return nn.relu(out + x)
 
@@ -136,6 +142,7 @@ class ResNet(linen.Module):
     >>> model.apply(variables, jnp.ones((2, 32, 32, 3))).shape
     (2, 10)
   """
+
   stage_sizes: Sequence[int]
   block: str = "basic"
   num_classes: int = 1000

@@ -5,6 +5,7 @@ modules only keep the parameter books, named as in :mod:`dlfunc.nn`
 (``kernel``, ``recurrent_kernel``, ``bias``, ``recurrent_bias``), so
 ``dlfunc.nn.from_keras`` / ``from_torch`` output drops straight in.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence, Union
@@ -20,7 +21,8 @@ from dlfunc.models._layers import Conv, Dense, Dropout, precision
 
 def _lstm_bias_init(hidden: int):
   def init(key, shape, dtype=jnp.float32):  # noqa: ARG001  (a Flax initializer's signature)
-    return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1)  # Keras unit_forget_bias
+    return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(1)  # Keras unit_forget_bias
+
   return init
 
 
@@ -31,6 +33,7 @@ class Recurrent(linen.Module):
   zero biases (LSTM forget gate: one). Returns ``(N, T, H)`` when
   ``return_sequences`` else ``(N, H)``.
   """
+
   cell: str
   hidden_size: int
   reverse: bool = False
@@ -47,12 +50,16 @@ class Recurrent(linen.Module):
     if self.has_variable("params", "kernel"):
       f = self.get_variable("params", "kernel").shape[0]
       if x.shape[-1] != f:
-        raise ValueError(f"{type(self).__name__} {self.name}: input has {x.shape[-1]} features (shape "
-                         f"{tuple(x.shape)}) but the layer was built for {f}; pass inputs shaped (..., {f}).")
+        raise ValueError(
+          f"{type(self).__name__} {self.name}: input has {x.shape[-1]} features (shape "
+          f"{tuple(x.shape)}) but the layer was built for {f}; pass inputs shaped (..., {f})."
+        )
     pd = self.param_dtype
-    p = {"kernel": self.param("kernel", nn.glorot_uniform, (x.shape[-1], g), pd),
-         "recurrent_kernel": self.param("recurrent_kernel", nn.orthogonal, (self.hidden_size, g), pd),
-         "bias": self.param("bias", _lstm_bias_init(self.hidden_size) if cell == "lstm" else nn.zeros, (g,), pd)}
+    p = {
+      "kernel": self.param("kernel", nn.glorot_uniform, (x.shape[-1], g), pd),
+      "recurrent_kernel": self.param("recurrent_kernel", nn.orthogonal, (self.hidden_size, g), pd),
+      "bias": self.param("bias", _lstm_bias_init(self.hidden_size) if cell == "lstm" else nn.zeros, (g,), pd),
+    }
     if cell == "gru":
       p["recurrent_bias"] = self.param("recurrent_bias", nn.zeros, (g,), pd)
     # the compute dtype: the scan's matmuls and its carry (float32 master parameters are cast in)
@@ -60,8 +67,16 @@ class Recurrent(linen.Module):
     dtype = self.dtype if self.dtype is not None else jnp.result_type(x, *p.values())
     p = {k: v.astype(dtype) for k, v in p.items()}
     x = x.astype(dtype)
-    y, _ = nn.unroll(cell, p, x, mask=mask, reverse=self.reverse, return_sequences=self.return_sequences,
-                     zero_output_for_mask=self.zero_output_for_mask, implementation=self.implementation)
+    y, _ = nn.unroll(
+      cell,
+      p,
+      x,
+      mask=mask,
+      reverse=self.reverse,
+      return_sequences=self.return_sequences,
+      zero_output_for_mask=self.zero_output_for_mask,
+      implementation=self.implementation,
+    )
     return y
 
 
@@ -70,6 +85,7 @@ class Bidirectional(linen.Module):
 
   Matches Keras ``Bidirectional(merge_mode="concat")`` and PyTorch ``bidirectional=True``.
   """
+
   cell: str
   hidden_size: int
   return_sequences: bool = True
@@ -79,8 +95,9 @@ class Bidirectional(linen.Module):
   @linen.compact
   def __call__(self, x, mask=None):
     pr = precision(self)
-    kw = dict(cell=self.cell, hidden_size=self.hidden_size, return_sequences=self.return_sequences,
-              zero_output_for_mask=True)
+    kw = dict(
+      cell=self.cell, hidden_size=self.hidden_size, return_sequences=self.return_sequences, zero_output_for_mask=True
+    )
     fw = Recurrent(**kw, name="forward", **pr)(x, mask)
     bw = Recurrent(**kw, reverse=True, name="backward", **pr)(x, mask)
     return jnp.concatenate([fw, bw], axis=-1)
@@ -91,8 +108,9 @@ def _sequences(name: str, x):
   if x.ndim == 2:
     return x[..., None]
   if x.ndim != 3:
-    raise ValueError(f"{name} expects sequences shaped (batch, time, features) or (batch, time), "
-                     f"got shape {tuple(x.shape)}.")
+    raise ValueError(
+      f"{name} expects sequences shaped (batch, time, features) or (batch, time), got shape {tuple(x.shape)}."
+    )
   return x
 
 
@@ -125,6 +143,7 @@ class RNNClassifier(linen.Module):
     >>> m.apply(v, jnp.ones((4, 8, 8))).shape
     (4, 10)
   """
+
   cell: str = "gru"
   hidden_size: int = 64
   num_classes: int = 10
@@ -143,16 +162,18 @@ class RNNClassifier(linen.Module):
     if self.readout not in ("last", "mean", "all"):
       raise ValueError(f"RNNClassifier: readout must be 'last', 'mean' or 'all', got {self.readout!r}.")
     if self.num_layers < 1 or self.hidden_size < 1:
-      raise ValueError(f"RNNClassifier: num_layers and hidden_size must be >= 1, got {self.num_layers} and "
-                       f"{self.hidden_size}.")
+      raise ValueError(
+        f"RNNClassifier: num_layers and hidden_size must be >= 1, got {self.num_layers} and {self.hidden_size}."
+      )
     x = _sequences("RNNClassifier", x)
     for k in range(self.num_layers):
       seq = k < self.num_layers - 1 or self.readout != "last"
       if self.bidirectional:
         x = Bidirectional(self.cell, self.hidden_size, return_sequences=seq, name=f"layer_{k}", **pr)(x, mask)
       else:
-        x = Recurrent(self.cell, self.hidden_size, return_sequences=seq, implementation=self.implementation,
-                      name=f"layer_{k}", **pr)(x, mask)
+        x = Recurrent(
+          self.cell, self.hidden_size, return_sequences=seq, implementation=self.implementation, name=f"layer_{k}", **pr
+        )(x, mask)
     if self.readout == "mean":
       if mask is None:
         x = jnp.mean(x, axis=1)
@@ -192,6 +213,7 @@ class CNN1D(linen.Module):
       Sequential(Conv1d(8, 32, 3, padding=1), ReLU(), Conv1d(32, 64, 3, padding=1), ReLU(),
                  Flatten(), Linear(64 * 8, 10))
   """
+
   channels: Sequence[int] = (32, 64)
   kernel_sizes: Union[int, Sequence[int]] = 3
   strides: Union[int, Sequence[int]] = 1

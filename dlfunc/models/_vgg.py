@@ -16,6 +16,7 @@ Warning:
   permutes the rows of ``classifier.0.weight`` once so a torch checkpoint gives
   the same numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,10 +32,10 @@ from dlfunc.models._layers import BatchNorm, Conv, Dense, Dropout, precision
 
 # Channels per conv, block by block (torchvision's cfgs "A" and "D").
 CONFIGS = {
-    11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
-    13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
-    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
-    19: ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
+  11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+  13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+  16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+  19: ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
 }
 
 
@@ -76,6 +77,7 @@ class VGG(linen.Module):
     dropout_rate: dropout after ``fc1`` and ``fc2`` in training (torchvision:
       0.5; Keras' VGG has none).
   """
+
   depth: int = 16
   batch_norm: bool = False
   num_classes: int = 1000
@@ -96,8 +98,15 @@ class VGG(linen.Module):
     check_nhwc(type(self).__name__, x)
     for b, block in enumerate(CONFIGS[self.depth], start=1):
       for i, features in enumerate(block, start=1):
-        x = Conv(features, (3, 3), 1, ((1, 1), (1, 1)), name=f"block{b}_conv{i}",
-                 kernel_init=jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal"), **pr)(x)
+        x = Conv(
+          features,
+          (3, 3),
+          1,
+          ((1, 1), (1, 1)),
+          name=f"block{b}_conv{i}",
+          kernel_init=jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+          **pr,
+        )(x)
         if self.batch_norm:
           x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"block{b}_bn{i}", **pr)(x, train)
         x = nn.relu(x)

@@ -3,6 +3,7 @@
 Every function here is pure, works under ``jax.jit``, ``jax.grad`` and
 ``jax.vmap``, and stays finite (value and gradient) at inputs of magnitude 1e4.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Public within the package: other dlfunc modules import these names from here,
 never a layer module's private helpers. Each error says what to change, in one line.
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -21,8 +22,8 @@ def check_rank(name: str, x: Array, rank: int, layout: str) -> None:
   """Raise unless ``x`` has rank ``rank``; ``layout`` names the expected axes in the message."""
   if x.ndim != rank:
     raise ValueError(
-        f"{name}: expected a rank-{rank} input {layout}, got shape {tuple(x.shape)}; "
-        f"reshape the input (for one example, add a batch axis with x[None])."
+      f"{name}: expected a rank-{rank} input {layout}, got shape {tuple(x.shape)}; "
+      f"reshape the input (for one example, add a batch axis with x[None])."
     )
 
 
@@ -30,8 +31,10 @@ def check_nwc(name: str, x: Array) -> Array:
   """``x`` as an array, checked to be a channels-last sequence ``(N, L, C)``."""
   x = jnp.asarray(x)
   if x.ndim != 3:
-    raise ValueError(f"{name}: expected a rank-3 input (batch, length, channels), got shape {tuple(x.shape)}; "
-                     f"for one channel use x[..., None].")
+    raise ValueError(
+      f"{name}: expected a rank-3 input (batch, length, channels), got shape {tuple(x.shape)}; "
+      f"for one channel use x[..., None]."
+    )
   return x
 
 

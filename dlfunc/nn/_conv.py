@@ -3,6 +3,7 @@
 :func:`conv` handles any number of spatial axes; :func:`conv2d` and :func:`conv1d` are
 checked front-ends for images ``(N, H, W, C)`` and sequences ``(N, L, C)``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -16,8 +17,16 @@ from dlfunc.nn._checks import Padding, check_nwc, check_rank, ntuple, padding_pa
 Array = jax.Array
 
 
-def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding = "VALID",
-         dilation=1, groups: int = 1, dtype=None) -> Array:
+def conv(
+  params: Mapping[str, Array],
+  x: Array,
+  *,
+  strides=1,
+  padding: Padding = "VALID",
+  dilation=1,
+  groups: int = 1,
+  dtype=None,
+) -> Array:
   """N-d convolution over channels-last input (``NWC``, ``NHWC``, ...).
 
   Cross-correlation, as in every deep-learning library. ``kernel`` is
@@ -28,14 +37,15 @@ def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding =
   kernel = jnp.asarray(params["kernel"])
   n = kernel.ndim - 2
   if not 1 <= n <= 3:
-    raise ValueError(f"conv: the kernel must be (*window, in, out) with 1 to 3 window axes, "
-                     f"got shape {tuple(kernel.shape)}.")
+    raise ValueError(
+      f"conv: the kernel must be (*window, in, out) with 1 to 3 window axes, got shape {tuple(kernel.shape)}."
+    )
   x = jnp.asarray(x)
   check_rank(f"conv{n}d", x, n + 2, "(batch, *spatial, channels)")
   if x.shape[-1] != kernel.shape[-2] * groups:
     raise ValueError(
-        f"conv{n}d: input has {x.shape[-1]} channels (shape {tuple(x.shape)}) but the kernel "
-        f"{tuple(kernel.shape)} expects {kernel.shape[-2] * groups}."
+      f"conv{n}d: input has {x.shape[-1]} channels (shape {tuple(x.shape)}) but the kernel "
+      f"{tuple(kernel.shape)} expects {kernel.shape[-2] * groups}."
     )
   if not jnp.issubdtype(x.dtype, jnp.inexact):  # e.g. uint8 images
     x = x.astype(kernel.dtype)
@@ -47,15 +57,20 @@ def conv(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding =
     pads = jax.lax.padtype_to_pads(x.shape[1:-1], extent, strides, pads)
   out = [(size + lo + hi - e) // s + 1 for size, (lo, hi), e, s in zip(x.shape[1:-1], pads, extent, strides)]
   small = any(min(size, o) < e for size, o, e in zip(x.shape[1:-1], out, extent))
-  if small and groups == 1 and min(min(p) for p in pads) >= 0:   # negative padding (cropping): lax's own path
+  if small and groups == 1 and min(min(p) for p in pads) >= 0:  # negative padding (cropping): lax's own path
     y = _conv_by_taps(x, kernel, strides, pads, dilation, extent, out)
   else:
-    spatial = "DHW"[3 - n:]
-    dn = jax.lax.conv_dimension_numbers(
-        x.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+    spatial = "DHW"[3 - n :]
+    dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
     y = jax.lax.conv_general_dilated(
-        x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation,
-        dimension_numbers=dn, feature_group_count=groups)
+      x,
+      kernel,
+      window_strides=strides,
+      padding=pads,
+      rhs_dilation=dilation,
+      dimension_numbers=dn,
+      feature_group_count=groups,
+    )
   bias = params.get("bias")
   return y if bias is None else y + jnp.asarray(bias).astype(dtype)
 
@@ -72,20 +87,30 @@ def _conv_by_taps(x, kernel, strides, pads, dilation, extent, out):
   """
   n = kernel.ndim - 2
   if min(out) <= 0:
-    raise ValueError(f"conv{n}d: the padded input is smaller than the kernel window {tuple(extent)} "
-                     f"(input {tuple(x.shape)}, padding {list(pads)}); pad it (e.g. padding='SAME') "
-                     "or use a smaller kernel.")
+    raise ValueError(
+      f"conv{n}d: the padded input is smaller than the kernel window {tuple(extent)} "
+      f"(input {tuple(x.shape)}, padding {list(pads)}); pad it (e.g. padding='SAME') "
+      "or use a smaller kernel."
+    )
   x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
   taps = []
   for tap in itertools.product(*(range(k) for k in kernel.shape[:n])):
     window = tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilation, out, strides))
     taps.append(x[(slice(None), *window)])
-  patches = jnp.stack(taps, axis=-2)                 # (batch, *out, taps, in)
+  patches = jnp.stack(taps, axis=-2)  # (batch, *out, taps, in)
   return jnp.einsum("...tc,tco->...o", patches, kernel.reshape(len(taps), *kernel.shape[n:]))
 
 
-def conv2d(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding = "VALID",
-           dilation=1, groups: int = 1, dtype=None) -> Array:
+def conv2d(
+  params: Mapping[str, Array],
+  x: Array,
+  *,
+  strides=1,
+  padding: Padding = "VALID",
+  dilation=1,
+  groups: int = 1,
+  dtype=None,
+) -> Array:
   r"""2-D convolution, NHWC input and HWIO kernel.
 
   Args:
@@ -115,8 +140,16 @@ def conv2d(params: Mapping[str, Array], x: Array, *, strides=1, padding: Padding
   return conv(params, x, strides=strides, padding=padding, dilation=dilation, groups=groups, dtype=dtype)
 
 
-def conv1d(params: Mapping[str, Array], x: Array, *, strides: int = 1, padding: Padding = "VALID",
-           dilation: int = 1, groups: int = 1, dtype=None) -> Array:
+def conv1d(
+  params: Mapping[str, Array],
+  x: Array,
+  *,
+  strides: int = 1,
+  padding: Padding = "VALID",
+  dilation: int = 1,
+  groups: int = 1,
+  dtype=None,
+) -> Array:
   r"""1-D convolution (cross-correlation), NWC input and WIO kernel.
 
   :math:`y[n, l, o] = b_o + \sum_{k, i} x[n, l s + k d, i]\, w[k, i, o]` (stride ``s``, dilation ``d``).
@@ -144,5 +177,6 @@ def conv1d(params: Mapping[str, Array], x: Array, *, strides: int = 1, padding: 
   kernel = params["kernel"]
   if kernel.ndim != 3:
     raise ValueError(f"conv1d: the kernel must be (width, in, out), got shape {tuple(kernel.shape)}.")
-  return conv(params, check_nwc("conv1d", x), strides=strides, padding=padding, dilation=dilation, groups=groups,
-              dtype=dtype)
+  return conv(
+    params, check_nwc("conv1d", x), strides=strides, padding=padding, dilation=dilation, groups=groups, dtype=dtype
+  )

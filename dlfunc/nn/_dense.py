@@ -2,6 +2,7 @@
 
 Parameters are named as in Flax (``kernel`` ``(in, out)``, ``bias``).
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -40,8 +41,8 @@ def dense(params: Mapping[str, Array], x: Array, *, dtype=None) -> Array:
     raise ValueError(f"dense: the kernel must be (in, out), got shape {tuple(kernel.shape)}.")
   if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
     raise ValueError(
-        f"dense: expected input (..., {kernel.shape[0]}) for kernel shape {tuple(kernel.shape)}, "
-        f"got input shape {tuple(x.shape)}; flatten or reshape the input, or build the layer for this size."
+      f"dense: expected input (..., {kernel.shape[0]}) for kernel shape {tuple(kernel.shape)}, "
+      f"got input shape {tuple(x.shape)}; flatten or reshape the input, or build the layer for this size."
     )
   bias = params.get("bias")
   if dtype is not None:

@@ -1,4 +1,5 @@
 """Inverted dropout as a pure function: the random key is an argument, never hidden state."""
+
 from __future__ import annotations
 
 import jax
@@ -34,12 +35,16 @@ def dropout(x: Array, rate: float, *, key: jax.Array | None = None, train: bool 
     raise ValueError(f"dropout: rate is the drop probability and must be in [0, 1), got {rate}.")
   x = jnp.asarray(x)
   if isinstance(train, jax.core.Tracer):
-    raise TypeError("dropout: train must be a Python bool, got a traced value; pass it to jax.jit as a static "
-                    "argument (static_argnames=('train',)) or choose it outside the jitted function.")
+    raise TypeError(
+      "dropout: train must be a Python bool, got a traced value; pass it to jax.jit as a static "
+      "argument (static_argnames=('train',)) or choose it outside the jitted function."
+    )
   if not train or rate == 0.0:
     return x
   if key is None:
-    raise ValueError("dropout: training with rate > 0 needs a key; pass key=jax.random.key(...) "
-                     "(in a Flax model: rngs={'dropout': key}).")
+    raise ValueError(
+      "dropout: training with rate > 0 needs a key; pass key=jax.random.key(...) "
+      "(in a Flax model: rngs={'dropout': key})."
+    )
   keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))

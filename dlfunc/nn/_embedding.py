@@ -1,4 +1,5 @@
 """Embedding lookup: rows of a ``(vocab, dim)`` table for integer ids, never wrapping out-of-range ids."""
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -37,7 +38,8 @@ def embedding(params: Mapping[str, Array], ids: Array) -> Array:
   vocab = table.shape[0]
   lo, hi = concrete_range(ids)  # traced ids (inside jit) are not checked: they give NaN rows below instead
   if lo < 0 or hi >= vocab:
-    raise ValueError(f"embedding: ids must be in [0, {vocab}) for a table of shape {tuple(table.shape)}, "
-                     f"got ids from {lo} to {hi}.")
+    raise ValueError(
+      f"embedding: ids must be in [0, {vocab}) for a table of shape {tuple(table.shape)}, got ids from {lo} to {hi}."
+    )
   ids = jnp.where(ids < 0, vocab, ids)  # out of range: filled with NaN, never wrapped
   return jnp.take(table, ids, axis=0, mode="fill")

@@ -14,6 +14,7 @@ Warning:
   ``nn.Linear`` / ``nn.Conv2d`` default is :math:`U(-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}})`
   (``kaiming_uniform_(a=sqrt(5))``), not He uniform.
 """
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@ r"""Normalisation layers: :func:`batch_norm` (with running statistics) and :func
 
 Parameters ``scale`` (:math:`\gamma`) and ``bias`` (:math:`\beta`), named as in Flax.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -12,9 +13,16 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def batch_norm(params: Mapping[str, Array], stats: Mapping[str, Array], x: Array, *,
-               train: bool, momentum: float = 0.99, eps: float = 1e-5,
-               axis: int = -1) -> tuple[Array, dict[str, Array]]:
+def batch_norm(
+  params: Mapping[str, Array],
+  stats: Mapping[str, Array],
+  x: Array,
+  *,
+  train: bool,
+  momentum: float = 0.99,
+  eps: float = 1e-5,
+  axis: int = -1,
+) -> tuple[Array, dict[str, Array]]:
   r"""Batch normalization, :math:`y = \gamma (x - \mu) / \sqrt{\sigma^2 + \epsilon} + \beta`.
 
   Args:
@@ -51,8 +59,10 @@ def batch_norm(params: Mapping[str, Array], stats: Mapping[str, Array], x: Array
   for what, tree in (("params", params), ("stats", stats)):
     for name, v in tree.items():
       if tuple(jnp.shape(v)) != (c,):
-        raise ValueError(f"batch_norm: expected {what}[{name!r}] of shape ({c},) for input {tuple(x.shape)} "
-                         f"with features on axis {axis}, got {tuple(jnp.shape(v))}.")
+        raise ValueError(
+          f"batch_norm: expected {what}[{name!r}] of shape ({c},) for input {tuple(x.shape)} "
+          f"with features on axis {axis}, got {tuple(jnp.shape(v))}."
+        )
   reduce = tuple(i for i in range(x.ndim) if i != axis)
   shape = [1] * x.ndim
   shape[axis] = x.shape[axis]
@@ -106,8 +116,10 @@ def layer_norm(params: Mapping[str, Array], x: Array, *, eps: float = 1e-5, axis
     shape[axis] = d
   for name, v in params.items():
     if tuple(jnp.shape(v)) != (d,):
-      raise ValueError(f"layer_norm: expected params[{name!r}] of shape ({d},) for input {tuple(x.shape)} "
-                       f"normalised over axis {axis}, got {tuple(jnp.shape(v))}.")
+      raise ValueError(
+        f"layer_norm: expected params[{name!r}] of shape ({d},) for input {tuple(x.shape)} "
+        f"normalised over axis {axis}, got {tuple(jnp.shape(v))}."
+      )
   # 16-bit inputs (mixed precision) are normalised in float32 and returned in their own dtype, as batch_norm does.
   low = jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32
   xc = x.astype(jnp.float32) if low else x

@@ -2,6 +2,7 @@
 
 ``strides`` defaults to ``window`` (as in Keras and PyTorch).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,7 @@ def max_pool(x: Array, window=2, strides=None, padding: Padding = "VALID") -> Ar
   return _pool(x, init, jax.lax.max, window, strides, padding, n)
 
 
-def avg_pool(x: Array, window=2, strides=None, padding: Padding = "VALID",
-             count_include_pad: bool = False) -> Array:
+def avg_pool(x: Array, window=2, strides=None, padding: Padding = "VALID", count_include_pad: bool = False) -> Array:
   """Average pooling over the spatial axes of a channels-last input.
 
   Args:
@@ -91,8 +91,9 @@ def max_pool1d(x: Array, window: int = 2, strides: int | None = None, padding: P
   return max_pool(check_nwc("max_pool1d", x), window, strides, padding)
 
 
-def avg_pool1d(x: Array, window: int = 2, strides: int | None = None, padding: Padding = "VALID",
-               count_include_pad: bool = False) -> Array:
+def avg_pool1d(
+  x: Array, window: int = 2, strides: int | None = None, padding: Padding = "VALID", count_include_pad: bool = False
+) -> Array:
   """Average pooling over the length axis of ``(N, L, C)``; ``strides`` defaults to ``window``.
 
   With padding, ``count_include_pad=False`` (default) matches Keras

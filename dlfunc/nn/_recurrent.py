@@ -38,6 +38,7 @@ The GRU is the "reset after" variant (the reset gate multiplies the
 (its default) and PyTorch ``nn.GRU``. PyTorch keeps two LSTM/RNN biases
 (``b_ih + b_hh``); they enter only as a sum, so here they are one ``bias``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence, cast
@@ -87,11 +88,13 @@ def init_cell(cell: str, key: jax.Array, input_size: int, hidden_size: int, dtyp
     raise ValueError(f"init_cell: input_size and hidden_size must be positive, got {input_size} and {hidden_size}.")
   g = GATES[cell] * hidden_size
   k1, k2 = jax.random.split(key)
-  p = {"kernel": glorot_uniform(k1, (input_size, g), dtype),
-       "recurrent_kernel": orthogonal(k2, (hidden_size, g), dtype),
-       "bias": zeros(None, (g,), dtype)}
+  p = {
+    "kernel": glorot_uniform(k1, (input_size, g), dtype),
+    "recurrent_kernel": orthogonal(k2, (hidden_size, g), dtype),
+    "bias": zeros(None, (g,), dtype),
+  }
   if cell == "lstm":
-    p["bias"] = p["bias"].at[hidden_size:2 * hidden_size].set(1)
+    p["bias"] = p["bias"].at[hidden_size : 2 * hidden_size].set(1)
   if cell == "gru":
     p["recurrent_bias"] = zeros(None, (g,), dtype)
   return p
@@ -109,22 +112,31 @@ def _hidden(params: Params) -> int:
 
 
 def _check_params(cell: str, params: Params) -> None:
-  missing = [k for k in ("kernel", "recurrent_kernel", "bias") + (("recurrent_bias",) if cell == "gru" else ())
-             if k not in params]
+  missing = [
+    k
+    for k in ("kernel", "recurrent_kernel", "bias") + (("recurrent_bias",) if cell == "gru" else ())
+    if k not in params
+  ]
   if missing:
-    raise ValueError(f"{cell}: params lack {missing}; expected keys kernel, recurrent_kernel, bias"
-                     f"{', recurrent_bias' if cell == 'gru' else ''} (build them with init_cell or a converter).")
+    raise ValueError(
+      f"{cell}: params lack {missing}; expected keys kernel, recurrent_kernel, bias"
+      f"{', recurrent_bias' if cell == 'gru' else ''} (build them with init_cell or a converter)."
+    )
   h, g = params["recurrent_kernel"].shape[0], GATES[cell]
   if params["recurrent_kernel"].shape != (h, g * h) or params["kernel"].shape[-1] != g * h:
-    raise ValueError(f"{cell}: recurrent_kernel must be (H, {g}H) and kernel (F, {g}H); got "
-                     f"{tuple(params['recurrent_kernel'].shape)} and {tuple(params['kernel'].shape)}.")
+    raise ValueError(
+      f"{cell}: recurrent_kernel must be (H, {g}H) and kernel (F, {g}H); got "
+      f"{tuple(params['recurrent_kernel'].shape)} and {tuple(params['kernel'].shape)}."
+    )
 
 
 def _check_features(name: str, params: Params, x: Array) -> None:
   f = params["kernel"].shape[0]
   if x.shape[-1] != f:
-    raise ValueError(f"{name}: input has {x.shape[-1]} features (shape {tuple(x.shape)}) but the kernel expects "
-                     f"{f}; pass inputs shaped (..., {f}).")
+    raise ValueError(
+      f"{name}: input has {x.shape[-1]} features (shape {tuple(x.shape)}) but the kernel expects "
+      f"{f}; pass inputs shaped (..., {f})."
+    )
 
 
 def _project(params: Params, x: Array) -> Array:
@@ -247,21 +259,35 @@ def gru_cell(params: Params, carry: Array, x_t: Array) -> tuple[Array, Array]:
 def _check_sequence(name: str, params: Params, x: Array, mask) -> tuple[Array, Array | None]:
   x = jnp.asarray(x)
   if x.ndim not in (2, 3):
-    raise ValueError(f"{name}: expected a sequence (batch, time, features) or (time, features), got shape "
-                     f"{tuple(x.shape)}; a 2-D batch of scalars (batch, time) needs x[..., None].")
+    raise ValueError(
+      f"{name}: expected a sequence (batch, time, features) or (time, features), got shape "
+      f"{tuple(x.shape)}; a 2-D batch of scalars (batch, time) needs x[..., None]."
+    )
   _check_features(name, params, x)
   if mask is not None:
     mask = jnp.asarray(mask)
     if mask.shape != x.shape[:-1]:
-      raise ValueError(f"{name}: mask has shape {tuple(mask.shape)}, expected {tuple(x.shape[:-1])} "
-                       f"(the input's shape without its feature axis).")
+      raise ValueError(
+        f"{name}: mask has shape {tuple(mask.shape)}, expected {tuple(x.shape[:-1])} "
+        f"(the input's shape without its feature axis)."
+      )
     mask = mask.astype(bool)
   return x, mask
 
 
-def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, mask: Array | None = None,
-           reverse: bool = False, return_sequences: bool = True, zero_output_for_mask: bool = False,
-           activation: Callable = tanh, implementation: str = "scan") -> tuple[Array, Carry]:
+def unroll(
+  cell: str,
+  params: Params,
+  x: Array,
+  *,
+  initial_carry: Carry = None,
+  mask: Array | None = None,
+  reverse: bool = False,
+  return_sequences: bool = True,
+  zero_output_for_mask: bool = False,
+  activation: Callable = tanh,
+  implementation: str = "scan",
+) -> tuple[Array, Carry]:
   r"""Run ``cell`` over the time axis with :func:`jax.lax.scan` (one traced step, any length).
 
   The scan body is the cell itself, traced once: the program (and compile
@@ -321,9 +347,11 @@ def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, 
   xs = jnp.moveaxis(x, -2, 0)  # time-major (T, ..., F)
 
   if mask is None:
+
     def body(carry, x_t):
       carry, y = step(params, carry, _project(params, x_t), **kw)
       return carry, (y if return_sequences else None)
+
     carry, ys = jax.lax.scan(body, initial_carry, xs, reverse=reverse)
   else:
     ms = jnp.moveaxis(mask, -1, 0)[..., None]
@@ -335,6 +363,7 @@ def unroll(cell: str, params: Params, x: Array, *, initial_carry: Carry = None, 
       held = new[0] if cell == "lstm" else new
       y = jnp.where(m_t, y, jnp.zeros_like(y) if zero_output_for_mask else held)
       return new, (y if return_sequences else None)
+
     carry, ys = jax.lax.scan(masked_body, initial_carry, (xs, ms), reverse=reverse)
   if not return_sequences:
     return (carry[0] if cell == "lstm" else carry), carry
@@ -348,16 +377,28 @@ def _on_gpu() -> bool:
 def _lstm_cudnn(params, x, carry, reverse, return_sequences):
   """The LSTM through cuDNN (``jax.experimental.rnn.lstm``); same gate order (i, f, g, o)."""
   from jax.experimental import rnn as jrnn
+
   h = _hidden(params)
   bias = params["bias"]
-  weights = jnp.concatenate([params["kernel"].T.ravel(), params["recurrent_kernel"].T.ravel(), bias,
-                             jnp.zeros_like(bias)])
+  weights = jnp.concatenate(
+    [params["kernel"].T.ravel(), params["recurrent_kernel"].T.ravel(), bias, jnp.zeros_like(bias)]
+  )
   if reverse:
     x = jnp.flip(x, axis=1)
   lengths = jnp.full((x.shape[0],), x.shape[1], jnp.int32)
-  out: Any = jrnn.lstm(x, carry[0][None], carry[1][None], weights, lengths, input_size=x.shape[-1],
-                       hidden_size=h, num_layers=1, dropout=0.0, bidirectional=False)
-  y, h_n, c_n = out     # jax.experimental.rnn.lstm returns (y, h_n, c_n); its annotation is missing
+  out: Any = jrnn.lstm(
+    x,
+    carry[0][None],
+    carry[1][None],
+    weights,
+    lengths,
+    input_size=x.shape[-1],
+    hidden_size=h,
+    num_layers=1,
+    dropout=0.0,
+    bidirectional=False,
+  )
+  y, h_n, c_n = out  # jax.experimental.rnn.lstm returns (y, h_n, c_n); its annotation is missing
   final = (h_n[0], c_n[0])
   if not return_sequences:
     return final[0], final
@@ -370,9 +411,16 @@ def initial_carry_like(cell: str, params: Params, batch_shape: Sequence[int], dt
   return initial_carry(cell, batch_shape, _hidden(params), dtype)
 
 
-def bidirectional(cell: str, params: Mapping[str, Params], x: Array, *, initial_carry=None,
-                  mask: Array | None = None, return_sequences: bool = True,
-                  activation: Callable = tanh) -> tuple[Array, tuple[Carry, Carry]]:
+def bidirectional(
+  cell: str,
+  params: Mapping[str, Params],
+  x: Array,
+  *,
+  initial_carry=None,
+  mask: Array | None = None,
+  return_sequences: bool = True,
+  activation: Callable = tanh,
+) -> tuple[Array, tuple[Carry, Carry]]:
   """A forward and a backward :func:`unroll`, outputs concatenated on the feature axis.
 
   Args:
@@ -392,16 +440,24 @@ def bidirectional(cell: str, params: Mapping[str, Params], x: Array, *, initial_
     got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
     raise ValueError(f"bidirectional: params must be {{'forward': ..., 'backward': ...}}, got {got}.")
   c_fw, c_bw = (None, None) if initial_carry is None else initial_carry
-  kw: dict[str, Any] = dict(mask=mask, return_sequences=return_sequences, zero_output_for_mask=True,
-                            activation=activation)
+  kw: dict[str, Any] = dict(
+    mask=mask, return_sequences=return_sequences, zero_output_for_mask=True, activation=activation
+  )
   y_fw, c_fw = unroll(cell, params["forward"], x, initial_carry=c_fw, **kw)
   y_bw, c_bw = unroll(cell, params["backward"], x, initial_carry=c_bw, reverse=True, **kw)
   return jnp.concatenate([y_fw, y_bw], axis=-1), (c_fw, c_bw)
 
 
-def stacked(cell: str, layers: Sequence[Params], x: Array, *, initial_carry: Sequence[Carry] | None = None,
-            mask: Array | None = None, return_sequences: bool = True,
-            activation: Callable = tanh) -> tuple[Array, list[Carry]]:
+def stacked(
+  cell: str,
+  layers: Sequence[Params],
+  x: Array,
+  *,
+  initial_carry: Sequence[Carry] | None = None,
+  mask: Array | None = None,
+  return_sequences: bool = True,
+  activation: Callable = tanh,
+) -> tuple[Array, list[Carry]]:
   """Layers of :func:`unroll` (or :func:`bidirectional`), each reading the previous one's sequence.
 
   Args:
@@ -423,8 +479,9 @@ def stacked(cell: str, layers: Sequence[Params], x: Array, *, initial_carry: Seq
   for k, p in enumerate(layers):
     last = k == len(layers) - 1
     c0 = None if initial_carry is None else initial_carry[k]
-    kw: dict[str, Any] = dict(initial_carry=c0, mask=mask, return_sequences=return_sequences or not last,
-                              activation=activation)
+    kw: dict[str, Any] = dict(
+      initial_carry=c0, mask=mask, return_sequences=return_sequences or not last, activation=activation
+    )
     if isinstance(p, Mapping) and "forward" in p:
       x, c = bidirectional(cell, cast(Mapping[str, Params], p), x, **kw)  # a {forward, backward} pair
     else:

@@ -4,6 +4,7 @@ Explicit name maps that check every shape. Keras already uses this layout
 (``x W``, gates ``i f c o`` / ``z r h``); PyTorch stores ``W x`` (transposed),
 two biases and, for the GRU, the gate order ``r z n``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -42,8 +43,10 @@ def from_keras(cell: str, weights: Sequence[Any], dtype=jnp.float32) -> dict:
   """
   cell = check_cell(cell)
   if len(weights) != 3:
-    raise ValueError(f"from_keras({cell!r}): expected [kernel, recurrent_kernel, bias], got {len(weights)} arrays "
-                     f"(layers built with use_bias=False are not supported).")
+    raise ValueError(
+      f"from_keras({cell!r}): expected [kernel, recurrent_kernel, bias], got {len(weights)} arrays "
+      f"(layers built with use_bias=False are not supported)."
+    )
   kernel, rec, bias = (_np(w) for w in weights)
   h = rec.shape[0]
   g = GATES[cell] * h
@@ -52,8 +55,10 @@ def from_keras(cell: str, weights: Sequence[Any], dtype=jnp.float32) -> dict:
   p = {"kernel": kernel, "recurrent_kernel": rec}
   if cell == "gru":
     if bias.shape == (g,):
-      raise ValueError("from_keras('gru'): a (3H,) bias means reset_after=False, a different cell; "
-                       "rebuild the Keras GRU with reset_after=True (the default).")
+      raise ValueError(
+        "from_keras('gru'): a (3H,) bias means reset_after=False, a different cell; "
+        "rebuild the Keras GRU with reset_after=True (the default)."
+      )
     _expect("from_keras('gru') bias", bias, (2, g))
     p["bias"], p["recurrent_bias"] = bias[0], bias[1]
   else:
@@ -73,12 +78,13 @@ def to_keras(cell: str, params: Mapping[str, Any]) -> list[np.ndarray]:
 
 def _gru_torch_order(a: np.ndarray, h: int) -> np.ndarray:
   """PyTorch GRU gates (r, z, n) -> (z, r, n) along axis 0."""
-  r, z, n = a[:h], a[h:2 * h], a[2 * h:]
+  r, z, n = a[:h], a[h : 2 * h], a[2 * h :]
   return np.concatenate([z, r, n], axis=0)
 
 
-def from_torch(cell: str, state_dict: Mapping[str, Any], *, layer: int = 0, reverse: bool = False,
-               dtype=jnp.float32) -> dict:
+def from_torch(
+  cell: str, state_dict: Mapping[str, Any], *, layer: int = 0, reverse: bool = False, dtype=jnp.float32
+) -> dict:
   """Cell params from a PyTorch ``nn.RNN``/``nn.LSTM``/``nn.GRU`` ``state_dict()``.
 
   Args:
@@ -118,12 +124,16 @@ def from_torch(cell: str, state_dict: Mapping[str, Any], *, layer: int = 0, reve
   return {k: jnp.asarray(np.ascontiguousarray(v), dtype) for k, v in p.items()}
 
 
-def from_torch_stack(cell: str, state_dict: Mapping[str, Any], *, num_layers: int = 1,
-                     bidirectional: bool = False, dtype=jnp.float32) -> list:
+def from_torch_stack(
+  cell: str, state_dict: Mapping[str, Any], *, num_layers: int = 1, bidirectional: bool = False, dtype=jnp.float32
+) -> list:
   """All layers of a (possibly bidirectional) PyTorch recurrent module, for :func:`stacked`."""
   out = []
   for k in range(num_layers):
     fw = from_torch(cell, state_dict, layer=k, dtype=dtype)
-    out.append({"forward": fw, "backward": from_torch(cell, state_dict, layer=k, reverse=True, dtype=dtype)}
-               if bidirectional else fw)
+    out.append(
+      {"forward": fw, "backward": from_torch(cell, state_dict, layer=k, reverse=True, dtype=dtype)}
+      if bidirectional
+      else fw
+    )
   return out

@@ -1,4 +1,5 @@
 """Reshapes between layer families: :func:`flatten` (images to feature vectors)."""
+
 from __future__ import annotations
 
 import jax

@@ -17,13 +17,20 @@ Adam       ``eps=1e-8`` (outside the root)      ``epsilon=1e-7`` is epsilon-hat 
 AdamW      ``weight_decay=1e-4``                ``weight_decay=0.004``              ``weight_decay=1e-2``
 =========  ===================================  ==================================  ====================================
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
 
 from dlfunc.optim._base import GradientTransformation, ScalarOrSchedule, chain, check_learning_rate, check_range
-from dlfunc.optim._transforms import (add_decayed_weights, momentum_or_identity, scale_by_adam,
-                                      scale_by_learning_rate, scale_by_rms, scale_by_stddev)
+from dlfunc.optim._transforms import (
+  add_decayed_weights,
+  momentum_or_identity,
+  scale_by_adam,
+  scale_by_learning_rate,
+  scale_by_rms,
+  scale_by_stddev,
+)
 
 
 def _check_momentum(name, momentum, nesterov):
@@ -39,8 +46,12 @@ def _check_adam(name, b1, b2, eps, eps_root):
   check_range(name, "eps_root", eps_root, 0.0)
 
 
-def sgd(learning_rate: ScalarOrSchedule, momentum: Optional[Any] = None, nesterov: bool = False,
-        accumulator_dtype: Optional[Any] = None) -> GradientTransformation:
+def sgd(
+  learning_rate: ScalarOrSchedule,
+  momentum: Optional[Any] = None,
+  nesterov: bool = False,
+  accumulator_dtype: Optional[Any] = None,
+) -> GradientTransformation:
   r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
 
   .. math::
@@ -87,9 +98,17 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: Optional[Any] = None, nestero
   return chain(momentum_or_identity(momentum, nesterov, accumulator_dtype), scale_by_learning_rate(learning_rate))
 
 
-def rmsprop(learning_rate: ScalarOrSchedule, decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0,
-            eps_in_sqrt: bool = True, centered: bool = False, momentum: Optional[Any] = None,
-            nesterov: bool = False, bias_correction: bool = False) -> GradientTransformation:
+def rmsprop(
+  learning_rate: ScalarOrSchedule,
+  decay: Any = 0.9,
+  eps: Any = 1e-8,
+  initial_scale: Any = 0.0,
+  eps_in_sqrt: bool = True,
+  centered: bool = False,
+  momentum: Optional[Any] = None,
+  nesterov: bool = False,
+  bias_correction: bool = False,
+) -> GradientTransformation:
   r"""RMSprop: divide the gradient by a running root-mean-square of past gradients.
 
   .. math::
@@ -144,15 +163,24 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: Any = 0.9, eps: Any = 1e-8, 
   _check_momentum("rmsprop", momentum, nesterov)
   scale_by = scale_by_stddev if centered else scale_by_rms
   return chain(
-      scale_by(decay=decay, eps=eps, initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt,
-               bias_correction=bias_correction),
-      scale_by_learning_rate(learning_rate),
-      momentum_or_identity(momentum, nesterov),
+    scale_by(
+      decay=decay, eps=eps, initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction
+    ),
+    scale_by_learning_rate(learning_rate),
+    momentum_or_identity(momentum, nesterov),
   )
 
 
-def adam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
-         mu_dtype: Optional[Any] = None, *, nesterov: bool = False) -> GradientTransformation:
+def adam(
+  learning_rate: ScalarOrSchedule,
+  b1: Any = 0.9,
+  b2: Any = 0.999,
+  eps: Any = 1e-8,
+  eps_root: Any = 0.0,
+  mu_dtype: Optional[Any] = None,
+  *,
+  nesterov: bool = False,
+) -> GradientTransformation:
   r"""Adam (Kingma & Ba 2015): momentum divided by a running RMS, both bias-corrected.
 
   .. math::
@@ -194,13 +222,24 @@ def adam(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: A
   """
   check_learning_rate("adam", learning_rate)
   _check_adam("adam", b1, b2, eps, eps_root)
-  return chain(scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
-               scale_by_learning_rate(learning_rate))
+  return chain(
+    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
+    scale_by_learning_rate(learning_rate),
+  )
 
 
-def adamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
-          mu_dtype: Optional[Any] = None, weight_decay: ScalarOrSchedule = 1e-4, mask: Any = None, *,
-          nesterov: bool = False) -> GradientTransformation:
+def adamw(
+  learning_rate: ScalarOrSchedule,
+  b1: Any = 0.9,
+  b2: Any = 0.999,
+  eps: Any = 1e-8,
+  eps_root: Any = 0.0,
+  mu_dtype: Optional[Any] = None,
+  weight_decay: ScalarOrSchedule = 1e-4,
+  mask: Any = None,
+  *,
+  nesterov: bool = False,
+) -> GradientTransformation:
   r"""AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay.
 
   .. math::
@@ -229,8 +268,7 @@ def adamw(learning_rate: ScalarOrSchedule, b1: Any = 0.9, b2: Any = 0.999, eps: 
   _check_adam("adamw", b1, b2, eps, eps_root)
   check_range("adamw", "weight_decay", weight_decay, 0.0)
   return chain(
-      scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
-      add_decayed_weights(weight_decay, mask),
-      scale_by_learning_rate(learning_rate),
+    scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov),
+    add_decayed_weights(weight_decay, mask),
+    scale_by_learning_rate(learning_rate),
   )
-

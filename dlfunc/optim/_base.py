@@ -15,6 +15,7 @@ Nothing is stored in an object; a training step threads ``state`` through.
 Because the type is optax's own, every dlfunc transform mixes freely with
 optax (``optax.chain``, ``optax.inject_hyperparams``, schedules, ...).
 """
+
 from __future__ import annotations
 
 import math
@@ -96,8 +97,10 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
   """
   for i, t in enumerate(transforms):
     if not (hasattr(t, "init") and hasattr(t, "update")):
-      raise TypeError(f"chain: argument {i} is a {type(t).__name__}, not a GradientTransformation "
-                      "(an object with .init and .update); build it with e.g. dlfunc.optim.scale_by_adam().")
+      raise TypeError(
+        f"chain: argument {i} is a {type(t).__name__}, not a GradientTransformation "
+        "(an object with .init and .update); build it with e.g. dlfunc.optim.scale_by_adam()."
+      )
   transforms = tuple(optax.with_extra_args_support(t) for t in transforms)
 
   def init_fn(params):
@@ -155,12 +158,22 @@ def check_learning_rate(name: str, learning_rate: ScalarOrSchedule) -> None:
   except TypeError as e:
     raise TypeError(f"{name}: learning_rate must be a positive float or an optax schedule; {e}.") from None
   if lr is not None and not (lr > 0 and math.isfinite(lr)):
-    raise ValueError(f"{name}: learning_rate must be a positive finite number, got {lr}; "
-                     "pass e.g. learning_rate=1e-3 (or an optax schedule).")
+    raise ValueError(
+      f"{name}: learning_rate must be a positive finite number, got {lr}; "
+      "pass e.g. learning_rate=1e-3 (or an optax schedule)."
+    )
 
 
-def check_range(name: str, arg: str, value: Any, low: float, high: float | None = None, *,
-                high_inclusive: bool = False, allow_none: bool = False) -> None:
+def check_range(
+  name: str,
+  arg: str,
+  value: Any,
+  low: float,
+  high: float | None = None,
+  *,
+  high_inclusive: bool = False,
+  allow_none: bool = False,
+) -> None:
   """Raise a one-line ValueError unless ``low <= value < high`` (or ``<= high``)."""
   if value is None and allow_none:
     return

@@ -37,6 +37,7 @@ optimizer's ``param_groups``; Keras with ``layer.trainable = False``. Here the
 gradient is still computed by ``jax.grad`` (XLA removes the work it can prove
 is unused under ``jit``) and the optimizer turns it into a zero update.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,11 +56,13 @@ class MaskedNode(NamedTuple):
 
 class MaskedState(NamedTuple):
   """State of :func:`masked`: the inner transform's state over the selected leaves only."""
+
   inner_state: Any
 
 
 class PartitionState(NamedTuple):
   """State of :func:`partition`: one inner state per label."""
+
   inner_states: dict
 
 
@@ -101,9 +104,11 @@ def _broadcast(name: str, prefix: PyTree, tree: PyTree) -> list:
     full = jax.tree.map(lambda lab, sub: jax.tree.map(lambda _: lab, sub), prefix, tree)
     return jax.tree.structure(tree).flatten_up_to(full)
   except (ValueError, TypeError) as e:
-    raise ValueError(f"{name}: the labels/mask tree must have the structure of the params (or be a prefix of it), "
-                     f"got {jax.tree.structure(prefix)} for params {jax.tree.structure(tree)}; "
-                     "build it with labels_by_path(params, ...) or mask_by_path(params, ...).") from e
+    raise ValueError(
+      f"{name}: the labels/mask tree must have the structure of the params (or be a prefix of it), "
+      f"got {jax.tree.structure(prefix)} for params {jax.tree.structure(tree)}; "
+      "build it with labels_by_path(params, ...) or mask_by_path(params, ...)."
+    ) from e
 
 
 def _select(tree: PyTree, keep: list) -> PyTree:
@@ -136,8 +141,10 @@ def masked(inner: GradientTransformation, mask: Union[PyTree, Callable[[PyTree],
     keep = _broadcast("masked", m, tree)
     for k in keep:
       if not isinstance(k, (bool, np.bool_)):
-        raise TypeError(f"masked: mask leaves must be Python bools, got {type(k).__name__}; "
-                        "build the mask outside jit, e.g. with mask_by_path(params, pattern).")
+        raise TypeError(
+          f"masked: mask leaves must be Python bools, got {type(k).__name__}; "
+          "build the mask outside jit, e.g. with mask_by_path(params, pattern)."
+        )
     if keep and not any(keep):
       raise selects_nothing("masked", "the mask", tree)
     return [bool(k) for k in keep]
@@ -156,9 +163,13 @@ def masked(inner: GradientTransformation, mask: Union[PyTree, Callable[[PyTree],
   return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def partition(transforms: Mapping[Hashable, GradientTransformation],
-              param_labels: Union[PyTree, Callable[[PyTree], PyTree]], *, _who: str = "partition",
-              _must_select: tuple | None = None) -> GradientTransformation:
+def partition(
+  transforms: Mapping[Hashable, GradientTransformation],
+  param_labels: Union[PyTree, Callable[[PyTree], PyTree]],
+  *,
+  _who: str = "partition",
+  _must_select: tuple | None = None,
+) -> GradientTransformation:
   """Run ``transforms[label]`` on the parameters labelled ``label`` (like ``optax.partition``).
 
   Each group's transform sees only its own leaves, so its state (momentum,
@@ -189,10 +200,12 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
     per_leaf = _broadcast("partition", labels, tree)
     unknown = sorted({repr(lab) for lab in per_leaf if lab not in transforms})
     if unknown:
-      raise ValueError(f"{_who}: parameter labels {', '.join(unknown)} have no transform; "
-                       f"transforms has {sorted(map(repr, transforms))}. Add them or relabel the parameters.")
+      raise ValueError(
+        f"{_who}: parameter labels {', '.join(unknown)} have no transform; "
+        f"transforms has {sorted(map(repr, transforms))}. Add them or relabel the parameters."
+      )
     keeps = {label: [lab == label for lab in per_leaf] for label in transforms}
-    for label in (transforms if _must_select is None else _must_select):
+    for label in transforms if _must_select is None else _must_select:
       if per_leaf and not any(keeps[label]):
         raise selects_nothing(_who, f"the label {label!r}", tree)
     return keeps
@@ -207,8 +220,9 @@ def partition(transforms: Mapping[Hashable, GradientTransformation],
     for label, tx in transforms.items():
       keep = keeps[label]
       sub_params = None if params is None else _select(params, keep)
-      sub_updates, new_states[label] = tx.update(_select(updates, keep), state.inner_states[label], sub_params,
-                                                 **extra_args)
+      sub_updates, new_states[label] = tx.update(
+        _select(updates, keep), state.inner_states[label], sub_params, **extra_args
+      )
       out = _merge(out, sub_updates, keep)
     return out, PartitionState(new_states)
 
@@ -246,8 +260,7 @@ def labels_by_path(params: PyTree, rules: Mapping[str, Hashable], default: Hasha
   return _labels_by_path(params, rules, default, "labels_by_path", "the rule")
 
 
-def _labels_by_path(params: PyTree, rules: Mapping[str, Hashable], default: Hashable, who: str,
-                    what: str) -> PyTree:
+def _labels_by_path(params: PyTree, rules: Mapping[str, Hashable], default: Hashable, who: str, what: str) -> PyTree:
   compiled = []
   for pattern, label in rules.items():
     try:
@@ -263,8 +276,9 @@ def _labels_by_path(params: PyTree, rules: Mapping[str, Hashable], default: Hash
         used[i] = True
         return label
     if default is None:
-      raise ValueError(f"{who}: no rule matches parameter {s!r}; add a rule for it or pass default=...; "
-                       f"rules: {list(rules)}.")
+      raise ValueError(
+        f"{who}: no rule matches parameter {s!r}; add a rule for it or pass default=...; rules: {list(rules)}."
+      )
     return default
 
   labels = jax.tree_util.tree_map_with_path(label_of, params)
@@ -286,8 +300,9 @@ def mask_by_path(params: PyTree, pattern: str, *, _who: str = "mask_by_path") ->
   return _labels_by_path(params, {pattern: True}, False, _who, "the pattern")
 
 
-def freeze(optimizer: GradientTransformation, frozen: Union[str, PyTree, Callable[[PyTree], PyTree]]
-           ) -> GradientTransformation:
+def freeze(
+  optimizer: GradientTransformation, frozen: Union[str, PyTree, Callable[[PyTree], PyTree]]
+) -> GradientTransformation:
   r"""Freeze some parameters: zero updates and no optimizer state for them.
 
   Equivalent to ``partition({"trainable": optimizer, "frozen": set_to_zero()}, labels)``.
@@ -322,8 +337,10 @@ def freeze(optimizer: GradientTransformation, frozen: Union[str, PyTree, Callabl
 
   def to_labels(m):
     if not isinstance(m, (bool, np.bool_)):
-      raise TypeError(f"freeze: mask leaves must be Python bools (True = frozen), got {type(m).__name__}; "
-                      "build the mask outside jit, e.g. with mask_by_path(params, pattern).")
+      raise TypeError(
+        f"freeze: mask leaves must be Python bools (True = frozen), got {type(m).__name__}; "
+        "build the mask outside jit, e.g. with mask_by_path(params, pattern)."
+      )
     return "frozen" if m else "trainable"
 
   if isinstance(frozen, str):
@@ -333,5 +350,4 @@ def freeze(optimizer: GradientTransformation, frozen: Union[str, PyTree, Callabl
     labels = lambda tree: jax.tree.map(to_labels, frozen(tree))  # noqa: E731
   else:
     labels = jax.tree.map(to_labels, frozen)
-  return partition({"trainable": optimizer, "frozen": set_to_zero()}, labels, _who="freeze",
-                   _must_select=("frozen",))
+  return partition({"trainable": optimizer, "frozen": set_to_zero()}, labels, _who="freeze", _must_select=("frozen",))

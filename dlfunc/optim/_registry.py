@@ -5,6 +5,7 @@
 :func:`get_optimizer`, :func:`dlfunc.transfer.finetune_optimizer`,
 :class:`dlfunc.train.TrainConfig`, the CLI's ``--optimizer``) sees it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,11 +17,11 @@ from dlfunc.optim._base import GradientTransformation, ScalarOrSchedule
 #: Registry: optimizer name -> ``make(learning_rate, **kwargs) -> GradientTransformation``.
 #: ``momentum`` is ``sgd`` with ``momentum=0.9`` unless the caller passes another value.
 OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {
-    "sgd": sgd,
-    "momentum": functools.partial(sgd, momentum=0.9),
-    "rmsprop": rmsprop,
-    "adam": adam,
-    "adamw": adamw,
+  "sgd": sgd,
+  "momentum": functools.partial(sgd, momentum=0.9),
+  "rmsprop": rmsprop,
+  "adam": adam,
+  "adamw": adamw,
 }
 #: The built-in names, in the order above (registered ones are in :data:`OPTIMIZERS`).
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)

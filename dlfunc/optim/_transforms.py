@@ -17,6 +17,7 @@ transform                          update rule
 ``add_decayed_weights(wd)``        :math:`u = g + \lambda\,\theta`
 ================================  ==========================================================
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
@@ -24,8 +25,17 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from dlfunc.optim._base import (EmptyState, GradientTransformation, ScalarOrSchedule, check_learning_rate,
-                                check_range, identity, safe_increment, transformation, zero_count)
+from dlfunc.optim._base import (
+  EmptyState,
+  GradientTransformation,
+  ScalarOrSchedule,
+  check_learning_rate,
+  check_range,
+  identity,
+  safe_increment,
+  transformation,
+  zero_count,
+)
 
 Array = jax.Array
 
@@ -40,7 +50,7 @@ def _cast(tree, dtype):
 
 def _abs_sq(g: Array) -> Array:
   """:math:`|g|^2`: ``g ** 2`` for real arrays, ``Re(g * conj(g))`` for complex ones."""
-  return g ** 2 if jnp.isrealobj(g) else jnp.real(g * jnp.conj(g))
+  return g**2 if jnp.isrealobj(g) else jnp.real(g * jnp.conj(g))
 
 
 def _ema(updates, moments, decay, fn=lambda g: g):
@@ -83,6 +93,7 @@ def scale(step_size: Any) -> GradientTransformation:
 
 class ScaleByScheduleState(NamedTuple):
   """State of :func:`scale_by_learning_rate` with a schedule."""
+
   count: Array  # shape=(), dtype=jnp.int32: number of updates so far (the schedule's argument).
 
 
@@ -123,6 +134,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
 
 class TraceState(NamedTuple):
   """State of :func:`trace`: the momentum buffer (the velocity)."""
+
   trace: Any  # a pytree like params: m_{t-1}
 
 
@@ -168,6 +180,7 @@ def trace(decay: Any, nesterov: bool = False, accumulator_dtype: Optional[Any] =
 
 class ScaleByRmsState(NamedTuple):
   """State of :func:`scale_by_rms`."""
+
   count: Array  # shape=(), dtype=jnp.int32: updates so far (used only when bias_correction=True).
   nu: Any  # a pytree like params: the EMA of squared updates, v_{t-1}
 
@@ -182,8 +195,9 @@ def _check_rms(name, decay, eps, initial_scale):
   check_range(name, "initial_scale", initial_scale, 0.0)
 
 
-def scale_by_rms(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, eps_in_sqrt: bool = True,
-                 bias_correction: bool = False) -> GradientTransformation:
+def scale_by_rms(
+  decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, eps_in_sqrt: bool = True, bias_correction: bool = False
+) -> GradientTransformation:
   r"""Divide by the root of an exponential moving average of squared updates (RMSprop).
 
   .. math::
@@ -219,13 +233,15 @@ def scale_by_rms(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, ep
 
 class ScaleByStddevState(NamedTuple):
   """State of :func:`scale_by_stddev` (centered RMSprop)."""
+
   count: Array  # shape=(), dtype=jnp.int32: updates so far (used only when bias_correction=True).
   mu: Any  # a pytree like params: the EMA of updates, \bar g_{t-1}
   nu: Any  # a pytree like params: the EMA of squared updates, v_{t-1}
 
 
-def scale_by_stddev(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, eps_in_sqrt: bool = True,
-                    bias_correction: bool = False) -> GradientTransformation:
+def scale_by_stddev(
+  decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, eps_in_sqrt: bool = True, bias_correction: bool = False
+) -> GradientTransformation:
   r"""Centered RMSprop: divide by an estimate of the gradient's standard deviation.
 
   .. math::
@@ -240,8 +256,11 @@ def scale_by_stddev(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0,
   _check_rms("scale_by_stddev", decay, eps, initial_scale)
 
   def init_fn(params):
-    return ScaleByStddevState(count=zero_count(), mu=jax.tree.map(jnp.zeros_like, params),
-                              nu=jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params))
+    return ScaleByStddevState(
+      count=zero_count(),
+      mu=jax.tree.map(jnp.zeros_like, params),
+      nu=jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params),
+    )
 
   def update_fn(updates, state, params=None):
     del params
@@ -261,13 +280,21 @@ def scale_by_stddev(decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0,
 
 class ScaleByAdamState(NamedTuple):
   """State of :func:`scale_by_adam`."""
+
   count: Array  # shape=(), dtype=jnp.int32: t - 1, the number of updates so far.
   mu: Any  # a pytree like params (dtype mu_dtype if given): first moment m_{t-1}
   nu: Any  # a pytree like params: second moment v_{t-1}
 
 
-def scale_by_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any = 0.0,
-                  mu_dtype: Optional[Any] = None, *, nesterov: bool = False) -> GradientTransformation:
+def scale_by_adam(
+  b1: Any = 0.9,
+  b2: Any = 0.999,
+  eps: Any = 1e-8,
+  eps_root: Any = 0.0,
+  mu_dtype: Optional[Any] = None,
+  *,
+  nesterov: bool = False,
+) -> GradientTransformation:
   r"""Adam's direction: bias-corrected first moment over the root of the second.
 
   .. math::
@@ -313,8 +340,9 @@ def scale_by_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any
     nu = _ema(updates, state.nu, b2, _abs_sq)
     count = safe_increment(state.count)
     if nesterov:
-      mu_hat = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g,
-                            _debias(mu, b1, safe_increment(count)), _debias(updates, b1, count))
+      mu_hat = jax.tree.map(
+        lambda m, g: b1 * m + (1 - b1) * g, _debias(mu, b1, safe_increment(count)), _debias(updates, b1, count)
+      )
     else:
       mu_hat = _debias(mu, b1, count)
     nu_hat = _debias(nu, b2, count)
@@ -330,6 +358,7 @@ def scale_by_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, eps_root: Any
 
 class AddDecayedWeightsState(NamedTuple):
   """State of :func:`add_decayed_weights` with a scheduled decay."""
+
   count: Array  # shape=(), dtype=jnp.int32: updates so far (the schedule's argument).
 
 
@@ -360,8 +389,10 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None) 
 
   def update_fn(updates, state, params=None):
     if params is None:
-      raise ValueError("add_decayed_weights: update() needs params (weight decay adds lambda * params); "
-                       "call tx.update(grads, state, params).")
+      raise ValueError(
+        "add_decayed_weights: update() needs params (weight decay adds lambda * params); "
+        "call tx.update(grads, state, params)."
+      )
     if callable(weight_decay):
       lam, state = weight_decay(state.count), AddDecayedWeightsState(count=safe_increment(state.count))
     else:
@@ -374,6 +405,7 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Any = None) 
   if mask is None:
     return tx
   from dlfunc.optim._freeze import masked  # noqa: PLC0415 - _freeze imports this module's siblings
+
   return masked(tx, mask)
 
 

@@ -18,6 +18,7 @@ Buffers (``embeddings.position_ids``, ``embeddings.token_type_ids``) and the
 pre-training heads (``cls.*``) carry nothing to load and are ignored; a
 ``bert.`` prefix (task checkpoints) is accepted.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,16 @@ import numpy as np
 
 from dlfunc.models._bert import BERT, BertConfig, BertForSequenceClassification, BertMeanPooler
 from dlfunc.models._layers import Dense
-from dlfunc.pretrained._core import Entry, WeightLoadError, assign, read_checkpoint, same, template_of, torch_linear, \
-  torch_norm
+from dlfunc.pretrained._core import (
+  Entry,
+  WeightLoadError,
+  assign,
+  read_checkpoint,
+  same,
+  template_of,
+  torch_linear,
+  torch_norm,
+)
 
 _IGNORE = (r"(^|\.)position_ids$", r"(^|\.)token_type_ids$", r"^cls\.")
 
@@ -39,8 +48,10 @@ _IGNORE = (r"(^|\.)position_ids$", r"(^|\.)token_type_ids$", r"^cls\.")
 def hf_bert_map(config: BertConfig, prefix: Sequence[str] = (), pooler: bool = True) -> list[Entry]:
   """The HF ``BertModel`` name map for ``config``, placed under ``prefix`` in the Flax params."""
   p = tuple(prefix)
-  e = [Entry(f"embeddings.{n}.weight", ("params", *p, "embeddings", n, "embedding"), same)
-       for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+  e = [
+    Entry(f"embeddings.{n}.weight", ("params", *p, "embeddings", n, "embedding"), same)
+    for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")
+  ]
   e += torch_norm("embeddings.LayerNorm", [*p, "embeddings", "LayerNorm"], running=False)
   for i in range(config.num_hidden_layers):
     src, dst = f"encoder.layer.{i}", [*p, f"layer_{i}"]
@@ -59,8 +70,10 @@ def hf_bert_map(config: BertConfig, prefix: Sequence[str] = (), pooler: bool = T
 def _read_dir(directory) -> tuple[BertConfig, dict[str, np.ndarray]]:
   directory = os.fspath(directory)
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"load_hf_bert: {directory!r} is not a directory; pass the folder holding config.json "
-                            "and model.safetensors (or pytorch_model.bin).")
+    raise FileNotFoundError(
+      f"load_hf_bert: {directory!r} is not a directory; pass the folder holding config.json "
+      "and model.safetensors (or pytorch_model.bin)."
+    )
   config = BertConfig.from_json(directory)
   for name in ("model.safetensors", "pytorch_model.bin", "model.npz"):
     path = os.path.join(directory, name)
@@ -69,8 +82,15 @@ def _read_dir(directory) -> tuple[BertConfig, dict[str, np.ndarray]]:
   raise FileNotFoundError(f"load_hf_bert: no model.safetensors, pytorch_model.bin or model.npz in {directory!r}.")
 
 
-def load_hf_bert(directory=None, *, config: BertConfig | None = None, state: Mapping[str, Any] | None = None,
-                 head: str | None = None, num_labels: int | None = None, key: jax.Array | None = None):
+def load_hf_bert(
+  directory=None,
+  *,
+  config: BertConfig | None = None,
+  state: Mapping[str, Any] | None = None,
+  head: str | None = None,
+  num_labels: int | None = None,
+  key: jax.Array | None = None,
+):
   """A Hugging Face BERT checkpoint as a dlfunc model.
 
   Args:
@@ -95,7 +115,7 @@ def load_hf_bert(directory=None, *, config: BertConfig | None = None, state: Map
     config, state = _read_dir(directory)
   elif config is None or state is None:
     raise ValueError("load_hf_bert: pass a directory, or both config= and state=.")
-  state = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state.items()}
+  state = {k[len("bert.") :] if k.startswith("bert.") else k: v for k, v in state.items()}
   has_pooler = "pooler.dense.weight" in state
   what = f"BERT checkpoint{'' if directory is None else ' ' + repr(os.fspath(directory))}"
   ids = jnp.zeros((1, 2), jnp.int32)
@@ -119,8 +139,11 @@ def load_hf_bert(directory=None, *, config: BertConfig | None = None, state: Map
     else:
       k = key if key is not None else jax.random.key(0)
       init = jax.nn.initializers.normal(config.initializer_range)
-      fill = {"params": {"classifier": Dense(model.num_labels, kernel_init=init).init(
-          k, jnp.zeros((1, config.hidden_size)))["params"]}}
+      fill = {
+        "params": {
+          "classifier": Dense(model.num_labels, kernel_init=init).init(k, jnp.zeros((1, config.hidden_size)))["params"]
+        }
+      }
   else:
     raise ValueError(f"load_hf_bert: head must be None, 'classification' or 'mean', got {head!r}.")
   template = template_of(model, ids)
@@ -171,8 +194,9 @@ class SentenceEncoder:
       similarity = e @ e.T
   """
 
-  def __init__(self, model: BertMeanPooler, variables, tokenizer, max_length: int = 256, chunk_tokens: int = 512,
-               dtype=None):
+  def __init__(
+    self, model: BertMeanPooler, variables, tokenizer, max_length: int = 256, chunk_tokens: int = 512, dtype=None
+  ):
     if dtype is not None:
       model = model.clone(dtype=dtype)
     self.model = model
@@ -183,8 +207,9 @@ class SentenceEncoder:
     self._apply = jax.jit(lambda v, ids, mask, types: model.apply(v, ids, mask, types, train=False))
 
   @classmethod
-  def from_pretrained(cls, directory, max_length: int | None = None, chunk_tokens: int = 512,
-                      dtype=None) -> "SentenceEncoder":
+  def from_pretrained(
+    cls, directory, max_length: int | None = None, chunk_tokens: int = 512, dtype=None
+  ) -> "SentenceEncoder":
     """Load weights, config and ``tokenizer.json`` from ``directory`` (no network); ``dtype``: the compute dtype."""
     try:
       from tokenizers import Tokenizer
@@ -251,8 +276,10 @@ class SentenceEncoder:
     pad = -b % chunk
     if pad:  # all-zero mask rows: finite (zero) embeddings, dropped below
       ids, mask, types = (np.concatenate([a, np.zeros((pad, t), np.int32)]) for a in (ids, mask, types))
-    outs = [self._apply(self.variables, ids[s:s + chunk], mask[s:s + chunk], types[s:s + chunk])
-            for s in range(0, b + pad, chunk)]  # dispatched asynchronously, gathered once
+    outs = [
+      self._apply(self.variables, ids[s : s + chunk], mask[s : s + chunk], types[s : s + chunk])
+      for s in range(0, b + pad, chunk)
+    ]  # dispatched asynchronously, gathered once
     return np.concatenate([np.asarray(o) for o in outs])[:b].astype(np.float32, copy=False)
 
   def encode(self, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -263,7 +290,7 @@ class SentenceEncoder:
     order = np.argsort([-len(e.ids) for e in encs], kind="stable")  # longest first, like sentence-transformers
     out = np.empty((len(encs), self.model.config.hidden_size), np.float32)
     for s in range(0, len(encs), batch_size):
-      idx = order[s:s + batch_size]
+      idx = order[s : s + batch_size]
       b = self._pack([encs[i] for i in idx])
       out[idx] = self.embed_tokens(b["input_ids"], b["attention_mask"], b["token_type_ids"])
     return out

@@ -11,6 +11,7 @@ Every loader in :mod:`dlfunc.pretrained` reduces to three steps:
    leaf filled) and only then builds the variables, so a bad checkpoint is
    never half-loaded. (big_vision's ``models/common.py`` habit.)
 """
+
 from __future__ import annotations
 
 import os
@@ -35,12 +36,14 @@ class Entry(NamedTuple):
       ``("params", "layer1_0", "conv1", "kernel")``.
     convert: the layout conversion (:func:`conv_oihw`, :func:`linear_t`, :func:`same`).
   """
+
   key: str
   path: tuple[str, ...]
   convert: Callable[[np.ndarray], np.ndarray]
 
 
 # -- layout conversions -------------------------------------------------------------------------------------------
+
 
 def same(w: np.ndarray) -> np.ndarray:
   """No change (Keras kernels, biases, norm vectors, embedding tables)."""
@@ -59,6 +62,7 @@ def linear_t(w: np.ndarray) -> np.ndarray:
 
 # -- name-map building blocks -------------------------------------------------------------------------------------
 
+
 def torch_conv(key: str, path: Sequence[str], bias: bool = False) -> list[Entry]:
   """``{key}.weight`` (OIHW) [and ``{key}.bias``] -> ``params/{path}/kernel`` [``bias``]."""
   out = [Entry(f"{key}.weight", ("params", *path, "kernel"), conv_oihw)]
@@ -69,17 +73,23 @@ def torch_conv(key: str, path: Sequence[str], bias: bool = False) -> list[Entry]
 
 def torch_linear(key: str, path: Sequence[str], convert=linear_t) -> list[Entry]:
   """``{key}.weight`` (out, in) and ``{key}.bias`` -> ``params/{path}/{kernel,bias}``."""
-  return [Entry(f"{key}.weight", ("params", *path, "kernel"), convert),
-          Entry(f"{key}.bias", ("params", *path, "bias"), same)]
+  return [
+    Entry(f"{key}.weight", ("params", *path, "kernel"), convert),
+    Entry(f"{key}.bias", ("params", *path, "bias"), same),
+  ]
 
 
 def torch_norm(key: str, path: Sequence[str], running: bool = True) -> list[Entry]:
   """BatchNorm/LayerNorm ``weight``/``bias`` -> ``scale``/``bias``; BN running stats -> ``batch_stats``."""
-  out = [Entry(f"{key}.weight", ("params", *path, "scale"), same),
-         Entry(f"{key}.bias", ("params", *path, "bias"), same)]
+  out = [
+    Entry(f"{key}.weight", ("params", *path, "scale"), same),
+    Entry(f"{key}.bias", ("params", *path, "bias"), same),
+  ]
   if running:
-    out += [Entry(f"{key}.running_mean", ("batch_stats", *path, "mean"), same),
-            Entry(f"{key}.running_var", ("batch_stats", *path, "var"), same)]
+    out += [
+      Entry(f"{key}.running_mean", ("batch_stats", *path, "mean"), same),
+      Entry(f"{key}.running_var", ("batch_stats", *path, "var"), same),
+    ]
   return out
 
 
@@ -93,13 +103,16 @@ def keras_conv(name: str, path: Sequence[str], bias: bool = True) -> list[Entry]
 
 def keras_bn(name: str, path: Sequence[str]) -> list[Entry]:
   """Keras ``gamma``/``beta``/``moving_mean``/``moving_variance``."""
-  return [Entry(f"{name}/gamma", ("params", *path, "scale"), same),
-          Entry(f"{name}/beta", ("params", *path, "bias"), same),
-          Entry(f"{name}/moving_mean", ("batch_stats", *path, "mean"), same),
-          Entry(f"{name}/moving_variance", ("batch_stats", *path, "var"), same)]
+  return [
+    Entry(f"{name}/gamma", ("params", *path, "scale"), same),
+    Entry(f"{name}/beta", ("params", *path, "bias"), same),
+    Entry(f"{name}/moving_mean", ("batch_stats", *path, "mean"), same),
+    Entry(f"{name}/moving_variance", ("batch_stats", *path, "var"), same),
+  ]
 
 
 # -- reading ------------------------------------------------------------------------------------------------------
+
 
 def to_numpy(value: Any) -> np.ndarray:
   """A numpy array from a numpy/JAX array or a (CPU or GPU) torch tensor."""
@@ -126,6 +139,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
   try:
     if ext == ".safetensors":
       from safetensors.numpy import load_file
+
       return dict(load_file(path))
     if ext == ".npz":
       with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
@@ -134,8 +148,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
       try:
         import torch  # pyright: ignore[reportMissingImports]  (optional: only for .pt files)
       except ImportError as e:
-        raise ImportError(f"reading {path!r} needs PyTorch (pip install torch); or convert it once to .safetensors "
-                          "or .npz, which dlfunc reads without torch.") from e
+        raise ImportError(
+          f"reading {path!r} needs PyTorch (pip install torch); or convert it once to .safetensors "
+          "or .npz, which dlfunc reads without torch."
+        ) from e
       state = torch.load(path, map_location="cpu", weights_only=True)
       if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
@@ -143,12 +159,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
   except (ImportError, FileNotFoundError):
     raise
   except Exception as e:  # noqa: BLE001 - every reader has its own exception types
-    raise WeightLoadError(f"could not read checkpoint {path!r} ({type(e).__name__}: {e}); "
-                          "the file is truncated or not in the format its extension says.") from e
+    raise WeightLoadError(
+      f"could not read checkpoint {path!r} ({type(e).__name__}: {e}); "
+      "the file is truncated or not in the format its extension says."
+    ) from e
   raise WeightLoadError(f"unknown checkpoint extension {ext!r} for {path!r}; use .safetensors, .npz or .pth.")
 
 
 # -- assigning ----------------------------------------------------------------------------------------------------
+
 
 def _leaves(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
   out = {}
@@ -164,9 +183,16 @@ def _shape(x) -> tuple[int, ...]:
   return tuple(int(d) for d in np.shape(x))
 
 
-def assign(template: Mapping, source: Mapping[str, Any], entries: Iterable[Entry], *,
-           ignore: Sequence[str] = (), skip: Sequence[str] = (), fill: Mapping | None = None,
-           what: str = "checkpoint") -> dict:
+def assign(
+  template: Mapping,
+  source: Mapping[str, Any],
+  entries: Iterable[Entry],
+  *,
+  ignore: Sequence[str] = (),
+  skip: Sequence[str] = (),
+  fill: Mapping | None = None,
+  what: str = "checkpoint",
+) -> dict:
   """Build Flax variables from ``source`` through the name map ``entries``.
 
   Args:
@@ -201,13 +227,18 @@ def assign(template: Mapping, source: Mapping[str, Any], entries: Iterable[Entry
     if missing:
       e = missing[0]
       exp = _shape(targets[e.path]) if e.path in targets else "?"
-      parts.append(f"{len(missing)} missing key(s), first {e.key!r} (model {'/'.join(e.path)} expects shape {exp}, "
-                   "the checkpoint has none)")
+      parts.append(
+        f"{len(missing)} missing key(s), first {e.key!r} (model {'/'.join(e.path)} expects shape {exp}, "
+        "the checkpoint has none)"
+      )
     if unexpected:
       k = unexpected[0]
       parts.append(f"{len(unexpected)} unexpected key(s), first {k!r} with shape {_shape(source[k])}")
-    raise WeightLoadError(f"{what} does not match the model: " + "; ".join(parts) +
-                          ". Is it a checkpoint of another architecture, or truncated?")
+    raise WeightLoadError(
+      f"{what} does not match the model: "
+      + "; ".join(parts)
+      + ". Is it a checkpoint of another architecture, or truncated?"
+    )
   values = {}
   for e in entries:
     if e.path not in targets:
@@ -217,8 +248,10 @@ def assign(template: Mapping, source: Mapping[str, Any], entries: Iterable[Entry
     want = _shape(targets[e.path])
     if arr.shape != want:
       conv = "" if e.convert is same else f" ({_shape(raw)} before {e.convert.__name__})"
-      raise WeightLoadError(f"{what}: shape mismatch at {e.key!r} -> {'/'.join(e.path)}: checkpoint gives "
-                            f"{arr.shape}{conv}, model expects {want}. Check the architecture and number of classes.")
+      raise WeightLoadError(
+        f"{what}: shape mismatch at {e.key!r} -> {'/'.join(e.path)}: checkpoint gives "
+        f"{arr.shape}{conv}, model expects {want}. Check the architecture and number of classes."
+      )
     values[e.path] = arr
   fill_leaves = _leaves(fill) if fill is not None else {}
   out: dict = {}
@@ -228,8 +261,10 @@ def assign(template: Mapping, source: Mapping[str, Any], entries: Iterable[Entry
     elif path in fill_leaves:
       value = jnp.asarray(fill_leaves[path])
     else:
-      raise WeightLoadError(f"{what}: nothing loads model variable {'/'.join(path)} (shape {_shape(leaf)}); "
-                            "the name map is incomplete for this architecture.")
+      raise WeightLoadError(
+        f"{what}: nothing loads model variable {'/'.join(path)} (shape {_shape(leaf)}); "
+        "the name map is incomplete for this architecture."
+      )
     node = out
     for k in path[:-1]:
       node = node.setdefault(k, {})

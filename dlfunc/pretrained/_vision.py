@@ -10,6 +10,7 @@ timm's ``num_classes``:
 * ``num_classes=k``: drop the checkpoint's head and attach a new,
   freshly initialised one with ``k`` outputs (``key`` seeds it).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,24 @@ import numpy as np
 from dlfunc.models._layers import Dense
 from dlfunc.models._resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from dlfunc.models._vgg import VGG, VGG11, VGG11BN, VGG16, VGG16BN
-from dlfunc.pretrained._core import (Entry, WeightLoadError, assign, keras_bn, keras_conv, read_checkpoint,
-                                     template_of, torch_conv, torch_linear, torch_norm)
+from dlfunc.pretrained._core import (
+  Entry,
+  WeightLoadError,
+  assign,
+  keras_bn,
+  keras_conv,
+  read_checkpoint,
+  template_of,
+  torch_conv,
+  torch_linear,
+  torch_norm,
+)
 
 _EXAMPLE = (1, 32, 32, 3)  # parameter shapes of both families do not depend on the image size
 
 
 # -- name maps ----------------------------------------------------------------------------------------------------
+
 
 def _has_downsample(model: ResNet, stage: int, j: int) -> bool:
   return j == 0 and (stage > 0 or model.block == "bottleneck")
@@ -88,6 +100,7 @@ def vgg_fc1_chw_to_hwc(w: np.ndarray) -> np.ndarray:
 
 def _vgg_blocks(model: VGG):
   from dlfunc.models._vgg import CONFIGS
+
   return CONFIGS[model.depth]
 
 
@@ -130,23 +143,23 @@ def keras_vgg_map(model: VGG, head: bool = True) -> list[Entry]:
 # -- the loaders --------------------------------------------------------------------------------------------------
 
 _TORCHVISION: dict[str, tuple[Callable[..., Any], str, str]] = {
-    # name: (constructor, head key prefix, dlfunc head name)
-    "resnet18": (ResNet18, "fc", "fc"),
-    "resnet34": (ResNet34, "fc", "fc"),
-    "resnet50": (ResNet50, "fc", "fc"),
-    "resnet101": (ResNet101, "fc", "fc"),
-    "resnet152": (ResNet152, "fc", "fc"),
-    "vgg11": (VGG11, "classifier.6", "fc3"),
-    "vgg11_bn": (VGG11BN, "classifier.6", "fc3"),
-    "vgg16": (VGG16, "classifier.6", "fc3"),
-    "vgg16_bn": (VGG16BN, "classifier.6", "fc3"),
+  # name: (constructor, head key prefix, dlfunc head name)
+  "resnet18": (ResNet18, "fc", "fc"),
+  "resnet34": (ResNet34, "fc", "fc"),
+  "resnet50": (ResNet50, "fc", "fc"),
+  "resnet101": (ResNet101, "fc", "fc"),
+  "resnet152": (ResNet152, "fc", "fc"),
+  "vgg11": (VGG11, "classifier.6", "fc3"),
+  "vgg11_bn": (VGG11BN, "classifier.6", "fc3"),
+  "vgg16": (VGG16, "classifier.6", "fc3"),
+  "vgg16_bn": (VGG16BN, "classifier.6", "fc3"),
 }
 
 _KERAS: dict[str, Callable[..., Any]] = {
-    "resnet50": lambda n, top: ResNet50(n, variant="keras"),
-    "resnet101": lambda n, top: ResNet101(n, variant="keras"),
-    "resnet152": lambda n, top: ResNet152(n, variant="keras"),
-    "vgg16": lambda n, top: VGG16(n, include_top=top),
+  "resnet50": lambda n, top: ResNet50(n, variant="keras"),
+  "resnet101": lambda n, top: ResNet101(n, variant="keras"),
+  "resnet152": lambda n, top: ResNet152(n, variant="keras"),
+  "vgg16": lambda n, top: VGG16(n, include_top=top),
 }
 
 
@@ -179,8 +192,7 @@ def _build(make, source, head_key, head_name, num_classes, key, family, what, ig
   return model, variables
 
 
-def load_torchvision(name: str, state_dict_or_path, *, num_classes: int | None = None,
-                     key: jax.Array | None = None):
+def load_torchvision(name: str, state_dict_or_path, *, num_classes: int | None = None, key: jax.Array | None = None):
   """A torchvision ResNet/VGG checkpoint as a dlfunc model.
 
   Args:
@@ -207,13 +219,23 @@ def load_torchvision(name: str, state_dict_or_path, *, num_classes: int | None =
   if isinstance(source, (str, os.PathLike)):
     source = read_checkpoint(source)
   make, head_key, head_name = _TORCHVISION[name]
-  return _build(make, source, f"{head_key}.weight", head_name, num_classes, key, "torch",
-                f"torchvision {name} checkpoint", ignore=(r"num_batches_tracked$",))
+  return _build(
+    make,
+    source,
+    f"{head_key}.weight",
+    head_name,
+    num_classes,
+    key,
+    "torch",
+    f"torchvision {name} checkpoint",
+    ignore=(r"num_batches_tracked$",),
+  )
 
 
 def keras_weights(model) -> dict[str, np.ndarray]:
   """``{"layer/weight": numpy array}`` for every weight of a Keras 3 model (``w.path``)."""
   import keras
+
   return {w.path: np.asarray(keras.ops.convert_to_numpy(w.value)) for w in model.weights}
 
 
@@ -241,13 +263,27 @@ def load_keras(keras_model_or_path, *, num_classes: int | None = None, key: jax.
     try:
       kmodel = keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001
-      raise WeightLoadError(f"could not read Keras model {path!r} ({type(e).__name__}: {e}); "
-                            "the file is truncated or not a saved Keras model.") from e
+      raise WeightLoadError(
+        f"could not read Keras model {path!r} ({type(e).__name__}: {e}); "
+        "the file is truncated or not a saved Keras model."
+      ) from e
   name = str(getattr(kmodel, "name", "")).lower()
   if name not in _KERAS:
-    raise ValueError(f"load_keras: cannot tell the architecture of Keras model {name!r}; "
-                     f"supported: {sorted(_KERAS)} (keras.applications names).")
+    raise ValueError(
+      f"load_keras: cannot tell the architecture of Keras model {name!r}; "
+      f"supported: {sorted(_KERAS)} (keras.applications names)."
+    )
   source = keras_weights(kmodel)
   include_top = "predictions/kernel" in source or not name.startswith("vgg")
-  return _build(_KERAS[name], source, "predictions/kernel", "fc3" if name.startswith("vgg") else "fc",
-                num_classes, key, "keras", f"Keras {name}", ignore=(), include_top=include_top)
+  return _build(
+    _KERAS[name],
+    source,
+    "predictions/kernel",
+    "fc3" if name.startswith("vgg") else "fc",
+    num_classes,
+    key,
+    "keras",
+    f"Keras {name}",
+    ignore=(),
+    include_top=include_top,
+  )

@@ -7,6 +7,7 @@ each checkpoint stores a SHA-256 of every array; a checkpoint whose files were
 truncated or altered fails to restore or fails the checksum, is reported with a
 message, and the previous one is used instead -- never loaded silently.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,6 +21,7 @@ import numpy as np
 
 def _ocp():
   import orbax.checkpoint as ocp  # Deferred: ~1 s of import, needed only with a workdir.
+
   return ocp
 
 
@@ -48,16 +50,23 @@ def tree_signature(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
     [('params/w', (2, 3), 'float32'), ('step', (), 'int32')]
   """
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return [("/".join(_key_name(k) for k in path), tuple(int(d) for d in np.shape(leaf)), np.dtype(leaf.dtype).name
-           if hasattr(leaf, "dtype") else np.asarray(leaf).dtype.name) for path, leaf in leaves]
+  return [
+    (
+      "/".join(_key_name(k) for k in path),
+      tuple(int(d) for d in np.shape(leaf)),
+      np.dtype(leaf.dtype).name if hasattr(leaf, "dtype") else np.asarray(leaf).dtype.name,
+    )
+    for path, leaf in leaves
+  ]
 
 
 def _describe(entry) -> str:
   return f"{tuple(entry[1])} {entry[2]}"
 
 
-def first_difference(saved: list, wanted: list, *, names: tuple[str, str] = ("the checkpoint", "the model")
-                     ) -> str | None:
+def first_difference(
+  saved: list, wanted: list, *, names: tuple[str, str] = ("the checkpoint", "the model")
+) -> str | None:
   """The first leaf where two :func:`tree_signature` lists differ, in words, or ``None`` when they agree.
 
   ``names`` say what ``saved`` and ``wanted`` are in the message.
@@ -94,9 +103,9 @@ class Checkpointer:
     ocp = _ocp()
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
-                                             create=True))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True),
+    )
 
   def epochs(self) -> list[int]:
     """Epochs with a finished checkpoint, oldest first (temporary directories are ignored)."""
@@ -109,8 +118,9 @@ class Checkpointer:
     meta = dict(meta, epoch=int(epoch), checksum=tree_checksum(state), signature=tree_signature(state))
     if int(epoch) in self.epochs():  # A corrupt one skipped on resume, or a stale one past it.
       self._manager.delete(int(epoch))
-    self._manager.save(int(epoch), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                           meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.save(
+      int(epoch), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+    )
     self._manager.wait_until_finished()
 
   def restore_latest(self, target: Any, *, log=None) -> tuple[Any, dict] | None:
@@ -140,8 +150,9 @@ class Checkpointer:
         meta = dict(self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
         if "signature" in meta:
           self._check_fits(epoch, meta["signature"], tree_signature(target))
-        restored = self._manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        restored = self._manager.restore(
+          epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        )
         state, meta = restored["state"], dict(restored["meta"])
         if meta.get("checksum") != tree_checksum(state):
           raise ValueError("checksum mismatch")
@@ -150,11 +161,15 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 -- any other failure means "do not trust this one".
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if "not compatible with the stored shape" in reason:  # Written before signatures were stored.
-          raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} was written by another "
-                            f"model ({reason[:160]}); resume with the model that wrote it, or choose a new "
-                            "workdir.") from None
-        log(f"dlfunc: checkpoint of epoch {epoch} in {self.directory} is corrupt or partial ({reason[:160]}); "
-            "skipping it.")
+          raise _DoesNotFit(
+            f"the checkpoint of epoch {epoch} in {self.directory} was written by another "
+            f"model ({reason[:160]}); resume with the model that wrote it, or choose a new "
+            "workdir."
+          ) from None
+        log(
+          f"dlfunc: checkpoint of epoch {epoch} in {self.directory} is corrupt or partial ({reason[:160]}); "
+          "skipping it."
+        )
         continue
       return state, meta
     return None
@@ -162,8 +177,10 @@ class Checkpointer:
   def _check_fits(self, epoch: int, saved: list, wanted: list) -> None:
     difference = first_difference([tuple(s) for s in saved], wanted)
     if difference:
-      raise _DoesNotFit(f"the checkpoint of epoch {epoch} in {self.directory} does not fit this model: {difference}; "
-                        "resume with the model and optimizer that wrote it, or choose a new workdir.")
+      raise _DoesNotFit(
+        f"the checkpoint of epoch {epoch} in {self.directory} does not fit this model: {difference}; "
+        "resume with the model and optimizer that wrote it, or choose a new workdir."
+      )
 
   def close(self) -> None:
     self._manager.close()

@@ -28,6 +28,7 @@ Example (two processes on one machine emulate two hosts)::
     dlfunc train --coordinator localhost:12345 --num-processes 2 --process-id 0 &
     dlfunc train --coordinator localhost:12345 --num-processes 2 --process-id 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,16 @@ import numpy as np
 def _parse_coordinator(coordinator: str) -> str:
   host, sep, port = str(coordinator).rpartition(":")
   if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-    raise ValueError(f"--coordinator must be HOST:PORT (the address of process 0), got {coordinator!r}; "
-                     "e.g. --coordinator node0:12345.")
+    raise ValueError(
+      f"--coordinator must be HOST:PORT (the address of process 0), got {coordinator!r}; "
+      "e.g. --coordinator node0:12345."
+    )
   return f"{host}:{port}"
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               *, auto: bool = False) -> bool:
+def initialize(
+  coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None, *, auto: bool = False
+) -> bool:
   """Joins a multi-process run on ``jax.distributed``; returns whether this process is part of one.
 
   Call it first, before any JAX computation (JAX fixes its devices then).
@@ -72,15 +76,21 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return False
   if any(v is not None for v in given):
     if coordinator is None or num_processes is None or process_id is None:
-      raise ValueError("--coordinator, --num-processes and --process-id go together; pass all three "
-                       "(or --distributed auto to detect the cluster).")
+      raise ValueError(
+        "--coordinator, --num-processes and --process-id go together; pass all three "
+        "(or --distributed auto to detect the cluster)."
+      )
     coordinator = _parse_coordinator(coordinator)
     if isinstance(num_processes, bool) or not isinstance(num_processes, (int, np.integer)) or num_processes < 1:
       raise ValueError(f"--num-processes must be a positive integer, got {num_processes!r}.")
-    if isinstance(process_id, bool) or not isinstance(process_id, (int, np.integer)) or \
-        not 0 <= process_id < num_processes:
-      raise ValueError(f"--process-id must lie in [0, {num_processes - 1}] for --num-processes {num_processes}, "
-                       f"got {process_id!r}.")
+    if (
+      isinstance(process_id, bool)
+      or not isinstance(process_id, (int, np.integer))
+      or not 0 <= process_id < num_processes
+    ):
+      raise ValueError(
+        f"--process-id must lie in [0, {num_processes - 1}] for --num-processes {num_processes}, got {process_id!r}."
+      )
     num_processes, process_id = int(num_processes), int(process_id)
   # CPU hosts all-reduce over TCP with gloo (the default in recent JAX; GPUs use NCCL, TPUs their ICI).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -88,13 +98,17 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     jax.distributed.initialize(coordinator, num_processes, process_id)
   except ValueError as e:
     if all(v is None for v in given):
-      raise ValueError("--distributed auto found no cluster to join (SLURM, Open MPI, or Kubernetes with the "
-                       "`kubernetes` package); pass --coordinator HOST:PORT --num-processes N --process-id I.") from e
+      raise ValueError(
+        "--distributed auto found no cluster to join (SLURM, Open MPI, or Kubernetes with the "
+        "`kubernetes` package); pass --coordinator HOST:PORT --num-processes N --process-id I."
+      ) from e
     raise
   except RuntimeError as e:
     if "before" in str(e) or "already" in str(e):
-      raise ValueError("jax.distributed must start before any JAX computation; call "
-                       "dlfunc.train.initialize_distributed first in the program.") from e
+      raise ValueError(
+        "jax.distributed must start before any JAX computation; call "
+        "dlfunc.train.initialize_distributed first in the program."
+      ) from e
     raise
   return True
 
@@ -102,18 +116,30 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 def add_arguments(p: argparse.ArgumentParser) -> None:
   """The multi-host flags of ``dlfunc train`` (read by :func:`initialize_from_args`)."""
   g = p.add_argument_group("multi-host (jax.distributed; one process per host, start all with the same flags)")
-  g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                 help="address where process 0 listens, the same on every process")
+  g.add_argument(
+    "--coordinator",
+    default=None,
+    metavar="HOST:PORT",
+    help="address where process 0 listens, the same on every process",
+  )
   g.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes taking part")
   g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0..N-1")
-  g.add_argument("--distributed", choices=("auto",), default=None,
-                 help="auto: let JAX detect the cluster (SLURM, Open MPI, Kubernetes) instead of the three flags")
+  g.add_argument(
+    "--distributed",
+    choices=("auto",),
+    default=None,
+    help="auto: let JAX detect the cluster (SLURM, Open MPI, Kubernetes) instead of the three flags",
+  )
 
 
 def initialize_from_args(args: argparse.Namespace) -> bool:
   """:func:`initialize` from the flags of :func:`add_arguments`; ``False`` when none was given."""
-  return initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
-                    getattr(args, "process_id", None), auto=getattr(args, "distributed", None) == "auto")
+  return initialize(
+    getattr(args, "coordinator", None),
+    getattr(args, "num_processes", None),
+    getattr(args, "process_id", None),
+    auto=getattr(args, "distributed", None) == "auto",
+  )
 
 
 def is_main_process() -> bool:
@@ -139,8 +165,10 @@ def process_rows(sharding, global_rows: int) -> slice:
   for start, stop in zip(starts, stops):
     covered[start:stop] = True
   if not covered[lo:hi].all():
-    raise ValueError("this process's devices hold non-contiguous rows of the batch; build the mesh from "
-                     "dlfunc.train.global_devices() (grouped by process).")
+    raise ValueError(
+      "this process's devices hold non-contiguous rows of the batch; build the mesh from "
+      "dlfunc.train.global_devices() (grouped by process)."
+    )
   return slice(lo, hi)
 
 
@@ -156,6 +184,7 @@ def put_global_batch(batch: Any, sharding) -> Any:
   def put(a):
     a = np.asarray(a)
     return jax.make_array_from_process_local_data(sharding, a[process_rows(sharding, a.shape[0])], a.shape)
+
   return jax.tree_util.tree_map(put, batch)
 
 
@@ -164,5 +193,6 @@ def put_replicated(tree: Any, sharding) -> Any:
   if sharding.is_fully_addressable:
     return jax.device_put(tree, sharding)
   host = jax.device_get(tree)
-  return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a),
-                                                                                 np.shape(a)), host)
+  return jax.tree_util.tree_map(
+    lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a), np.shape(a)), host
+  )

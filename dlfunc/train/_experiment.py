@@ -13,6 +13,7 @@ extend the registries::
 
 and ``dlfunc train --model deep-lstm`` works.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,17 @@ from dlfunc.train._distributed import is_main_process
 from dlfunc.train._fit import EarlyStopping, fit
 from dlfunc.train._state import LossFn, create_train_state, evaluate
 
-__all__ = ["MODELS", "OPTIMIZERS", "ModelSpec", "TrainConfig", "evaluate_workdir", "register_model",
-           "register_optimizer", "train_and_evaluate", "write_figures"]
+__all__ = [
+  "MODELS",
+  "OPTIMIZERS",
+  "ModelSpec",
+  "TrainConfig",
+  "evaluate_workdir",
+  "register_model",
+  "register_optimizer",
+  "train_and_evaluate",
+  "write_figures",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +59,7 @@ class ModelSpec:
     figures: ``figures(model, variables, test_split, out_dir) -> [paths]``, the
       model's own figures (:func:`write_figures`), or ``None``.
   """
+
   factory: Callable[..., Any]
   dataset: str = "digits"
   optimizer: str = "adam"
@@ -88,6 +99,7 @@ def _lookup(registry: dict, kind: str, name: str):
 @dataclasses.dataclass
 class TrainConfig:
   """What ``dlfunc train`` runs; ``None`` fields take the model's defaults (:class:`ModelSpec`)."""
+
   model: str = "mlp"
   dataset: str | None = None
   optimizer: str | None = None
@@ -110,6 +122,7 @@ class TrainConfig:
         values[f] = getattr(spec, f)
     c = _ResolvedConfig(**values)
     from dlfunc import data
+
     if c.dataset not in data.DATASETS and not c.dataset.startswith("tfds:"):
       _lookup(data.DATASETS, "data set", c.dataset)
     _lookup(OPTIMIZERS, "optimizer", c.optimizer)
@@ -122,8 +135,9 @@ class TrainConfig:
       if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"{f} must be a positive integer, got {v!r}; pass e.g. {flag}.")
     if c.dtype not in DTYPES:
-      raise ValueError(f"unknown compute dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)} (parameters stay "
-                       "float32 either way).")
+      raise ValueError(
+        f"unknown compute dtype {c.dtype!r}; choose one of: {', '.join(DTYPES)} (parameters stay float32 either way)."
+      )
     if c.early_stopping is not None and c.early_stopping <= 0:
       raise ValueError(f"early-stopping patience must be a positive integer, got {c.early_stopping!r}.")
     return c
@@ -132,6 +146,7 @@ class TrainConfig:
 @dataclasses.dataclass
 class _ResolvedConfig(TrainConfig):
   """A :class:`TrainConfig` after :meth:`TrainConfig.resolved`: no ``None`` left among the defaults."""
+
   dataset: str = "digits"
   optimizer: str = "adam"
   lr: float = 1e-3
@@ -169,8 +184,9 @@ def _build_model(spec: ModelSpec, c: TrainConfig, num_classes: int):
   return model
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike | None = None, *,
-                       resume: bool = False) -> tuple[Any, dict]:
+def train_and_evaluate(
+  config: TrainConfig, workdir: str | os.PathLike | None = None, *, resume: bool = False
+) -> tuple[Any, dict]:
   """Trains ``config.model`` on the train split of ``config.dataset``, evaluates on test.
 
   Args:
@@ -188,11 +204,14 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike | None = 
   c = config.resolved()
   spec = MODELS[c.model]
   from dlfunc import data
+
   train, test = data.load(c.dataset, "train", c.data_dir), data.load(c.dataset, "test", c.data_dir)
   train_xy, test_xy = _targets(spec, train), _targets(spec, test)
   if c.batch_size > len(train_xy[0]):
-    raise ValueError(f"batch size {c.batch_size} is larger than the {len(train_xy[0])} training examples of "
-                     f"{c.dataset}; pass --batch-size {min(32, len(train_xy[0]))}.")
+    raise ValueError(
+      f"batch size {c.batch_size} is larger than the {len(train_xy[0])} training examples of "
+      f"{c.dataset}; pass --batch-size {min(32, len(train_xy[0]))}."
+    )
   steps_per_epoch = len(train_xy[0]) // c.batch_size
   saved = {k: v for k, v in dataclasses.asdict(c).items() if k != "progress"}
   if workdir is not None:
@@ -203,21 +222,45 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike | None = 
     if resume and os.path.exists(cfg_path):
       with open(cfg_path) as f:
         old = json.load(f)
-      changed = [k for k in ("model", "dataset", "optimizer", "lr", "batch_size", "schedule", "seed", "epochs",
-                             "dtype") if old.get(k, "float32" if k == "dtype" else None) != saved[k]]
+      changed = [
+        k
+        for k in ("model", "dataset", "optimizer", "lr", "batch_size", "schedule", "seed", "epochs", "dtype")
+        if old.get(k, "float32" if k == "dtype" else None) != saved[k]
+      ]
       if changed:
-        raise ValueError(f"--resume with different settings than the run in {workdir}: "
-                         + ", ".join(f"{k} {old.get(k)!r} -> {saved[k]!r}" for k in changed)
-                         + "; use the same flags or a new --workdir.")
+        raise ValueError(
+          f"--resume with different settings than the run in {workdir}: "
+          + ", ".join(f"{k} {old.get(k)!r} -> {saved[k]!r}" for k in changed)
+          + "; use the same flags or a new --workdir."
+        )
     _write_json(cfg_path, saved)
   model = _build_model(spec, c, train.num_classes)
   early = EarlyStopping(patience=c.early_stopping) if c.early_stopping else None
-  state, history = fit(model, train_xy, eval_data=test_xy, optimizer=_optimizer(c, steps_per_epoch),
-                       epochs=c.epochs, batch_size=c.batch_size, seed=c.seed, workdir=workdir, resume=resume,
-                       progress=c.progress, loss_fn=spec.loss_fn, early_stopping=early)
+  state, history = fit(
+    model,
+    train_xy,
+    eval_data=test_xy,
+    optimizer=_optimizer(c, steps_per_epoch),
+    epochs=c.epochs,
+    batch_size=c.batch_size,
+    seed=c.seed,
+    workdir=workdir,
+    resume=resume,
+    progress=c.progress,
+    loss_fn=spec.loss_fn,
+    early_stopping=early,
+  )
   metrics = evaluate(state, test_xy)
-  summary = {"model": c.model, "dataset": c.dataset, "epochs": len(history), "optimizer": c.optimizer,
-             "lr": c.lr, "batch_size": c.batch_size, "seed": c.seed, "dtype": c.dtype}
+  summary = {
+    "model": c.model,
+    "dataset": c.dataset,
+    "epochs": len(history),
+    "optimizer": c.optimizer,
+    "lr": c.lr,
+    "batch_size": c.batch_size,
+    "seed": c.seed,
+    "dtype": c.dtype,
+  }
   if "accuracy" in metrics:
     summary["test_accuracy"] = metrics["accuracy"]
   summary["test_loss"] = metrics["loss"]
@@ -235,8 +278,9 @@ def evaluate_workdir(workdir: str | os.PathLike, *, split: str = "test", data_di
   workdir = os.fspath(workdir)
   cfg_path = os.path.join(workdir, "config.json")
   if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"{workdir} holds no dlfunc run (no config.json); train first with "
-                            f"`dlfunc train --workdir {workdir}`.")
+    raise FileNotFoundError(
+      f"{workdir} holds no dlfunc run (no config.json); train first with `dlfunc train --workdir {workdir}`."
+    )
   with open(cfg_path) as f:
     saved = json.load(f)
   c = TrainConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
@@ -246,12 +290,14 @@ def evaluate_workdir(workdir: str | os.PathLike, *, split: str = "test", data_di
   spec = MODELS[c.model]
   from dlfunc import data
   import jax
+
   split_data = data.load(c.dataset, split, c.data_dir)
   x, y = _targets(spec, split_data)
   steps_per_epoch = len(data.load(c.dataset, "train", c.data_dir)) // c.batch_size
   model = _build_model(spec, c, split_data.num_classes)
-  target = create_train_state(model, _optimizer(c, steps_per_epoch), x[:c.batch_size], jax.random.PRNGKey(c.seed),
-                              loss_fn=spec.loss_fn)
+  target = create_train_state(
+    model, _optimizer(c, steps_per_epoch), x[: c.batch_size], jax.random.PRNGKey(c.seed), loss_fn=spec.loss_fn
+  )
   ckpt = Checkpointer(workdir)
   try:
     restored = ckpt.restore_latest(target)
@@ -267,8 +313,9 @@ def evaluate_workdir(workdir: str | os.PathLike, *, split: str = "test", data_di
   return out
 
 
-def write_figures(model: str, state, out_dir: str | os.PathLike, *, dataset: str | None = None,
-                  data_dir: str | None = None) -> list[str]:
+def write_figures(
+  model: str, state, out_dir: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None
+) -> list[str]:
   """Draws the figures of registered ``model`` (its ``ModelSpec.figures``) into ``out_dir``; returns their paths.
 
   For the autoencoders: ``reconstructions.png`` (test images above their
@@ -280,12 +327,14 @@ def write_figures(model: str, state, out_dir: str | os.PathLike, *, dataset: str
   if spec.figures is None:
     return []
   from dlfunc import data
+
   test = data.load(dataset or spec.dataset, "test", data_dir)
   return spec.figures(spec.factory(num_classes=test.num_classes), state.variables, test, os.fspath(out_dir))
 
 
 def _register_builtins() -> None:
   from dlfunc.train._specs import builtin_models
+
   for name, spec in builtin_models().items():
     register_model(name, **spec)
 

@@ -1,5 +1,6 @@
 """``fit``: the Python loop around ``train_step`` -- batches, progress bar, evaluation,
 early stopping, checkpoints, resume, the training-curve PNG and data parallelism."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,18 @@ import optax
 from dlfunc.train._checkpoint import Checkpointer
 from dlfunc.train._distributed import is_main_process
 from dlfunc.train._sharding import data_parallel
-from dlfunc.train._state import (LossFn, TrainState, batches, create_train_state, evaluate, num_examples, pair_of,
-                                 shapes, take, train_step)
+from dlfunc.train._state import (
+  LossFn,
+  TrainState,
+  batches,
+  create_train_state,
+  evaluate,
+  num_examples,
+  pair_of,
+  shapes,
+  take,
+  train_step,
+)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -37,6 +48,7 @@ class EarlyStopping:
     restore_best: return the state of the best epoch (kept in host memory), as
       Keras' ``restore_best_weights=True``.
   """
+
   patience: int = 5
   monitor: str | None = None
   min_delta: float = 0.0
@@ -75,8 +87,10 @@ def _check_model_and_optimizer(model, optimizer) -> None:
 def _check_labels(state: TrainState, x, y: np.ndarray, what: str) -> None:
   """For the default loss: integer labels inside the model's output range."""
   if not np.issubdtype(y.dtype, np.integer):
-    raise ValueError(f"{what}: the default loss (sparse softmax cross-entropy) needs integer class labels, got "
-                     f"{y.dtype}; for regression or autoencoders pass loss_fn=, e.g. dlfunc.losses.mse.")
+    raise ValueError(
+      f"{what}: the default loss (sparse softmax cross-entropy) needs integer class labels, got "
+      f"{y.dtype}; for regression or autoencoders pass loss_fn=, e.g. dlfunc.losses.mse."
+    )
   spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype), x)
   out = jax.eval_shape(lambda v, xb: state.apply_fn(v, xb, train=False), state.variables, spec)
   if not isinstance(out, jax.ShapeDtypeStruct):
@@ -84,13 +98,18 @@ def _check_labels(state: TrainState, x, y: np.ndarray, what: str) -> None:
   k = out.shape[-1]
   lo, hi = int(y.min()), int(y.max())
   if lo < 0 or hi >= k:
-    raise ValueError(f"{what}: labels must lie in [0, {k - 1}] for a model with {k} outputs, got labels in "
-                     f"[{lo}, {hi}]; set the model's num_classes to {hi + 1} or fix the labels.")
+    raise ValueError(
+      f"{what}: labels must lie in [0, {k - 1}] for a model with {k} outputs, got labels in "
+      f"[{lo}, {hi}]; set the model's num_classes to {hi + 1} or fix the labels."
+    )
 
 
 def _all_finite(host_tree) -> bool:
-  return all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(host_tree)
-             if np.issubdtype(np.asarray(a).dtype, np.inexact))
+  return all(
+    np.all(np.isfinite(a))
+    for a in jax.tree_util.tree_leaves(host_tree)
+    if np.issubdtype(np.asarray(a).dtype, np.inexact)
+  )
 
 
 class _Monitor:
@@ -114,8 +133,9 @@ class _Monitor:
     if self.cfg is None:
       return False
     if self.key not in record:
-      raise ValueError(f"early stopping monitors {self.key!r}, which the history lacks; "
-                       f"available: {', '.join(sorted(record))}.")
+      raise ValueError(
+        f"early stopping monitors {self.key!r}, which the history lacks; available: {', '.join(sorted(record))}."
+      )
     value = self.sign * record[self.key]
     if value < self.best - self.cfg.min_delta:
       self.best, self.best_epoch, self.wait = value, record["epoch"], 0
@@ -139,6 +159,7 @@ class _Monitor:
 @dataclasses.dataclass
 class _Run:
   """The checked arguments of one ``fit`` call."""
+
   x: Any  # An array or a pytree of arrays with a common leading axis.
   y: np.ndarray
   eval_data: tuple[Any, np.ndarray] | None
@@ -148,8 +169,19 @@ class _Run:
   early_stopping: EarlyStopping | None
 
 
-def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, resume, early_stopping,
-                    model=None, eval_batch_size: int = 256) -> _Run:
+def check_arguments(
+  data,
+  *,
+  eval_data,
+  optimizer,
+  epochs,
+  batch_size,
+  workdir,
+  resume,
+  early_stopping,
+  model=None,
+  eval_batch_size: int = 256,
+) -> _Run:
   """Validates ``fit``'s arguments at the boundary; each error is one line saying what to change."""
   if model is not None:
     _check_model_and_optimizer(model, optimizer)
@@ -159,13 +191,15 @@ def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, 
   x, y = _as_arrays(data, "training data")
   n = num_examples(x)
   if batch_size > n:
-    raise ValueError(f"batch_size {batch_size} is larger than the {n} training examples; "
-                     f"use a batch size of at most {n}.")
+    raise ValueError(
+      f"batch_size {batch_size} is larger than the {n} training examples; use a batch size of at most {n}."
+    )
   if eval_data is not None:
     ex, ey = _as_arrays(eval_data, "eval_data")
     if jax.tree.structure(ex) != jax.tree.structure(x) or shapes(ex) != shapes(x):
-      raise ValueError(f"eval_data inputs have shape {shapes(ex)} per example, training data {shapes(x)}; "
-                       "they must match.")
+      raise ValueError(
+        f"eval_data inputs have shape {shapes(ex)} per example, training data {shapes(x)}; they must match."
+      )
     eval_data = (ex, ey)
   if resume and workdir is None:
     raise ValueError("resume=True needs the workdir of the run to continue (--workdir DIR).")
@@ -175,6 +209,7 @@ def check_arguments(data, *, eval_data, optimizer, epochs, batch_size, workdir, 
     raise TypeError(f"early_stopping must be an EarlyStopping or an int patience, got {early_stopping!r}.")
   if optimizer is None:
     from dlfunc import optim
+
     optimizer = optim.adam(1e-3)
   return _Run(x, y, eval_data, optimizer, epochs, batch_size, early_stopping)
 
@@ -184,8 +219,14 @@ def init_state(model, run: _Run, *, seed: int, loss_fn: LossFn | None, dp, varia
 
   With ``variables`` (``{"params": ..., "batch_stats": ...}``) it starts from them instead of ``model.init``.
   """
-  state = create_train_state(model, run.optimizer, take(run.x, slice(0, run.batch_size)), jax.random.PRNGKey(seed),
-                             loss_fn=loss_fn, variables=variables)
+  state = create_train_state(
+    model,
+    run.optimizer,
+    take(run.x, slice(0, run.batch_size)),
+    jax.random.PRNGKey(seed),
+    loss_fn=loss_fn,
+    variables=variables,
+  )
   if loss_fn is None:
     _check_labels(state, run.x, run.y, "training data")
     if run.eval_data is not None:
@@ -207,22 +248,28 @@ def resume_or_start(ckpt: Checkpointer | None, state: TrainState, *, resume: boo
     return state, fresh
   if not resume:
     if ckpt.epochs():
-      raise ValueError(f"{ckpt.directory} already holds checkpoints (epochs {ckpt.epochs()}); pass resume=True "
-                       "(--resume) to continue that run, or choose a new workdir.")
+      raise ValueError(
+        f"{ckpt.directory} already holds checkpoints (epochs {ckpt.epochs()}); pass resume=True "
+        "(--resume) to continue that run, or choose a new workdir."
+      )
     return state, fresh
   restored = ckpt.restore_latest(state, log=log)
   if restored is None:
     log(f"dlfunc: no valid checkpoint in {ckpt.directory}; starting from epoch 0.")
     return state, fresh
   state, meta = restored
-  saved = {"history": list(meta.get("history", [])), "epoch": int(meta["epoch"]),
-           "early_stopping": meta.get("early_stopping")}
+  saved = {
+    "history": list(meta.get("history", [])),
+    "epoch": int(meta["epoch"]),
+    "early_stopping": meta.get("early_stopping"),
+  }
   log(f"dlfunc: resuming from the checkpoint of epoch {saved['epoch']} in {ckpt.directory}.")
   return state, saved
 
 
-def train_epoch(state: TrainState, x, y, *, batch_size: int, seed: int, epoch: int, dp=None,
-                bar=None, step_fn=None) -> tuple[TrainState, list[dict]]:
+def train_epoch(
+  state: TrainState, x, y, *, batch_size: int, seed: int, epoch: int, dp=None, bar=None, step_fn=None
+) -> tuple[TrainState, list[dict]]:
   """One pass of ``train_step`` over the epoch's batches; returns ``(state, per-step metrics on the host)``.
 
   The batches are ``dlfunc.data.batches(x, y, batch_size, seed=seed, epoch=epoch)``
@@ -258,19 +305,28 @@ def check_finite(host_metrics: list[dict], host_state, *, epoch: int, steps_per_
   """
   if not isinstance(host_metrics[0], Mapping) or "loss" not in host_metrics[0]:
     got = sorted(host_metrics[0]) if isinstance(host_metrics[0], Mapping) else type(host_metrics[0]).__name__
-    raise ValueError(f"the train step's metrics must be a dict with a 'loss' entry, got {got}; return "
-                     "(state, {'loss': loss, ...}) from your train_step.")
+    raise ValueError(
+      f"the train step's metrics must be a dict with a 'loss' entry, got {got}; return "
+      "(state, {'loss': loss, ...}) from your train_step."
+    )
   losses = np.asarray([h["loss"] for h in host_metrics])
   bad = np.flatnonzero(~np.isfinite(losses))
   if not bad.size and (host_state is None or _all_finite((host_state.params, host_state.batch_stats))):
     return
   first = epoch * steps_per_epoch + 1
-  where = (f"the loss became NaN/inf at step {first + int(bad[0])} (epoch {epoch + 1})" if bad.size else
-           f"the parameters became NaN/inf during epoch {epoch + 1} (steps {first}-{first + steps_per_epoch - 1})")
-  kept = (f"the last good checkpoint (epoch {epoch}) is kept in {ckpt.directory}"
-          if ckpt is not None and epoch > 0 else "no checkpoint was written")
-  raise TrainingDiverged(f"{where}; training stopped and {kept}; lower the learning rate or check the data "
-                         "for NaN/inf.")
+  where = (
+    f"the loss became NaN/inf at step {first + int(bad[0])} (epoch {epoch + 1})"
+    if bad.size
+    else f"the parameters became NaN/inf during epoch {epoch + 1} (steps {first}-{first + steps_per_epoch - 1})"
+  )
+  kept = (
+    f"the last good checkpoint (epoch {epoch}) is kept in {ckpt.directory}"
+    if ckpt is not None and epoch > 0
+    else "no checkpoint was written"
+  )
+  raise TrainingDiverged(
+    f"{where}; training stopped and {kept}; lower the learning rate or check the data for NaN/inf."
+  )
 
 
 def epoch_record(epoch: int, host_metrics: list[dict], seconds: float, examples: int, val: dict | None) -> dict:
@@ -293,16 +349,30 @@ def _finish(ckpt: Checkpointer, workdir, history: list[dict]) -> None:
   """Writes the training curve next to the checkpoints and closes them (also after an error)."""
   if history and is_main_process():  # Multi-host: process 0 writes the files.
     from dlfunc.train._plot import plot_history
+
     plot_history(history, os.path.join(os.fspath(workdir), "training_curve.png"))
   ckpt.close()
 
 
-def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation | None = None,
-        epochs: int = 10, batch_size: int = 32, seed: int = 0, workdir: str | os.PathLike | None = None,
-        resume: bool = False, progress: bool = True, loss_fn: LossFn | None = None,
-        early_stopping: EarlyStopping | int | None = None, eval_batch_size: int = 256,
-        log: Callable[[str], Any] | None = None, variables: Mapping | None = None,
-        train_step: Callable | None = None) -> tuple[TrainState, list[dict]]:
+def fit(
+  model,
+  data,
+  *,
+  eval_data=None,
+  optimizer: optax.GradientTransformation | None = None,
+  epochs: int = 10,
+  batch_size: int = 32,
+  seed: int = 0,
+  workdir: str | os.PathLike | None = None,
+  resume: bool = False,
+  progress: bool = True,
+  loss_fn: LossFn | None = None,
+  early_stopping: EarlyStopping | int | None = None,
+  eval_batch_size: int = 256,
+  log: Callable[[str], Any] | None = None,
+  variables: Mapping | None = None,
+  train_step: Callable | None = None,
+) -> tuple[TrainState, list[dict]]:
   """Trains ``model`` on ``data`` with mini-batch gradient descent.
 
   Each epoch visits the examples in the order ``dlfunc.data.epoch_permutation(n,
@@ -368,14 +438,24 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
     ['accuracy', 'epoch', 'examples_per_second']
   """
   log = log or (lambda m: print(m, file=sys.stderr))
-  run = check_arguments(data, eval_data=eval_data, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                        workdir=workdir, resume=resume, early_stopping=early_stopping, model=model,
-                        eval_batch_size=eval_batch_size)
+  run = check_arguments(
+    data,
+    eval_data=eval_data,
+    optimizer=optimizer,
+    epochs=epochs,
+    batch_size=batch_size,
+    workdir=workdir,
+    resume=resume,
+    early_stopping=early_stopping,
+    model=model,
+    eval_batch_size=eval_batch_size,
+  )
   step_fn = train_step if train_step is None or hasattr(train_step, "lower") else jax.jit(train_step)
   dp = data_parallel(run.batch_size)
   state = init_state(model, run, seed=seed, loss_fn=loss_fn, dp=dp, variables=variables)
   from dlfunc.data import num_batches
   from tqdm.auto import tqdm
+
   steps_per_epoch = num_batches(num_examples(run.x), run.batch_size)
   history: list[dict] = []
   with contextlib.ExitStack() as cleanup:
@@ -385,29 +465,46 @@ def fit(model, data, *, eval_data=None, optimizer: optax.GradientTransformation 
     state, saved = resume_or_start(ckpt, state, resume=resume, log=log)
     history.extend(saved["history"])
     monitor = _Monitor(run.early_stopping, run.eval_data is not None, saved["early_stopping"])
-    bar = cleanup.enter_context(tqdm(
-        total=run.epochs * steps_per_epoch, initial=saved["epoch"] * steps_per_epoch,
+    bar = cleanup.enter_context(
+      tqdm(
+        total=run.epochs * steps_per_epoch,
+        initial=saved["epoch"] * steps_per_epoch,
         disable=not progress or not is_main_process(),  # Multi-host: one bar, process 0's.
-        unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.25, leave=True))
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.25,
+        leave=True,
+      )
+    )
     for epoch in range(saved["epoch"], run.epochs):
       bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
       t0 = time.perf_counter()
-      state, host = train_epoch(state, run.x, run.y, batch_size=run.batch_size, seed=seed, epoch=epoch, dp=dp,
-                                bar=bar, step_fn=step_fn)
+      state, host = train_epoch(
+        state, run.x, run.y, batch_size=run.batch_size, seed=seed, epoch=epoch, dp=dp, bar=bar, step_fn=step_fn
+      )
       host_state = jax.device_get(state) if ckpt is not None else None
       check_finite(host, host_state, epoch=epoch, steps_per_epoch=steps_per_epoch, ckpt=ckpt)
       seconds = time.perf_counter() - t0
-      val = None if run.eval_data is None else evaluate(state, run.eval_data, batch_size=eval_batch_size,
-                                                        sharding=dp.batch if dp else None)
+      val = (
+        None
+        if run.eval_data is None
+        else evaluate(state, run.eval_data, batch_size=eval_batch_size, sharding=dp.batch if dp else None)
+      )
       history.append(epoch_record(epoch, host, seconds, steps_per_epoch * run.batch_size, val))
       _show_record(bar, history[-1])
       stop = monitor.update(history[-1], state)
       if ckpt is not None:  # Across hosts, Orbax saves the global arrays collectively.
-        ckpt.save(epoch + 1, state if dp is not None and dp.multi_process else host_state,
-                  {"history": history, "early_stopping": monitor.saved()})
+        ckpt.save(
+          epoch + 1,
+          state if dp is not None and dp.multi_process else host_state,
+          {"history": history, "early_stopping": monitor.saved()},
+        )
       if stop and monitor.cfg is not None:  # stop is True only with early stopping configured
-        log(f"dlfunc: early stopping after epoch {epoch + 1}: {monitor.key} has not improved for "
-            f"{monitor.cfg.patience} epochs (best at epoch {monitor.best_epoch}).")
+        log(
+          f"dlfunc: early stopping after epoch {epoch + 1}: {monitor.key} has not improved for "
+          f"{monitor.cfg.patience} epochs (best at epoch {monitor.best_epoch})."
+        )
         break
   if monitor.cfg is not None and monitor.cfg.restore_best and monitor.best_state is not None:
     state = jax.device_put(monitor.best_state, dp.replicated if dp else None)

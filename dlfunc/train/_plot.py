@@ -2,6 +2,7 @@
 
 Each function writes one file and returns its path.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,10 @@ import numpy as np
 
 def _plt():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -99,5 +102,7 @@ def autoencoder_figures(model, variables, split, out_dir: str | os.PathLike) -> 
   z = model.apply(variables, x, method="encode")
   z = np.asarray(z[0] if isinstance(z, tuple) else z)
   os.makedirs(out_dir, exist_ok=True)
-  return [plot_reconstructions(x, recon, os.path.join(out_dir, "reconstructions.png")),
-          plot_latent(z, split.y, os.path.join(out_dir, "latent.png"))]
+  return [
+    plot_reconstructions(x, recon, os.path.join(out_dir, "reconstructions.png")),
+    plot_latent(z, split.y, os.path.join(out_dir, "latent.png")),
+  ]

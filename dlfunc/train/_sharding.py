@@ -11,6 +11,7 @@ The same holds across hosts: after ``jax.distributed`` is initialised
 every process, and :meth:`DataParallel.put_batch` hands JAX only this process's
 rows of each global batch (``jax.make_array_from_process_local_data``).
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -29,8 +30,9 @@ class DataParallel(NamedTuple):
     batch: batches are split along their leading axis, one slice per device.
     replicated: parameters and optimizer state, a full copy on every device.
   """
+
   mesh: Mesh
-  batch: NamedSharding       # PartitionSpec("data"): split the leading axis.
+  batch: NamedSharding  # PartitionSpec("data"): split the leading axis.
   replicated: NamedSharding  # PartitionSpec(): a full copy on every device.
 
   @property
@@ -67,7 +69,9 @@ def data_parallel(batch_size: int, devices=None) -> DataParallel | None:
   if batch_size % len(devices):
     hosts = len({d.process_index for d in devices})
     where = "visible devices" if hosts == 1 else f"devices of the {hosts} processes"
-    raise ValueError(f"batch_size {batch_size} must be a multiple of the {len(devices)} {where} to split "
-                     f"each batch evenly; use e.g. --batch-size {max(1, batch_size // len(devices)) * len(devices)}.")
+    raise ValueError(
+      f"batch_size {batch_size} must be a multiple of the {len(devices)} {where} to split "
+      f"each batch evenly; use e.g. --batch-size {max(1, batch_size // len(devices)) * len(devices)}."
+    )
   mesh = Mesh(np.asarray(devices), ("data",))
   return DataParallel(mesh, NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec()))

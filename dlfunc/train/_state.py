@@ -5,6 +5,7 @@ optimizer state, batch-norm statistics, the run's PRNG key); the model's
 ``apply``, the optimizer and the loss ride along as static fields, so
 ``train_step(state, batch)`` is one pure, jit-compiled function.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,6 +44,7 @@ class TrainState:
     apply_fn, tx, loss_fn: static -- the model's ``apply``, the optimizer, the loss.
     input_shape: static -- shape of one example the model was initialised for.
   """
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -54,6 +56,7 @@ class TrainState:
   input_shape: tuple = struct.field(pytree_node=False, default=())
 
   if TYPE_CHECKING:  # added by flax.struct.dataclass at runtime; declared here for type checkers
+
     def replace(self, **updates: Any) -> TrainState:
       """A copy with the given fields replaced (``state.replace(step=...)``), as any flax.struct dataclass."""
       ...
@@ -67,8 +70,9 @@ class TrainState:
     return v
 
   @classmethod
-  def create(cls, *, apply_fn: Callable, params, tx: optax.GradientTransformation, batch_stats=None, rng=None,
-             **kwargs) -> "TrainState":
+  def create(
+    cls, *, apply_fn: Callable, params, tx: optax.GradientTransformation, batch_stats=None, rng=None, **kwargs
+  ) -> "TrainState":
     """A state at step 0, as ``flax.training.train_state.TrainState.create``.
 
     Args:
@@ -94,9 +98,16 @@ class TrainState:
       rng = jax.random.PRNGKey(0)
     elif jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
       rng = jax.random.key_data(rng)
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-               batch_stats={} if batch_stats is None else batch_stats, rng=jnp.asarray(rng, jnp.uint32),
-               apply_fn=apply_fn, tx=tx, **kwargs)
+    return cls(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      batch_stats={} if batch_stats is None else batch_stats,
+      rng=jnp.asarray(rng, jnp.uint32),
+      apply_fn=apply_fn,
+      tx=tx,
+      **kwargs,
+    )
 
   def apply_gradients(self, *, grads, **kwargs) -> "TrainState":
     """One optimizer step with ``grads``: ``step + 1``, new ``params`` and ``opt_state``, as flax.training's.
@@ -154,6 +165,7 @@ def describe(x) -> str:
 def batches(x, y, batch_size: int, **kwargs):
   """:func:`dlfunc.data.batches` for inputs ``x`` that may be a pytree of arrays (same batches, same order)."""
   from dlfunc.data import batches as array_batches  # Local: keeps dlfunc.train importable on its own.
+
   if isinstance(x, np.ndarray):
     yield from array_batches(x, y, batch_size, **kwargs)
     return
@@ -164,8 +176,10 @@ def batches(x, y, batch_size: int, **kwargs):
 def _init_error(model, sample_x, e: BaseException) -> ValueError:
   name = type(model).__name__
   if "unexpected keyword argument 'train'" in str(e):
-    return ValueError(f"{name}.__call__ has no train argument, which fit and train_step pass; define it as "
-                      "def __call__(self, x, train: bool = False) (and hand train on to dropout and batch norm).")
+    return ValueError(
+      f"{name}.__call__ has no train argument, which fit and train_step pass; define it as "
+      "def __call__(self, x, train: bool = False) (and hand train on to dropout and batch norm)."
+    )
   if "images are NHWC" in str(e):  # dlfunc.models' own check already says what to change.
     return ValueError(_one_line(e))
   return ValueError(f"{name} cannot take inputs of shape {describe(sample_x)}: {_one_line(e)}")
@@ -174,13 +188,15 @@ def _init_error(model, sample_x, e: BaseException) -> ValueError:
 def _given_variables(model, init_key, sample_x, variables) -> dict:
   """``variables`` checked leaf by leaf against what ``model.init`` would make, copied (the state is donated)."""
   from dlfunc.train._checkpoint import first_difference, tree_signature
+
   if not isinstance(variables, Mapping) or "params" not in variables:
     got = f"keys {list(variables)}" if isinstance(variables, Mapping) else type(variables).__name__
     raise ValueError(f"variables must be a dict of collections with 'params' (as model.init returns), got {got}.")
   unknown = sorted(set(variables) - {"params", "batch_stats"})
   if unknown:
-    raise ValueError(f"variables holds collections {unknown} that the train state cannot carry; pass only "
-                     "'params' and 'batch_stats'.")
+    raise ValueError(
+      f"variables holds collections {unknown} that the train state cannot carry; pass only 'params' and 'batch_stats'."
+    )
   try:
     wanted = jax.eval_shape(functools.partial(model.init, train=False), init_key, sample_x)
   except (ValueError, TypeError) as e:
@@ -189,13 +205,22 @@ def _given_variables(model, init_key, sample_x, variables) -> dict:
   wanted = {k: v for k, v in wanted.items() if k in ("params", "batch_stats")}
   difference = first_difference(tree_signature(given), tree_signature(wanted), names=("variables", "the model"))
   if difference:
-    raise ValueError(f"variables do not fit {type(model).__name__}: {difference}; pass the variables of this "
-                     "model (same architecture and input shape).")
+    raise ValueError(
+      f"variables do not fit {type(model).__name__}: {difference}; pass the variables of this "
+      "model (same architecture and input shape)."
+    )
   return given
 
 
-def create_train_state(model: linen.Module, optimizer: optax.GradientTransformation, sample_x, key,
-                       *, loss_fn: LossFn | None = None, variables: Mapping | None = None) -> TrainState:
+def create_train_state(
+  model: linen.Module,
+  optimizer: optax.GradientTransformation,
+  sample_x,
+  key,
+  *,
+  loss_fn: LossFn | None = None,
+  variables: Mapping | None = None,
+) -> TrainState:
   """Initialises ``model`` on ``sample_x`` and ``optimizer`` on its params.
 
   Args:
@@ -231,9 +256,17 @@ def create_train_state(model: linen.Module, optimizer: optax.GradientTransformat
   variables = dict(cast(Mapping[str, Any], variables))
   params = variables.pop("params", {})
   batch_stats = variables.pop("batch_stats", {})
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                    batch_stats=batch_stats, rng=run_key, apply_fn=model.apply, tx=optimizer,
-                    loss_fn=loss_fn or default_loss, input_shape=shapes(sample_x))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    batch_stats=batch_stats,
+    rng=run_key,
+    apply_fn=model.apply,
+    tx=optimizer,
+    loss_fn=loss_fn or default_loss,
+    input_shape=shapes(sample_x),
+  )
 
 
 def _check_input(state: TrainState, x) -> None:
@@ -241,10 +274,14 @@ def _check_input(state: TrainState, x) -> None:
   if not state.input_shape or shapes(x) == tuple(state.input_shape):
     return
   if isinstance(x, (np.ndarray, jax.Array)) and all(isinstance(d, int) for d in state.input_shape):
-    raise ValueError(f"the model was initialised for inputs of shape (batch, {', '.join(map(str, state.input_shape))})"
-                     f", got {tuple(x.shape)}; reshape the data or re-create the train state for this shape.")
-  raise ValueError(f"the model was initialised for inputs with per-example shapes {state.input_shape}, got "
-                   f"{describe(x)}; reshape the data or re-create the train state for this shape.")
+    raise ValueError(
+      f"the model was initialised for inputs of shape (batch, {', '.join(map(str, state.input_shape))})"
+      f", got {tuple(x.shape)}; reshape the data or re-create the train state for this shape."
+    )
+  raise ValueError(
+    f"the model was initialised for inputs with per-example shapes {state.input_shape}, got "
+    f"{describe(x)}; reshape the data or re-create the train state for this shape."
+  )
 
 
 def _loss(state: TrainState, outputs, y, params) -> tuple[Any, dict]:
@@ -265,8 +302,7 @@ def _loss(state: TrainState, outputs, y, params) -> tuple[Any, dict]:
 
 
 def _is_classification(outputs, y) -> bool:
-  return (isinstance(outputs, jax.Array) and jnp.issubdtype(y.dtype, jnp.integer)
-          and outputs.ndim == y.ndim + 1)
+  return isinstance(outputs, jax.Array) and jnp.issubdtype(y.dtype, jnp.integer) and outputs.ndim == y.ndim + 1
 
 
 def _forward(state: TrainState, params, x, *, train: bool):
@@ -349,8 +385,10 @@ def evaluate(state: TrainState, data, *, batch_size: int = 256, sharding=None) -
     plus the mean of each auxiliary metric of the loss.
   """
   if not isinstance(state, TrainState):
-    raise TypeError(f"evaluate takes a TrainState (from fit or create_train_state) first, got "
-                    f"{type(state).__name__}; for raw variables use dlfunc.models.Predictor(model, variables).")
+    raise TypeError(
+      f"evaluate takes a TrainState (from fit or create_train_state) first, got "
+      f"{type(state).__name__}; for raw variables use dlfunc.models.Predictor(model, variables)."
+    )
   x, y = pair_of(data, "evaluate: data")
   if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ValueError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}; pass e.g. 256.")
@@ -382,11 +420,14 @@ def pair_of(data, what: str):
   if isinstance(data, Mapping):
     keys = list(data)
     example = f"(d[{keys[0]!r}], d[{keys[1]!r}])" if len(keys) >= 2 else "(inputs, labels)"
-    raise TypeError(f"{what} is a dict with keys {keys}; pass a pair (inputs, labels), e.g. {example} "
-                    "(the inputs may themselves be a dict or tuple of arrays).")
+    raise TypeError(
+      f"{what} is a dict with keys {keys}; pass a pair (inputs, labels), e.g. {example} "
+      "(the inputs may themselves be a dict or tuple of arrays)."
+    )
   try:
     x, y = data
   except (TypeError, ValueError):
-    raise TypeError(f"{what} must be a pair (x, y) of arrays or a dlfunc.data.Split, got "
-                    f"{type(data).__name__}.") from None
+    raise TypeError(
+      f"{what} must be a pair (x, y) of arrays or a dlfunc.data.Split, got {type(data).__name__}."
+    ) from None
   return jax.tree.map(np.asarray, x), np.asarray(y)
