@@ -20,9 +20,18 @@ On a CPU without native bfloat16 arithmetic it is expected to be slower.
 Ratios mean something only on an idle machine: the 1-, 5- and 15-minute load
 averages are printed beside the figures (before and after each model), and
 when the 1-minute load is above 1 (``--max-load``) the figures are printed
-with "load too high, no ratio" instead of ratios.
+with "load too high, no ratio" instead of ratios; ``--force`` prints the ratios
+anyway, labelled as measured under load.
+
+``--cpu-time`` times each block by the CPU time of the process (all its
+threads) instead of the wall clock. Pinned to one core (``taskset -c 0``) it
+compares the work each implementation does, which the load of a shared machine
+disturbs much less than wall time; PyTorch then tries only the thread counts
+the process may use (``os.sched_getaffinity``). With ``--cpu-time`` the rates
+are "steps per CPU-second".
 
     python benchmarks/train_step.py [--steps 30] [--rounds 15] [--models mlp,cnn] [--no-bf16]
+    taskset -c 0 python benchmarks/train_step.py --cpu-time --force --models cnn
 """
 from __future__ import annotations
 
@@ -44,6 +53,15 @@ from dlfunc.train import create_train_state, train_step
 
 SHAPE = (28, 28, 1)
 BATCH = {"mlp": 128, "cnn": 64}
+CLOCK = {"clock": time.perf_counter}  # --cpu-time: time.process_time
+
+
+def _cores() -> int:
+  """The cores this process may run on (fewer than ``os.cpu_count()`` under ``taskset``)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------- dlfunc
@@ -141,12 +159,12 @@ def torch_runner(name, x, y):
   # PyTorch's intra-op threads spin-wait; on a busy machine one thread can beat
   # several. Give it its better setting, measured here, so the comparison is fair.
   timings = {}
-  for threads in sorted({1, os.cpu_count() or 1}):
+  for threads in sorted({1, _cores()}):
     torch.set_num_threads(threads)
     run(2)
-    t0 = time.perf_counter()
+    t0 = CLOCK["clock"]()
     run(5)
-    timings[threads] = time.perf_counter() - t0
+    timings[threads] = CLOCK["clock"]() - t0
   best = min(timings, key=timings.get)
   torch.set_num_threads(best)
   print(f"  (PyTorch {name}: {best} intra-op thread(s), the faster of {sorted(timings)})")
@@ -213,9 +231,9 @@ def bench(name, steps, rounds, bf16=True):
     # while) or Keras would otherwise always pay for it.
     for label in labels[r % len(labels):] + labels[:r % len(labels)]:
       run = runs[label]
-      t0 = time.perf_counter()
+      t0 = CLOCK["clock"]()
       run(steps)
-      rates[label].append(steps / (time.perf_counter() - t0))
+      rates[label].append(steps / (CLOCK["clock"]() - t0))
   return ({label: max(r) for label, r in rates.items()}, {label: statistics.median(r) for label, r in rates.items()})
 
 
@@ -227,26 +245,40 @@ def main():
   p.add_argument("--no-bf16", action="store_true", help="leave out the bfloat16-compute dlfunc row")
   p.add_argument("--max-load", type=float, default=1.0,
                  help="report no ratios when the 1-minute load average exceeds this (default 1)")
+  p.add_argument("--force", action="store_true",
+                 help="print the ratios even above --max-load (labelled as measured under load)")
+  p.add_argument("--cpu-time", action="store_true",
+                 help="time by process CPU time, not wall time (use pinned to one core: taskset -c 0)")
   a = p.parse_args()
+  if a.cpu_time:
+    CLOCK["clock"] = time.process_time
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device(s)), "
         f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
   print(f"input 28x28x1 (MNIST-shaped), Adam(1e-3), {a.steps} steps x {a.rounds} interleaved rounds")
+  unit = "steps/CPU-s" if a.cpu_time else "steps/s"
+  print(f"timed by {'process CPU time' if a.cpu_time else 'wall clock'} ({unit}); "
+        f"this process may use {_cores()} of {os.cpu_count()} cores")
   for name in a.models.split(","):
     before = os.getloadavg()
     res, med = bench(name, a.steps, a.rounds, bf16=not a.no_bf16)
     after = os.getloadavg()
     base = res["dlfunc"]
-    busy = max(before[0], after[0]) > a.max_load
+    load = max(before[0], after[0])
+    busy = load > a.max_load
+    hide = busy and not a.force
     print(f"\n{name.upper()} (batch {BATCH[name]})")
     print(f"  load average (1, 5, 15 min): {_load(before)} before, {_load(after)} after")
-    ratio_head = "dlfunc / it (best)" if not busy else ""
-    print(f"  {'implementation':<16}{'best steps/s':>13}{'median':>10}   {ratio_head}")
+    ratio_head = "dlfunc / it (best)" if not hide else ""
+    print(f"  {'implementation':<16}{'best ' + unit:>17}{'median':>10}   {ratio_head}")
     for label, rate in res.items():
-      print(f"  {label:<16}{rate:>13.1f}{med[label]:>10.1f}   " + ("" if busy else f"{base / rate:>6.2f}x"))
-    if busy:
-      print(f"  load too high, no ratio (1-minute load {max(before[0], after[0]):.2f} > {a.max_load:g}): "
-            "these figures are under load; rerun on an idle machine to compare")
+      print(f"  {label:<16}{rate:>17.1f}{med[label]:>10.1f}   " + ("" if hide else f"{base / rate:>6.2f}x"))
+    if hide:
+      print(f"  load too high, no ratio (1-minute load {load:.2f} > {a.max_load:g}): "
+            "these figures are under load; rerun on an idle machine to compare (or --force)")
       continue
+    if busy:
+      print(f"  UNDER LOAD (1-minute load {load:.2f} > {a.max_load:g}, --force): the ratios below are not "
+            "idle-machine figures" + ("" if a.cpu_time else "; --cpu-time pinned to one core is steadier"))
     print(f"  dlfunc vs hand-written JAX+optax: {base / res['jax+optax']:.3f} (target >= 0.95)")
     if "pytorch eager" in res:
       print(f"  dlfunc vs PyTorch eager: {base / res['pytorch eager']:.2f}x (target >= 1.3)")
