@@ -44,9 +44,21 @@ def normal(seed: int, shape: Sequence[int], dtype=np.float32, scale: float = 1.0
 
 
 def key(seed: int):
-  """A typed ``jax.random.key(seed)`` (travels to the worker as key data)."""
+  """A typed ``jax.random.key(seed)`` (travels to the worker as key data).
+
+  For the default threefry implementation and a seed in [0, 2**32) the key's data is ``[0, seed]``: it is
+  wrapped directly, which spares the grader compiling the seeding program (a quarter second per check).
+  """
   import jax
 
+  if (
+    isinstance(seed, (int, np.integer))
+    and not isinstance(seed, bool)
+    and 0 <= int(seed) < 2**32
+    and getattr(jax.config, "jax_default_prng_impl", None) == "threefry2x32"
+  ):
+    data = np.array([0, int(seed)], np.uint32)
+    return jax.random.wrap_key_data(data, impl="threefry2x32")  # pyright: ignore[reportArgumentType]
   return jax.random.key(seed)
 
 

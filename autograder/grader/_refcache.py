@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import os
 import pathlib
@@ -39,11 +40,12 @@ _CURRENT: contextvars.ContextVar[pathlib.Path | None] = contextvars.ContextVar("
 
 @contextlib.contextmanager
 def for_assignment(folder):
-  """While in this block (in this thread), the checks cache reference outputs for the assignment in ``folder``.
+  """While in this block (in this thread), the checks cache reference outputs for the assignment in ``folder``
+  (``None``: nothing is cached).
 
   Outside it (nbgrader's kernel, the pytest plugin, a test calling a check directly) nothing is cached.
   """
-  token = _CURRENT.set(pathlib.Path(folder))
+  token = _CURRENT.set(None if folder is None else pathlib.Path(folder))
   try:
     yield
   finally:
@@ -104,6 +106,7 @@ def _trees(assignment_dir) -> list[tuple[pathlib.Path, str]]:
   return trees
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> str:
   import importlib.metadata
 

@@ -156,6 +156,8 @@ def grade_submission(
   # the reference-output cache
   denied = [str(info.path.parent), _dlfunc_dir(), str(path.parent), str(_refcache.cache_dir())]
   denied = _safe_denied([d for d in denied + list(denied_extra or []) if d])
+  # a cache folder the worker could see (one holding the interpreter or the autograder) is not used at all
+  cache_for = None if os.path.realpath(_refcache.cache_dir()) not in denied else info.path
   sub = None
   callees = _feedback.graded_callees(sub_info.cells, info.functions)
   try:
@@ -201,7 +203,7 @@ def grade_submission(
         continue
       ts = time.monotonic()
       sub.timeout = t.timeout or per_call
-      with _refcache.for_assignment(a.path):  # reference outputs kept on disk across runs
+      with _refcache.for_assignment(cache_for):  # reference outputs kept on disk across runs
         frac, status, msg = run_test(t, sub)
       out = sub.take_output()
       text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")

@@ -446,3 +446,12 @@ def test_spawn_info_matches_the_imported_tests_without_importing_them():
   assert out == ["False", "False"], out
   for i in list_assignments():
     assert _registry.spawn_info(i).same_as(load_assignment(i)), i
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 12345, 2**31 - 1, 2**32 - 1, 2**32, -1])
+def test_checks_key_is_jax_random_key(seed):
+  """C.key wraps threefry key data directly (no compile) and must equal jax.random.key bit for bit."""
+  got, want = C.key(seed), jax.random.key(seed)
+  assert got.dtype == want.dtype and str(jax.random.key_impl(got)) == str(jax.random.key_impl(want))
+  np.testing.assert_array_equal(np.asarray(jax.random.key_data(got)), np.asarray(jax.random.key_data(want)))
+  np.testing.assert_array_equal(np.asarray(jax.random.normal(got, (3,))), np.asarray(jax.random.normal(want, (3,))))
