@@ -13,7 +13,7 @@ the bare import (targets: 1.3x, 1.2x, 0.2x). The reference-output cache is a
 private folder, filled by one untimed check first (a student's repeated check);
 ``--cold`` adds a check with an empty cache each round (for a checkout that
 has no cache, the same command as its ``check``). The 1-minute load
-average is printed before and after; above 1 the ratios are not printed unless
+average is printed before and after; above 1 before the rounds, the ratios are not printed unless
 ``--force`` (a loaded machine stretches the two-process check more than the
 one-process import).
 
@@ -121,7 +121,8 @@ def latency(args, trees: dict[str, pathlib.Path], work: pathlib.Path) -> None:
     _timed([py, *cmds["check"]], _env(tree, caches[label]), work)
   times: dict[tuple[str, str], list[float]] = {}
   bare_env = dict(os.environ)
-  print(f"\nlatency: {args.rounds} interleaved rounds on {os.cpu_count()} CPUs; load {load():.2f} before")
+  before = load()
+  print(f"\nlatency: {args.rounds} interleaved rounds on {os.cpu_count()} CPUs; load {before:.2f} before")
   for rnd in range(args.rounds):
     times.setdefault(("", "bare import"), []).append(_timed([py, "-c", BARE], bare_env, work))
     for label, tree in trees.items():
@@ -137,7 +138,7 @@ def latency(args, trees: dict[str, pathlib.Path], work: pathlib.Path) -> None:
   for (label, name), ts in times.items():
     row = f"{(label + ' ' if label else '') + name:28s} {min(ts):7.2f} {statistics.median(ts):9.2f}"
     if name != "bare import":
-      if max(load(), after) > 1.0 and not args.force:
+      if before > 1.0 and not args.force:  # the load before: the benchmark's own processes add about 1
         row += "   (ratios left out: load > 1; pass --force to print them anyway)"
       else:
         target = TARGETS.get(name.replace(" (cold cache)", ""))
