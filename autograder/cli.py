@@ -81,7 +81,7 @@ def _submission_path(assignment_id: str, given: str | None, *, check: bool) -> t
       f"not {path.suffix or 'a file without extension'}."
     )
   try:
-    a = _registry.load_assignment(assignment_id)
+    a = _registry.spawn_info(assignment_id)  # the function names, without importing the tests (and JAX)
     info = _submission.read_submission(path, a.functions)
   except _submission.SubmissionUnreadable as e:
     raise BadInput(f"autograder {cmd}: {e}") from None
@@ -115,7 +115,7 @@ def cmd_check(args):
   from autograder.grader import _registry, _report, _runner
 
   aid = _registry.resolve_id(args.id)
-  a = _registry.load_assignment(aid)
+  a = _registry.spawn_info(aid)  # the tests themselves (and JAX) are imported while the worker starts
   only = _only(args.only, a)
   path, why = _submission_path(aid, args.path, check=True)
   if why:
@@ -131,7 +131,7 @@ def cmd_grade(args):
   from autograder.grader import _registry, _report, _runner
 
   aid = _registry.resolve_id(args.id)
-  a = _registry.load_assignment(aid)
+  a = _registry.spawn_info(aid)  # the tests themselves (and JAX) are imported while the worker starts
   only = _only(args.only, a)
   path, why = _submission_path(aid, args.submission, check=False)
   say = print if args.format == "text" or args.out else (lambda *x, **k: print(*x, **k, file=sys.stderr))

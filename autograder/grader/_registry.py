@@ -197,6 +197,7 @@ def manifest(assignment_id: str) -> dict:
 
 
 _CACHE: dict[str, Assignment] = {}
+DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, DEFAULT_MEMORY_MB = 20.0, 120.0, 4096
 
 
 def load_assignment(assignment_id: str) -> Assignment:
@@ -227,13 +228,103 @@ def load_assignment(assignment_id: str) -> Assignment:
     functions=functions,
     tests=tests,
     forbidden=forbidden,
-    timeout=float(getattr(module, "TIMEOUT", 20.0)),
-    total_timeout=float(getattr(module, "TOTAL_TIMEOUT", 120.0)),
-    memory_mb=int(getattr(module, "MEMORY_MB", 4096)),
+    timeout=float(getattr(module, "TIMEOUT", DEFAULT_TIMEOUT)),
+    total_timeout=float(getattr(module, "TOTAL_TIMEOUT", DEFAULT_TOTAL_TIMEOUT)),
+    memory_mb=int(getattr(module, "MEMORY_MB", DEFAULT_MEMORY_MB)),
     module=module,
   )
   _CACHE[assignment_id] = a
   return a
+
+
+@dataclasses.dataclass(frozen=True)
+class SpawnInfo:
+  """What starting a worker needs from an assignment, read without importing its tests (so without JAX)."""
+
+  id: str
+  path: pathlib.Path
+  functions: tuple[str, ...]
+  forbidden: dict[str, tuple[str, ...]]
+  timeout: float
+  total_timeout: float
+  memory_mb: int
+
+  @property
+  def public_only(self) -> bool:
+    """True for a student release's copy (``public_tests/ID/``): the hidden tests are not here."""
+    return self.path.parent.name == RELEASE_DIR
+
+  def same_as(self, a: Assignment) -> bool:
+    """Whether the loaded assignment ``a`` agrees (a tests.py that changes its constants after defining them)."""
+    return (
+      self.functions == a.functions
+      and self.forbidden == a.forbidden
+      and (self.timeout, self.total_timeout, self.memory_mb) == (a.timeout, a.total_timeout, a.memory_mb)
+    )
+
+
+_SAFE_BUILTINS = {"tuple": tuple, "list": list, "dict": dict, "set": set, "sorted": sorted, "len": len}
+
+
+def spawn_info(assignment_id: str) -> SpawnInfo:
+  """``FUNCTIONS``, ``FORBIDDEN``, ``TIMEOUT``, ``TOTAL_TIMEOUT`` and ``MEMORY_MB`` of an assignment, without
+  importing its tests: the grader starts the worker (which imports JAX) first and imports the tests meanwhile.
+
+  Each top-level ``NAME = expression`` of ``tests.py`` (trusted code) is evaluated with only earlier such
+  names and a few builtins in scope (``FORBIDDEN = {f: _LIBS for f in FUNCTIONS}`` works; ``ref.relu`` does
+  not and is skipped); when one of the five cannot be read that way, the tests are imported instead.
+  """
+  import ast
+
+  assignment_id = resolve_id(assignment_id)
+  if assignment_id in _CACHE:
+    return _info_of(_CACHE[assignment_id])
+  folder = _folder_of(assignment_id)
+  if folder is None:
+    return _info_of(load_assignment(assignment_id))  # raises the usual "no assignment" error
+  ns: dict = {"__builtins__": _SAFE_BUILTINS}
+  try:
+    tree = ast.parse((folder / "tests.py").read_text(encoding="utf-8"))
+  except (OSError, SyntaxError, ValueError):
+    return _info_of(load_assignment(assignment_id))
+  for node in tree.body:
+    if not isinstance(node, ast.Assign) or not all(isinstance(t, (ast.Name, ast.Tuple)) for t in node.targets):
+      continue
+    targets = node.targets
+    try:
+      value = eval(compile(ast.Expression(node.value), "tests.py", "eval"), ns)  # noqa: S307  (trusted tests.py)
+    except Exception:  # noqa: BLE001, S112  (needs an import: not a constant)
+      for t in targets:
+        for n in ast.walk(t):
+          if isinstance(n, ast.Name):
+            ns.pop(n.id, None)
+      continue
+    for t in targets:
+      if isinstance(t, ast.Name):
+        ns[t.id] = value
+      elif isinstance(t, ast.Tuple) and isinstance(value, (tuple, list)) and len(value) == len(t.elts):
+        for e, v in zip(t.elts, value):
+          if isinstance(e, ast.Name):
+            ns[e.id] = v
+  try:
+    functions = tuple(ns["FUNCTIONS"])
+    if not functions or not all(isinstance(f, str) for f in functions):
+      raise TypeError
+    return SpawnInfo(
+      id=assignment_id,
+      path=folder,
+      functions=functions,
+      forbidden={str(f): tuple(v) for f, v in dict(ns.get("FORBIDDEN", {})).items()},
+      timeout=float(ns.get("TIMEOUT", DEFAULT_TIMEOUT)),
+      total_timeout=float(ns.get("TOTAL_TIMEOUT", DEFAULT_TOTAL_TIMEOUT)),
+      memory_mb=int(ns.get("MEMORY_MB", DEFAULT_MEMORY_MB)),
+    )
+  except (KeyError, TypeError, ValueError):
+    return _info_of(load_assignment(assignment_id))
+
+
+def _info_of(a: Assignment) -> SpawnInfo:
+  return SpawnInfo(a.id, a.path, a.functions, dict(a.forbidden), a.timeout, a.total_timeout, a.memory_mb)
 
 
 def collect_tests(module, functions: Sequence[str], where: str = "tests.py") -> list[GradedTest]:

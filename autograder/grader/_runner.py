@@ -8,7 +8,7 @@ import pathlib
 import time
 import traceback
 
-from autograder.grader import _feedback, _registry
+from autograder.grader import _feedback, _refcache, _registry
 from autograder.worker import _remote, _sandbox, _submission
 from autograder.grader._checks import Credit
 from autograder._errors import CheckFailed, GraderBroken, SubmissionError
@@ -109,18 +109,21 @@ def grade_submission(
   ``hidden=False`` runs the public tests only (the student's self-check).
   """
   t0 = time.monotonic()
-  a = _registry.load_assignment(assignment_id)
-  unknown = sorted(set(functions or ()) - set(a.functions))
+  # The worker (which imports JAX: the slow part) starts first, from what tests.py states as constants; the
+  # tests (JAX, dlfunc, the references) are imported here while it boots.
+  info = _registry.spawn_info(assignment_id)
+  unknown = sorted(set(functions or ()) - set(info.functions))
   if unknown:
     raise ValueError(
-      f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; its functions are {', '.join(a.functions)}."
+      f"assignment {assignment_id} has no function(s) {', '.join(unknown)}; its functions are "
+      f"{', '.join(info.functions)}."
     )
-  tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
   given = pathlib.Path(path)
   if given.is_symlink():  # never followed: it could point at the assignment's solution or another student
-    return _all_failed(
-      a,
-      tests,
+    return _unreadable(
+      assignment_id,
+      hidden,
+      functions,
       given.stem,
       str(
         _submission.SubmissionUnreadable(
@@ -132,39 +135,59 @@ def grade_submission(
   path = given.parent.resolve() / given.name
   notes: list[str] = []
   try:
-    sub_info = _submission.read_submission(path, a.functions)
+    sub_info = _submission.read_submission(path, info.functions)
   except _submission.SubmissionUnreadable as e:
-    return _all_failed(a, tests, path.stem, str(e), t0)
+    return _unreadable(assignment_id, hidden, functions, path.stem, str(e), t0)
   except (OSError, UnicodeError, ValueError, RecursionError, MemoryError) as e:
-    return _all_failed(
-      a, tests, path.stem, f"{_submission.display(path.name)} could not be read ({type(e).__name__}).", t0
+    return _unreadable(
+      assignment_id,
+      hidden,
+      functions,
+      path.stem,
+      f"{_submission.display(path.name)} could not be read ({type(e).__name__}).",
+      t0,
     )
   notes.extend(sub_info.notes)
-  refused = _submission.forbidden_uses(sub_info.cells, a.functions, a.forbidden)
+  refused = _submission.forbidden_uses(sub_info.cells, info.functions, info.forbidden)
   for fn, what in refused.items():
     notes.append(f"{fn} uses {what}: refused, its tests score 0.")
   scratch = _remote.make_scratch()
-  # the assignment (tests, reference), dlfunc, and the folder holding the submission (other students' work)
-  denied = [str(a.path.parent), _dlfunc_dir(), str(path.parent)]
+  # the assignment (tests, reference), dlfunc, the folder holding the submission (other students' work), and
+  # the reference-output cache
+  denied = [str(info.path.parent), _dlfunc_dir(), str(path.parent), str(_refcache.cache_dir())]
   denied = _safe_denied([d for d in denied + list(denied_extra or []) if d])
+  # a cache folder the worker could see (one holding the interpreter or the autograder) is not used at all
+  cache_for = None if os.path.realpath(_refcache.cache_dir()) not in denied else info.path
   sub = None
+  callees = _feedback.graded_callees(sub_info.cells, info.functions)
   try:
     entry_copy = _submission.copy_into(sub_info, scratch)
+
+    def start(spec):
+      s = _remote.RemoteSubmission(
+        sub_info.cells,
+        entry_copy,
+        spec.functions,
+        scratch=scratch,
+        denied=denied,
+        timeout=timeout or spec.timeout,
+        memory_mb=memory_mb or spec.memory_mb,
+        cpu_s=int(total_timeout or spec.total_timeout) + 30,
+        refused=refused,
+        forbidden=spec.forbidden,
+        callees=callees,
+      )
+      s.spawn()
+      return s
+
+    sub = start(info)
+    a = _registry.load_assignment(assignment_id)
+    if not info.same_as(a):  # tests.py changed a constant after stating it: start over with the real values
+      sub.close()
+      sub = start(a)
     per_call = timeout or a.timeout
     budget = total_timeout or a.total_timeout
-    sub = _remote.RemoteSubmission(
-      sub_info.cells,
-      entry_copy,
-      a.functions,
-      scratch=scratch,
-      denied=denied,
-      timeout=per_call,
-      memory_mb=memory_mb or a.memory_mb,
-      cpu_s=int(budget) + 30,
-      refused=refused,
-      forbidden=a.forbidden,
-    )
-    sub.spawn()
+    tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
     results = []
     for t in tests:
       # The budget is charged time (the worker's CPU and idle time, not the machine's load; see _meter),
@@ -180,7 +203,8 @@ def grade_submission(
         continue
       ts = time.monotonic()
       sub.timeout = t.timeout or per_call
-      frac, status, msg = run_test(t, sub)
+      with _refcache.for_assignment(cache_for):  # reference outputs kept on disk across runs
+        frac, status, msg = run_test(t, sub)
       out = sub.take_output()
       text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")
       results.append(
@@ -195,13 +219,15 @@ def grade_submission(
           round(time.monotonic() - ts, 3),
         )
       )
-    _feedback.fix_callees_first(results, _feedback.graded_callees(sub_info.cells, a.functions))
+    _feedback.fix_callees_first(results, callees)
     if sub.load_problems:
       notes.extend(sub.load_problems)
     missing = [f for f, ok in sub.defined.items() if not ok and f not in refused]
     if missing:
       notes.append("not defined in the submission: " + ", ".join(missing) + ".")
     results, notes = _feedback.load_failure_first(results, notes, sub_info.cells, a.functions)
+    if sub.xla_note:
+      notes.append(sub.xla_note)
     if sub.workers_started > 1:
       notes.append(f"the worker process was restarted {sub.workers_started - 1} time(s) after a crash or timeout.")
   finally:
@@ -225,6 +251,13 @@ def grade_submission(
   )
 
 
+def _unreadable(assignment_id, hidden, functions, name, message, t0) -> Report:
+  """Every selected test failed with ``message`` (a submission that cannot be read: no worker is started)."""
+  a = _registry.load_assignment(assignment_id)
+  tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
+  return _all_failed(a, tests, name, message, t0)
+
+
 def _all_failed(a, tests, name, message, t0) -> Report:
   results = [TestResult(t.name, t.function, 0.0, t.points, t.hidden, "failed", message, 0.0) for t in tests]
   return Report(
@@ -241,12 +274,13 @@ def _all_failed(a, tests, name, message, t0) -> Report:
 
 def _safe_denied(dirs: list[str]) -> list[str]:
   """Drop folders the worker needs (the interpreter, the autograder, JAX) from the deny list."""
+  import importlib.util
   import sys
-  import jax
 
+  spec = importlib.util.find_spec("jax")  # where JAX lives, without importing it (the worker is not up yet)
+  jax_dir = os.path.dirname(spec.origin) if spec is not None and spec.origin else sys.prefix
   needed = [
-    os.path.realpath(p)
-    for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(__file__)), os.path.dirname(jax.__file__))
+    os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(__file__)), jax_dir)
   ]
   out = []
   for d in dirs:

@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 
-from autograder.worker import _ops, _sandbox
+from autograder.worker import _sandbox
 from autograder._errors import GraderBroken, SubmissionError
 
 _KINDS = {"exception", "not_implemented", "missing", "timeout", "crash", "refused", "jit", "bad_output", "tampered"}
@@ -99,6 +99,8 @@ class LocalSubmission(_Ops):
     fn = self._ns.get(name)
     if not callable(fn):
       raise SubmissionError("missing", f"{name} is not defined (or not a function) in the notebook.")
+    from autograder.worker import _ops  # JAX: imported when first needed (the standalone grader never needs it)
+
     return _ops.run(op, fn, name, args, kwargs, opts, _is_notebook_code, _label)
 
   def take_output(self) -> str:
@@ -118,7 +120,10 @@ class RemoteSubmission(_Ops):
   """The student's functions in an isolated worker; restarted after a crash or timeout.
 
   After a function times out or kills its worker, its remaining tests fail at
-  once with the same message (so a hang costs seconds, not minutes).
+  once with the same message (so a hang costs seconds, not minutes); so do the
+  tests of the graded functions that call it (``callees``: {graded function:
+  the graded functions it calls}), since they would hang in it too: an endless
+  loop costs its time limit once.
   """
 
   def __init__(
@@ -135,6 +140,8 @@ class RemoteSubmission(_Ops):
     refused: dict[str, str] | None = None,
     use_bwrap: bool | None = None,
     forbidden: dict | None = None,
+    callees: dict[str, list[str]] | None = None,
+    xla_flags: str | None = None,
   ):
     self._cells = cells
     self._entry = str(entry_copy)
@@ -145,6 +152,10 @@ class RemoteSubmission(_Ops):
     self._memory_mb, self._cpu_s = memory_mb, cpu_s
     self._refused = refused or {}
     self._forbidden = {f: list(v) for f, v in (forbidden or {}).items()}
+    self._callees = {f: list(v) for f, v in (callees or {}).items()}
+    self._xla_flags = _sandbox.xla_flags() if xla_flags is None else xla_flags
+    self.xla_note = ""  # set when the worker had to start without its XLA flags
+    self._load_sent = self._loaded = False
     self.layers: list[str] = []  # the kernel layers the worker reported in force
     self._use_bwrap = _sandbox.bwrap_usable() if use_bwrap is None else use_bwrap
     self._worker: _sandbox.Worker | None = None
@@ -159,34 +170,57 @@ class RemoteSubmission(_Ops):
   # -- lifecycle
 
   def spawn(self):
-    """Start the worker now (it imports JAX while the grader does the same)."""
+    """Start the worker now and send it the submission to load: it imports JAX and loads the submission while
+    the grader imports the tests (the answer is read at the first operation)."""
     if self._worker is None and self._broken is None:
       self._worker = _sandbox.Worker(
-        self._scratch, self._denied, self._memory_mb, self._cpu_s, self._use_bwrap, forbidden=self._forbidden
+        self._scratch,
+        self._denied,
+        self._memory_mb,
+        self._cpu_s,
+        self._use_bwrap,
+        forbidden=self._forbidden,
+        xla_flags=self._xla_flags,
       )
       self.workers_started += 1
+      self._loaded, self._load_sent = False, False
+      try:
+        self._worker.send(self._load_request(), "loading the submission")
+        self._load_sent = True
+      except SubmissionError:
+        pass  # it died at once: _ensure sees it and says why
+
+  def _load_request(self):
+    return {"op": "load", "cells": self._cells, "path": self._entry, "functions": self._functions}
 
   def _ensure(self):
     if self._broken:
       raise self._broken
-    if self._worker is not None and self._worker.alive() and getattr(self, "_loaded", False):
+    if self._worker is not None and self._worker.alive() and self._loaded:
       return self._worker
-    if self._worker is not None and not self._worker.alive():
+    if self._worker is not None and not self._worker.alive() and not self._load_sent:
       self._worker.kill()
       self._worker = None
     self.spawn()
-    self._loaded = False
     worker = self._worker
     if worker is None:  # spawn() starts one: _broken was checked above
       raise RuntimeError("the grader could not start a worker; grade again.")
     try:
-      resp = worker.request(
-        {"op": "load", "cells": self._cells, "path": self._entry, "functions": self._functions},
-        max(self.timeout, 30.0),
-        "loading the submission",
-      )
+      if not self._load_sent:
+        worker.send(self._load_request(), "loading the submission")
+      self._load_sent = False
+      resp = worker.receive(max(self.timeout, 30.0), "loading the submission")
     except SubmissionError as e:
-      self._worker = None
+      self._worker, self._load_sent = None, False
+      if e.kind == "crash" and not worker.started() and self._xla_flags:
+        # Before any submission code ran: most likely this jaxlib rejects one of the XLA flags. Start again
+        # without them (the grade does not depend on them).
+        self.xla_note = (
+          f"the grading worker did not start with XLA_FLAGS={self._xla_flags!r} ({worker.startup_error()}); "
+          "it was started again without them."
+        )
+        self._xla_flags = ""
+        return self._ensure()
       if e.kind == "crash" and not worker.started():
         raise GraderBroken(
           f"the grading worker could not start ({worker.startup_error()}) before any submission "
@@ -256,6 +290,13 @@ class RemoteSubmission(_Ops):
     if name in self._dead:
       e = self._dead[name]
       raise SubmissionError(e.kind, e.message + " (from an earlier test; not run again)")
+    hung = [c for c in self._callees.get(name, ()) if c in self._dead and self._dead[c].kind == "timeout"]
+    if hung:
+      raise SubmissionError(
+        "timeout",
+        f"{name} was not run: it calls {hung[0]}, which did not finish within its time limit in an earlier "
+        f"test (see {hung[0]}'s tests); fix {hung[0]} first.",
+      )
     worker = self._ensure()
     what = f"{name}" if op == "call" else f"{name} (under {op})"
     timeout = self.timeout

@@ -681,6 +681,9 @@ def main(argv):
   except ValueError:
     forbidden = {}
   rules = Rules(forbidden if isinstance(forbidden, dict) else {})
+  # Start XLA's CPU client now, before any submission code: it reads XLA_FLAGS (a flag this jaxlib does not
+  # know aborts here, before READY, and the grader starts the worker again without its flags).
+  jax.devices()
   layers = confine(scratch)
   pkg_parent = os.path.realpath(os.path.dirname(_pkg_dir()))
   sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != pkg_parent]  # imports are done

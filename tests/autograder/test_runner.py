@@ -379,3 +379,79 @@ def test_layout_worker_side_never_imports_the_grader_side_and_old_import_paths_s
   from autograder.authoring import _nbgrader_grade as impl
   assert _nbgrader_grade.IsolatedGrade is impl.IsolatedGrade
   assert notebook is importlib.import_module("autograder.authoring._notebook") and callable(notebook.grade)
+
+
+# ---------------------------------------------------------------- issue 13.3: a fast check
+
+
+def _reference_01():
+  a = load_assignment("01")
+  return _authoring.module_source(a.source, solved=True, assignment_id="01")
+
+
+@pytest.mark.slow
+def test_an_endless_loop_costs_its_time_limit_once(tmp_path):
+  """relu hangs; dense calls relu: only relu's first test waits for the limit, the rest fail at once, saying so."""
+  src = _reference_01() + (
+    "\n\ndef relu(x):\n  while True:\n    pass\n\n\n"
+    "def dense(params, x):\n  return relu(jnp.asarray(x)) * 0 + jnp.asarray(x) @ params['w'] + params['b']\n"
+  )
+  path = tmp_path / "01.py"
+  path.write_text(src)
+  from autograder.grader._runner import grade_submission
+
+  r = grade_submission("01", path, functions=["relu", "dense", "sigmoid"], timeout=2.0, hidden=False)
+  by_fn = {f: [t for t in r.tests if t.function == f] for f in ("relu", "dense", "sigmoid")}
+  assert all(t.score == 0 for t in by_fn["relu"] + by_fn["dense"])
+  assert all(t.score == t.max_score for t in by_fn["sigmoid"]), [t.output for t in by_fn["sigmoid"]]
+  waited = [t for t in r.tests if "did not finish within 2 s" in t.output and "not run again" not in t.output]
+  assert [t.function for t in waited] == ["relu"], [(t.name, t.output[:120]) for t in r.tests]
+  assert all("not run again" in t.output for t in by_fn["relu"][1:])
+  for t in by_fn["dense"]:
+    assert "dense was not run: it calls relu, which did not finish within its time limit" in t.output, t.output
+
+
+@pytest.mark.slow
+def test_a_rejected_xla_flag_restarts_the_worker_without_flags(tmp_path, monkeypatch):
+  """A jaxlib that does not know one of the worker's XLA flags aborts at start-up: grading goes on without them."""
+  monkeypatch.setenv("AUTOGRADER_XLA_FLAGS", "--xla_autograder_no_such_flag=1")
+  path = tmp_path / "01.py"
+  path.write_text(_reference_01())
+  from autograder.grader._runner import grade_submission
+
+  r = grade_submission("01", path, functions=["relu"], hidden=False)
+  assert r.score == r.max_score, [(t.name, t.output[:200]) for t in r.tests]
+  note = [n for n in r.notes if "XLA_FLAGS" in n]
+  assert note and "started again without them" in note[0], r.notes
+  monkeypatch.setenv("AUTOGRADER_XLA_FLAGS", "")  # no flags at all: no note
+  r = grade_submission("01", path, functions=["relu"], hidden=False)
+  assert r.score == r.max_score and not [n for n in r.notes if "XLA_FLAGS" in n]
+
+
+def test_spawn_info_matches_the_imported_tests_without_importing_them():
+  """The worker's parameters read from tests.py's constants agree with the imported module, for every assignment."""
+  import subprocess
+  import sys
+
+  from autograder import list_assignments
+  from autograder.grader import _registry
+
+  code = (
+    "import sys\nfrom autograder.grader import _registry\n"
+    "for i in _registry.list_assignments():\n  _registry.spawn_info(i)\n"
+    "print('jax' in sys.modules, 'autograder.worker._ops' in sys.modules)\n"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=pathlib.Path(__file__).resolve().parents[2]).stdout.split()
+  assert out == ["False", "False"], out
+  for i in list_assignments():
+    assert _registry.spawn_info(i).same_as(load_assignment(i)), i
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 12345, 2**31 - 1, 2**32 - 1, 2**32, -1])
+def test_checks_key_is_jax_random_key(seed):
+  """C.key wraps threefry key data directly (no compile) and must equal jax.random.key bit for bit."""
+  got, want = C.key(seed), jax.random.key(seed)
+  assert got.dtype == want.dtype and str(jax.random.key_impl(got)) == str(jax.random.key_impl(want))
+  np.testing.assert_array_equal(np.asarray(jax.random.key_data(got)), np.asarray(jax.random.key_data(want)))
+  np.testing.assert_array_equal(np.asarray(jax.random.normal(got, (3,))), np.asarray(jax.random.normal(want, (3,))))
