@@ -185,3 +185,34 @@ def test_worker_cannot_read_the_cache(mode, tmp_path, monkeypatch):
   # the cache survived the attempt, and is still used
   assert all(p.is_file() for p in entries)
   assert pathlib.Path(root).stat().st_mode & 0o077 == 0
+
+
+def test_a_cache_folder_the_deny_list_cannot_cover_is_not_used(tmp_path, monkeypatch):
+  """When the worker could see the cache folder (it holds something the worker needs, so the deny list drops it),
+  grading computes every reference afresh and writes nothing there."""
+  import sys
+
+  from autograder.grader import _runner
+
+  assert os.path.realpath(os.path.dirname(sys.prefix)) not in _runner._safe_denied([os.path.dirname(sys.prefix)])
+  root = tmp_path / "cache"
+  monkeypatch.setenv("AUTOGRADER_CACHE", str(root))
+  monkeypatch.setenv("AUTOGRADER_SCRATCH", str(tmp_path / "scratch"))
+  real = _runner._safe_denied
+  monkeypatch.setattr(_runner, "_safe_denied", lambda dirs: [d for d in real(dirs) if d != str(root.resolve())])
+  a = load_assignment("01")
+  sub = tmp_path / "subs" / "good.py"
+  sub.parent.mkdir()
+  sub.write_text(_authoring.module_source(a.source, solved=True, assignment_id="01"))
+  _checks._MEMO.clear()
+  before = dict(_refcache.stats)
+  r = grade_submission("01", sub, functions=["relu"], hidden=False)
+  assert r.score == r.max_score, [(t.name, t.output[:200]) for t in r.tests]
+  assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()], "the uncovered cache was written"
+  assert _refcache.stats["hits"] == before["hits"] and _refcache.stats["misses"] == before["misses"]
+  # and with the deny list intact, the same grading does use it (so the check above can fail)
+  monkeypatch.setattr(_runner, "_safe_denied", real)
+  _checks._MEMO.clear()
+  r = grade_submission("01", sub, functions=["relu"], hidden=False)
+  assert r.score == r.max_score
+  assert [p for p in root.rglob("*") if p.is_file()], "grading with a covered cache wrote nothing"
