@@ -14,6 +14,15 @@ inputs' bytes. Entries are written atomically (a temporary file, then
 pickle, so reading an entry runs nothing); an entry that cannot be read or
 decoded, or whose stored key differs, is ignored and recomputed.
 ``AUTOGRADER_CACHE=off`` turns the cache off.
+
+Compiled programs (JAX's persistent compilation cache) are kept too, apart by who
+wrote them. The grader's own (its input keys, comparisons and references) live in
+``xla/`` inside this folder, denied to workers like the rest of it
+(:func:`keep_grader_programs`). A student's check keeps the submission's programs
+in a folder of that submission path's own, beside this one
+(:func:`submission_programs`): the worker writes it, so it is only ever given to
+later checks of the same path (public tests only), never to a grade or to another
+submission.
 """
 
 from __future__ import annotations
@@ -27,25 +36,32 @@ import pathlib
 import threading
 from typing import Any, Callable
 
-import numpy as np
-
 ENV = "AUTOGRADER_CACHE"
 MAX_ENTRY = 64 * 2**20  # bytes: larger outputs are not worth a file
 _MISS = object()
 _DIGESTS: dict[str, str] = {}
 _LOCK = threading.Lock()
 stats = {"hits": 0, "misses": 0, "bad": 0}  # this process's counts (tests and the benchmark read them)
-_CURRENT: contextvars.ContextVar[pathlib.Path | None] = contextvars.ContextVar("autograder_refcache", default=None)
+
+
+class _Block:
+  """The assignment folder of a :func:`for_assignment` block and its source digest, worked out once per block."""
+
+  def __init__(self, folder: pathlib.Path):
+    self.folder, self.digest = folder, ""
+
+
+_CURRENT: contextvars.ContextVar[_Block | None] = contextvars.ContextVar("autograder_refcache", default=None)
 
 
 @contextlib.contextmanager
 def for_assignment(folder):
   """While in this block (in this thread), the checks cache reference outputs for the assignment in ``folder``
-  (``None``: nothing is cached).
+  (``None``: nothing is cached). The sources are hashed once per block: keep one block to one grade.
 
   Outside it (nbgrader's kernel, the pytest plugin, a test calling a check directly) nothing is cached.
   """
-  token = _CURRENT.set(None if folder is None else pathlib.Path(folder))
+  token = _CURRENT.set(None if folder is None else _Block(pathlib.Path(folder)))
   try:
     yield
   finally:
@@ -54,7 +70,8 @@ def for_assignment(folder):
 
 def current() -> pathlib.Path | None:
   """The assignment folder set by :func:`for_assignment`, or None."""
-  return _CURRENT.get()
+  block = _CURRENT.get()
+  return None if block is None else block.folder
 
 
 def cache_dir() -> pathlib.Path:
@@ -83,6 +100,79 @@ def _ensure_dir() -> pathlib.Path | None:
   except OSError:
     return None
   return d
+
+
+PROGRAMS_KEPT = 16  # submission paths whose compiled programs are kept (the most recently checked)
+PROGRAMS_MB = 128  # a submission's compiled programs beyond this are trimmed, oldest first
+_GRADER_PROGRAMS: list[str] = []
+
+
+def keep_grader_programs() -> bool:
+  """Keep the programs this (trusted) process compiles in ``xla/`` of the cache folder, and reuse them.
+
+  Call it once JAX is imported and before grading; only where the cache folder is denied to workers (the
+  runner checks). Returns whether it is on.
+  """
+  d = _ensure_dir() if enabled() else None
+  if d is None:
+    return False
+  folder = str(d / "xla")
+  if _GRADER_PROGRAMS != [folder]:
+    import warnings
+
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    warnings.filterwarnings("ignore", message=r"Error (reading|writing) persistent compilation cache")
+    _GRADER_PROGRAMS[:] = [folder]
+  return True
+
+
+def programs_root() -> pathlib.Path:
+  """Where checks keep each submission's compiled programs: beside the cache folder, never inside it."""
+  d = cache_dir()
+  return d.with_name(d.name + "-programs")
+
+
+def submission_programs(submission) -> pathlib.Path | None:
+  """The folder (0700, created) of the programs compiled for checks of ``submission`` (by its real path), or
+  None when there is none to use. Keeps the :data:`PROGRAMS_KEPT` most recently used folders and trims this
+  one to :data:`PROGRAMS_MB`."""
+  if not enabled():
+    return None
+  root = programs_root()
+  digest = hashlib.sha256(f"{os.getuid()}\0{os.path.realpath(submission)}".encode()).hexdigest()[:32]
+  folder = root / digest
+  try:
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if root.stat().st_uid != os.getuid():
+      return None
+    os.chmod(root, 0o700)
+    folder.mkdir(exist_ok=True, mode=0o700)
+    os.utime(folder)
+    _trim(root, folder)
+  except OSError:
+    return None
+  return folder
+
+
+def _trim(root: pathlib.Path, current: pathlib.Path):
+  import shutil
+
+  folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+  for old in folders[PROGRAMS_KEPT:]:
+    if old != current:
+      shutil.rmtree(old, ignore_errors=True)
+  files = [(p.stat().st_mtime, p.stat().st_size, p) for p in current.iterdir() if p.is_file()]
+  total = sum(n for _, n, _ in files)
+  if total > PROGRAMS_MB * 2**20:  # trimmed to half, oldest first
+    for _, n, p in sorted(files, key=lambda f: f[0]):
+      if total <= PROGRAMS_MB * 2**20 // 2:
+        break
+      p.unlink(missing_ok=True)
+      total -= n
 
 
 def _files(root: pathlib.Path, pattern: str) -> list[tuple[pathlib.Path, int, int]]:
@@ -147,7 +237,13 @@ def source_digest(assignment_dir) -> str:
 def entry_key(assignment_dir, reference: Callable, kind: str, arg_key) -> str:
   """The file name of one entry: the source digest, the reference's name, ``kind`` and the inputs' key."""
   name = f"{getattr(reference, '__module__', '?')}.{getattr(reference, '__qualname__', '?')}"
-  text = repr((source_digest(assignment_dir), name, kind, arg_key))
+  block = _CURRENT.get()
+  if block is not None and block.folder == pathlib.Path(assignment_dir):
+    block.digest = block.digest or source_digest(assignment_dir)
+    digest = block.digest
+  else:
+    digest = source_digest(assignment_dir)
+  text = repr((digest, name, kind, arg_key))
   return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -180,6 +276,8 @@ def get(key: str) -> Any:
 
 def _same(a, b) -> bool:
   """Whether ``b`` (read back) is exactly ``a`` (types, structure, dtypes, bytes)."""
+  import numpy as np
+
   if isinstance(a, np.generic):
     a = np.asarray(a)
   if isinstance(a, np.ndarray):

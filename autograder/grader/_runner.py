@@ -10,7 +10,6 @@ import traceback
 
 from autograder.grader import _feedback, _refcache, _registry
 from autograder.worker import _remote, _sandbox, _submission
-from autograder.grader._checks import Credit
 from autograder._errors import CheckFailed, GraderBroken, SubmissionError
 
 OUTPUT_CAP = 2000  # characters of feedback + student output kept per test
@@ -71,6 +70,8 @@ def _cap(text: str, cap: int = OUTPUT_CAP) -> str:
 
 def run_test(test, sub) -> tuple[float, str, str]:
   """Run one test against ``sub``; return (fraction, status, feedback). Never raises."""
+  from autograder.grader._checks import Credit  # (NumPy: imported after the worker is started)
+
   try:
     result = test.fn(sub)
   except CheckFailed as e:
@@ -103,10 +104,14 @@ def grade_submission(
   memory_mb: int | None = None,
   denied_extra: list[str] | None = None,
   functions: list[str] | None = None,
+  keep_compiled: bool = False,
 ) -> Report:
   """Grade ``path`` (a .py, .ipynb or folder) for ``assignment_id`` in an isolated worker.
 
-  ``hidden=False`` runs the public tests only (the student's self-check).
+  ``hidden=False`` runs the public tests only (the student's self-check). ``keep_compiled`` keeps the programs
+  XLA compiles on disk for the next run (the command line's choice: it sets this process's JAX configuration):
+  the grader's own in the reference cache; with ``hidden=False`` also the submission's, in a folder of that
+  submission path's own (see ``_refcache``).
   """
   t0 = time.monotonic()
   # The worker (which imports JAX: the slow part) starts first, from what tests.py states as constants; the
@@ -158,6 +163,7 @@ def grade_submission(
   denied = _safe_denied([d for d in denied + list(denied_extra or []) if d])
   # a cache folder the worker could see (one holding the interpreter or the autograder) is not used at all
   cache_for = None if os.path.realpath(_refcache.cache_dir()) not in denied else info.path
+  compiled = _programs_for(path, denied) if keep_compiled and not hidden and cache_for is not None else ""
   sub = None
   callees = _feedback.graded_callees(sub_info.cells, info.functions)
   try:
@@ -176,49 +182,22 @@ def grade_submission(
         refused=refused,
         forbidden=spec.forbidden,
         callees=callees,
+        compiled=compiled,
       )
       s.spawn()
       return s
 
     sub = start(info)
     a = _registry.load_assignment(assignment_id)
+    if keep_compiled and cache_for is not None:
+      _refcache.keep_grader_programs()
     if not info.same_as(a):  # tests.py changed a constant after stating it: start over with the real values
       sub.close()
       sub = start(a)
     per_call = timeout or a.timeout
     budget = total_timeout or a.total_timeout
     tests = [t for t in a.tests if (hidden or not t.hidden) and (functions is None or t.function in functions)]
-    results = []
-    for t in tests:
-      # The budget is charged time (the worker's CPU and idle time, not the machine's load; see _meter),
-      # with a backstop on the clock for a machine so overloaded that the meter barely moves.
-      if sub.charged > budget or time.monotonic() - t0 > 10 * budget + 300:
-        why = (
-          f"the submission used up its {budget:g} s"
-          if sub.charged > budget
-          else f"grading was stopped after {time.monotonic() - t0:.0f} s on the clock (the grading machine "
-          "was overloaded; ask for a regrade)"
-        )
-        results.append(TestResult(t.name, t.function, 0.0, t.points, t.hidden, "failed", f"not run: {why}.", 0.0))
-        continue
-      ts = time.monotonic()
-      sub.timeout = t.timeout or per_call
-      with _refcache.for_assignment(cache_for):  # reference outputs kept on disk across runs
-        frac, status, msg = run_test(t, sub)
-      out = sub.take_output()
-      text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")
-      results.append(
-        TestResult(
-          t.name,
-          t.function,
-          round(frac * t.points, 6),
-          t.points,
-          t.hidden,
-          status,
-          _cap(text),
-          round(time.monotonic() - ts, 3),
-        )
-      )
+    results = _run_tests(tests, sub, per_call=per_call, budget=budget, t0=t0, cache_for=cache_for)
     _feedback.fix_callees_first(results, callees)
     if sub.load_problems:
       notes.extend(sub.load_problems)
@@ -249,6 +228,53 @@ def grade_submission(
     _sandbox.isolation_summary(layers),
     round(time.monotonic() - t0, 2),
   )
+
+
+def _run_tests(tests, sub, *, per_call: float, budget: float, t0: float, cache_for) -> list[TestResult]:
+  """Run ``tests`` in order against the worker, within the per-call limit and the submission's total budget."""
+  results = []
+  with _refcache.for_assignment(cache_for):  # reference outputs kept on disk across runs (hashed once)
+    for t in tests:
+      # The budget is charged time (the worker's CPU and idle time, not the machine's load; see _meter),
+      # with a backstop on the clock for a machine so overloaded that the meter barely moves.
+      if sub.charged > budget or time.monotonic() - t0 > 10 * budget + 300:
+        why = (
+          f"the submission used up its {budget:g} s"
+          if sub.charged > budget
+          else f"grading was stopped after {time.monotonic() - t0:.0f} s on the clock (the grading machine "
+          "was overloaded; ask for a regrade)"
+        )
+        results.append(TestResult(t.name, t.function, 0.0, t.points, t.hidden, "failed", f"not run: {why}.", 0.0))
+        continue
+      ts = time.monotonic()
+      sub.timeout = t.timeout or per_call
+      frac, status, msg = run_test(t, sub)
+      out = sub.take_output()
+      text = msg + (("\n" if msg else "") + "output:\n" + out if out.strip() else "")
+      results.append(
+        TestResult(
+          t.name,
+          t.function,
+          round(frac * t.points, 6),
+          t.points,
+          t.hidden,
+          status,
+          _cap(text),
+          round(time.monotonic() - ts, 3),
+        )
+      )
+  return results
+
+
+def _programs_for(path: pathlib.Path, denied: list[str]) -> str:
+  """The folder for this submission's compiled programs (a check's), or "" where it would touch a denied one."""
+  folder = _refcache.submission_programs(path)
+  if folder is None:
+    return ""
+  real = os.path.realpath(folder)
+  if any(real == d or real.startswith(d + os.sep) or d.startswith(real + os.sep) for d in denied):
+    return ""
+  return real
 
 
 def _unreadable(assignment_id, hidden, functions, name, message, t0) -> Report:

@@ -142,8 +142,10 @@ class RemoteSubmission(_Ops):
     forbidden: dict | None = None,
     callees: dict[str, list[str]] | None = None,
     xla_flags: str | None = None,
+    compiled: str = "",
   ):
     self._cells = cells
+    self._compiled = compiled  # a folder of the submission's own compiled programs, kept across its checks
     self._entry = str(entry_copy)
     self._functions = list(functions)
     self._scratch = str(scratch)
@@ -181,6 +183,7 @@ class RemoteSubmission(_Ops):
         self._use_bwrap,
         forbidden=self._forbidden,
         xla_flags=self._xla_flags,
+        compiled=self._compiled,
       )
       self.workers_started += 1
       self._loaded, self._load_sent = False, False

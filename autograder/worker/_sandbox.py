@@ -259,9 +259,11 @@ class Worker:
     use_bwrap: bool,
     forbidden: dict | None = None,
     xla_flags: str = "",
+    compiled: str = "",
   ):
     self.scratch = scratch
     self.xla_flags = xla_flags
+    self.compiled = compiled
     self.via_bwrap = use_bwrap
     self.uid = None
     self.tag = secrets.token_hex(8)  # in the worker's environment: the sweep finds what it started by it
@@ -269,6 +271,8 @@ class Worker:
     if not use_bwrap and drops_privileges():
       self.uid = acquire_uid()
       _chown_tree(scratch, self.uid, self.uid)
+      if compiled:
+        _chown_tree(compiled, self.uid, self.uid)
     req_r, self._req_w = os.pipe()
     self._resp_r, resp_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -281,7 +285,7 @@ class Worker:
       "runpy.run_module('autograder.worker._worker', run_name='__main__')"
     )
     py = [sys.executable, "-P", "-E", "-s", "-c", boot, str(req_r), str(resp_w), scratch]
-    cmd = self._bwrap(py, scratch, denied) if use_bwrap else py
+    cmd = self._bwrap(py, scratch, denied, compiled) if use_bwrap else py
     env = {
       "PATH": "/usr/bin:/bin",
       "HOME": scratch,
@@ -299,6 +303,8 @@ class Worker:
       env["AUTOGRADER_NO_LANDLOCK"] = "1"
     if xla_flags:
       env["XLA_FLAGS"] = xla_flags
+    if compiled:
+      env["AUTOGRADER_COMPILED"] = compiled
     if self.uid is not None:
       nproc = 512  # counted for this uid alone (threads included): exact, and no other worker shares it
       env["AUTOGRADER_DROP"] = f"{self.uid}:{self.uid}"
@@ -327,7 +333,7 @@ class Worker:
     self._drainer.start()
 
   @staticmethod
-  def _bwrap(py, scratch, denied):
+  def _bwrap(py, scratch, denied, compiled=""):
     """Bind in only what the worker needs; everything else (the checkout, its .git, assignments/, the out
     folder, other submissions, the grader's /proc, /home, /root, /tmp) does not exist inside."""
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
@@ -366,6 +372,8 @@ class Worker:
       dp = os.path.realpath(d)
       if os.path.isdir(dp) and any(dp.startswith(n + os.sep) for n in needed):
         args += ["--tmpfs", dp]
+    if compiled:  # the submission's own compiled programs (a student's check): at its real path, so keys match
+      args += ["--bind", compiled, compiled]
     args += [
       "--bind",
       scratch,

@@ -9,7 +9,7 @@ typed PRNG keys by ``{"$key": i}`` (their key data), non-finite floats by
 dtypes before using anything (the grader treats the worker as hostile): the JSON
 header is at most ``MAX_HEADER`` bytes; each blob is used at most once and must
 hold exactly the bytes its ``.npy`` header announces, in one of the plain numeric
-dtypes (``_DTYPES``); the only casts are float32 blobs to the narrow float types
+dtypes (``_dtypes()``); the only casts are float32 blobs to the narrow float types
 the worker legitimately sends that way (bfloat16, float8...). Decoding therefore
 allocates at most a small multiple of the frame's own size, however the frame
 was forged (student code can write onto the answer pipe).
@@ -23,34 +23,44 @@ import math
 import os
 import re
 import struct
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: a grader that only starts a worker does not wait for NumPy
+  import numpy as np
 
 MAX_FRAME = 128 * 2**20  # bytes in one frame (a result larger than this is refused)
 MAX_NODES = 200_000
 MAX_DEPTH = 64
 MAX_HEADER = 16 * 2**20  # bytes of JSON structure in one frame
 _NUMERIC_KINDS = "biufc"
-_DTYPES = frozenset(
-  np.dtype(t).str
-  for t in (
-    "bool",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "float32",
-    "float64",
-    "complex64",
-    "complex128",
+
+
+@functools.lru_cache(maxsize=1)
+def _dtypes() -> frozenset:
+  import numpy as np
+
+  return frozenset(
+    np.dtype(t).str
+    for t in (
+      "bool",
+      "int8",
+      "int16",
+      "int32",
+      "int64",
+      "uint8",
+      "uint16",
+      "uint32",
+      "uint64",
+      "float16",
+      "float32",
+      "float64",
+      "complex64",
+      "complex128",
+    )
   )
-)
+
+
 _CASTS = re.compile(r"bfloat16|float8_e[0-9a-z]+|float4_e[0-9a-z]+|int4|uint4|int2|uint2")
 
 
@@ -83,6 +93,8 @@ def _is_key(x) -> bool:
 
 def encode(obj) -> bytes:
   """One frame: a JSON header and the raw bytes of every array in ``obj`` (no pickle, so nothing runs on decode)."""
+  import numpy as np
+
   blobs: list[bytes] = []
 
   def add_array(a: np.ndarray, tag: str, extra=None):
@@ -138,6 +150,8 @@ def encode(obj) -> bytes:
 def _read_npy(view: memoryview) -> np.ndarray:
   """One ``.npy`` blob -> array, checked before anything is allocated (no ``read_array``: it would allocate
   whatever shape the header claims before noticing that the data is short)."""
+  import numpy as np
+
   f = io.BytesIO(view[:4096].tobytes())
   version = np.lib.format.read_magic(f)
   if version == (1, 0):
@@ -146,7 +160,7 @@ def _read_npy(view: memoryview) -> np.ndarray:
     shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=4096)
   else:
     raise ValueError("unknown .npy version")
-  if dtype.str not in _DTYPES:
+  if dtype.str not in _dtypes():
     raise WireError(f"an array of dtype {dtype}, which the worker never sends")
   n = 1
   for d in shape:
@@ -162,6 +176,8 @@ def _read_npy(view: memoryview) -> np.ndarray:
 
 def decode_body(body: bytes) -> Any:
   """The object of a frame body (without its length prefix); anything malformed raises :class:`WireError`."""
+  import numpy as np
+
   if len(body) < 4:
     raise WireError("a malformed answer (frame too short)")
   (hlen,) = struct.unpack("<I", body[:4])

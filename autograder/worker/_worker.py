@@ -198,8 +198,27 @@ _PATH_EVENTS = {
 }
 
 
-def _install_audit_hook(scratch: str, denied: list[str]):
+def _keep_compiled(folder: str):
+  """Keep every program XLA compiles in ``folder`` and reuse what is there (JAX's persistent cache).
+
+  Only for a student's check: ``folder`` belongs to this one submission path, so what a submission leaves
+  there reaches only its own later checks, never another submission or a grade.
+  """
+  import warnings
+
+  for name, value in (
+    ("jax_compilation_cache_dir", folder),
+    ("jax_persistent_cache_min_compile_time_secs", 0.0),
+    ("jax_persistent_cache_min_entry_size_bytes", 0),
+  ):
+    jax.config.update(name, value)
+  # an entry that cannot be read or written is compiled again: not the student's output
+  warnings.filterwarnings("ignore", message=r"Error (reading|writing) persistent compilation cache")
+
+
+def _install_audit_hook(scratch: str, denied: list[str], compiled: str = ""):
   scratch = os.path.realpath(scratch)
+  writable = [scratch] + ([os.path.realpath(compiled)] if compiled else [])
   denied = [os.path.realpath(d) for d in denied if d]
   realpath, fspath, isinstance_ = os.path.realpath, os.fspath, isinstance
 
@@ -228,14 +247,14 @@ def _install_audit_hook(scratch: str, denied: list[str]):
       writing = (isinstance_(mode, str) and any(c in mode for c in "wax+")) or (
         isinstance_(flags, int) and flags & _WRITE_FLAGS
       )
-      if writing and not inside(path, scratch) and path not in ("/dev/null",):
+      if writing and not any(inside(path, w) for w in writable) and path not in ("/dev/null",):
         raise PermissionError(f"submissions may only write inside their scratch directory, not {path}")
       if any(inside(path, d) for d in denied):
         raise PermissionError(f"submissions may not read {path}")
     elif event in _PATH_EVENTS:
       for a in args[:2]:
         path = resolve(a) if isinstance_(a, (str, bytes, os.PathLike)) else None
-        if path is not None and not inside(path, scratch):
+        if path is not None and not any(inside(path, w) for w in writable):
           raise PermissionError(f"submissions may not change files outside their scratch directory ({event})")
 
   sys.addaudithook(hook)
@@ -486,7 +505,7 @@ def _git_stores(checkout: str) -> list[str]:
   return out
 
 
-def confine(scratch: str) -> list[str]:
+def confine(scratch: str, compiled: str = "") -> list[str]:
   """Put up the kernel's walls (see ``_confine``); return the layers in force, for the report."""
   layers = []
   drop = os.environ.get("AUTOGRADER_DROP")
@@ -534,6 +553,7 @@ def confine(scratch: str) -> list[str]:
     ]
     keep = (
       [sys.prefix, sys.base_prefix, scratch, _pkg_dir()]
+      + ([compiled] if compiled else [])
       + [p for p in sys.path if p and os.path.isdir(p)]
       + sorted(linked)
     )
@@ -546,10 +566,15 @@ def confine(scratch: str) -> list[str]:
     or bool(drop)
     and not _confine.world_readable(os.path.dirname(os.path.realpath(scratch)))
   )
-  abi = 0 if os.environ.get("AUTOGRADER_NO_LANDLOCK") else _confine.landlock(ro, [scratch], ["/dev/null"])
+  abi = (
+    0
+    if os.environ.get("AUTOGRADER_NO_LANDLOCK")
+    else _confine.landlock(ro, [scratch] + ([compiled] if compiled else []), ["/dev/null"])
+  )
   if abi:
     layers.append(
       f"Landlock v{abi} (reads only the interpreter and libraries, writes only scratch"
+      + (" and its own compiled programs" if compiled else "")
       + (", no TCP" if abi >= 4 else "")
       + (", no signals out" if abi >= 6 else "")
       + ")"
@@ -681,15 +706,18 @@ def main(argv):
   except ValueError:
     forbidden = {}
   rules = Rules(forbidden if isinstance(forbidden, dict) else {})
+  compiled = os.environ.get("AUTOGRADER_COMPILED", "")
+  if compiled:
+    _keep_compiled(compiled)
   # Start XLA's CPU client now, before any submission code: it reads XLA_FLAGS (a flag this jaxlib does not
   # know aborts here, before READY, and the grader starts the worker again without its flags).
   jax.devices()
-  layers = confine(scratch)
+  layers = confine(scratch, compiled)
   pkg_parent = os.path.realpath(os.path.dirname(_pkg_dir()))
   sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != pkg_parent]  # imports are done
   worker = Worker(scratch)
   snap = _snapshot()
-  _install_audit_hook(scratch, denied)
+  _install_audit_hook(scratch, denied, compiled)
   real_out, real_err = sys.stdout, sys.stderr
   write_frame, read_frame = _wire.write_frame, _wire.read_frame
   os.write(2, _sandbox.READY)  # before any submission code: a crash before it is the grader's, not the student's
