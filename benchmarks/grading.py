@@ -105,7 +105,8 @@ def latency(args, trees: dict[str, pathlib.Path], work: pathlib.Path) -> None:
 
   aid = args.assignment
   a = _registry.load_assignment(aid)
-  solved = work / f"{aid}.py"
+  solved = work / "student" / f"{aid}.py"  # a folder of its own: the grader denies the submission's folder
+  solved.parent.mkdir(exist_ok=True)
   solved.write_text(_authoring.module_source(a.source, solved=True, assignment_id=aid))
   first = a.functions[0]
   py = sys.executable

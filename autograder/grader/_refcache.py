@@ -133,7 +133,7 @@ def keep_grader_programs() -> bool:
 def programs_root() -> pathlib.Path:
   """Where checks keep each submission's compiled programs: beside the cache folder, never inside it."""
   d = cache_dir()
-  return d.with_name(d.name + "-programs")
+  return d.with_name(d.name + "-programs") if d.name else d / "autograder-programs"
 
 
 def submission_programs(submission) -> pathlib.Path | None:

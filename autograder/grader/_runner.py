@@ -157,13 +157,15 @@ def grade_submission(
   for fn, what in refused.items():
     notes.append(f"{fn} uses {what}: refused, its tests score 0.")
   scratch = _remote.make_scratch()
-  # the assignment (tests, reference), dlfunc, the folder holding the submission (other students' work), and
-  # the reference-output cache
-  denied = [str(info.path.parent), _dlfunc_dir(), str(path.parent), str(_refcache.cache_dir())]
+  # the assignment (tests, reference), dlfunc, the folder holding the submission (other students' work), the
+  # reference-output cache and the compiled programs of checks (a check's worker gets its own folder back)
+  programs = str(_refcache.programs_root())
+  denied = [str(info.path.parent), _dlfunc_dir(), str(path.parent), str(_refcache.cache_dir()), programs]
   denied = _safe_denied([d for d in denied + list(denied_extra or []) if d])
   # a cache folder the worker could see (one holding the interpreter or the autograder) is not used at all
   cache_for = None if os.path.realpath(_refcache.cache_dir()) not in denied else info.path
-  compiled = _programs_for(path, denied) if keep_compiled and not hidden and cache_for is not None else ""
+  usable = cache_for is not None and os.path.realpath(programs) in denied
+  compiled = _programs_for(path, denied, programs) if keep_compiled and not hidden and usable else ""
   sub = None
   callees = _feedback.graded_callees(sub_info.cells, info.functions)
   try:
@@ -266,13 +268,15 @@ def _run_tests(tests, sub, *, per_call: float, budget: float, t0: float, cache_f
   return results
 
 
-def _programs_for(path: pathlib.Path, denied: list[str]) -> str:
-  """The folder for this submission's compiled programs (a check's), or "" where it would touch a denied one."""
+def _programs_for(path: pathlib.Path, denied: list[str], programs: str) -> str:
+  """The folder for this submission's compiled programs (a check's), or "" where it would touch another denied
+  folder (the programs folder of every other submission path stays denied)."""
   folder = _refcache.submission_programs(path)
   if folder is None:
     return ""
   real = os.path.realpath(folder)
-  if any(real == d or real.startswith(d + os.sep) or d.startswith(real + os.sep) for d in denied):
+  others = [d for d in denied if d != os.path.realpath(programs)]
+  if any(real == d or real.startswith(d + os.sep) or d.startswith(real + os.sep) for d in others):
     return ""
   return real
 

@@ -218,7 +218,8 @@ def _keep_compiled(folder: str):
 
 def _install_audit_hook(scratch: str, denied: list[str], compiled: str = ""):
   scratch = os.path.realpath(scratch)
-  writable = [scratch] + ([os.path.realpath(compiled)] if compiled else [])
+  own = os.path.realpath(compiled) if compiled else ""
+  writable = [scratch] + ([own] if own else [])
   denied = [os.path.realpath(d) for d in denied if d]
   realpath, fspath, isinstance_ = os.path.realpath, os.fspath, isinstance
 
@@ -241,7 +242,7 @@ def _install_audit_hook(scratch: str, denied: list[str], compiled: str = ""):
       raise PermissionError(f"submissions may not {_REFUSED_EVENTS[event]} ({event})")
     if event == "open":
       path = resolve(args[0])
-      if path is None:
+      if path is None or (own and inside(path, own)):  # its own compiled programs (inside a denied folder)
         return
       mode, flags = args[1], args[2]
       writing = (isinstance_(mode, str) and any(c in mode for c in "wax+")) or (

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from autograder import checks as C
+from autograder.grader import _checks
 from autograder._errors import CheckFailed
 from autograder.worker._remote import LocalSubmission
 
@@ -96,3 +97,19 @@ def test_grad_matches_memoises_the_reference_but_judges_every_submission():
   with pytest.raises(CheckFailed, match="gradient of scale"):
     C.grad_matches(wrong, "scale", _scale, x, True, 2)
   C.grad_matches(LocalSubmission({"scale": _scale}), "scale", _scale, x, True, 2)
+
+
+def test_other_key_differs_keeps_the_implementation_and_needs_no_compilation():
+  """prng_discipline's second key: made in NumPy from the first key's data (jax.random.fold_in would compile)."""
+  import jax
+
+  k = _checks.key(2)
+  other = _checks._other_key(k)
+  assert jax.random.key_impl(other) == jax.random.key_impl(k)
+  a, b = np.asarray(jax.random.key_data(k)), np.asarray(jax.random.key_data(other))
+  assert a.shape == b.shape and not np.array_equal(a, b)
+  assert not np.array_equal(jax.random.uniform(k, (4,)), jax.random.uniform(other, (4,)))
+  raw = np.array([0, 5], np.uint32)  # a raw uint32 key stays a raw key
+  assert _checks._other_key(raw).dtype == np.uint32 and not np.array_equal(_checks._other_key(raw), raw)
+  rbg = jax.random.key(3, impl="rbg")  # other layouts: fold_in
+  assert not np.array_equal(jax.random.key_data(_checks._other_key(rbg)), jax.random.key_data(rbg))

@@ -1,0 +1,169 @@
+"""Compiled programs kept across a student's checks (``keep_compiled``): reused, per submission path, private to
+that path's checks, never given to a grade, trimmed, and a corrupt entry is compiled again."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from autograder import load_assignment
+from autograder.authoring import _authoring
+from autograder.grader import _checks, _refcache
+from autograder.grader._runner import grade_submission
+
+FUNCS = ["relu", "softmax"]
+
+
+@pytest.fixture
+def solved(tmp_path, monkeypatch):
+  """A private cache, private scratch, and the solved module of 01 in a folder of its own."""
+  monkeypatch.setenv("AUTOGRADER_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("AUTOGRADER_SCRATCH", str(tmp_path / "scratch"))
+  a = load_assignment("01")
+  sub = tmp_path / "alice" / "01.py"
+  sub.parent.mkdir()
+  sub.write_text(_authoring.module_source(a.source, solved=True, assignment_id="01"))
+  _checks._MEMO.clear()
+  return sub
+
+
+def _files(folder: pathlib.Path) -> dict[str, int]:
+  return {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
+
+
+def _check(sub, **kw):
+  _checks._MEMO.clear()  # as in a new process: only the disk remembers
+  r = grade_submission("01", sub, hidden=False, functions=FUNCS, keep_compiled=True, **kw)
+  assert r.score == r.max_score, [(t.name, t.output[:300]) for t in r.tests]
+  return r
+
+
+@pytest.mark.slow
+def test_a_second_check_reuses_every_program(solved):
+  """The first check compiles and keeps its programs; the second compiles nothing new (a key that changed from
+  run to run, such as one holding the scratch path, would add a second set of entries)."""
+  r = _check(solved)
+  folder = _refcache.submission_programs(solved)
+  assert folder is not None
+  first = _files(folder)
+  assert len(first) >= 3, first
+  assert "own compiled programs" in r.isolation or "Landlock" not in r.isolation, r.isolation
+  grader_side = _files(_refcache.cache_dir() / "xla")
+  _check(solved)
+  assert _files(folder) == first, "the second check compiled programs again instead of reusing them"
+  assert set(_files(_refcache.cache_dir() / "xla")) == set(grader_side)
+
+
+@pytest.mark.slow
+def test_a_grade_keeps_no_programs_of_the_submission(solved):
+  """With hidden tests (a grade), the worker gets no folder to keep programs in; the grader keeps its own."""
+  _checks._MEMO.clear()
+  r = grade_submission("01", solved, hidden=True, functions=["relu"], keep_compiled=True)
+  assert r.score == r.max_score, [(t.name, t.output[:300]) for t in r.tests]
+  root = _refcache.programs_root()
+  assert not root.exists() or not any(root.iterdir()), "a grade gave the submission a programs folder"
+  assert "own compiled programs" not in r.isolation
+
+
+@pytest.mark.slow
+def test_corrupt_programs_are_compiled_again_quietly(solved):
+  """A submission can write its own folder: garbage there costs a compilation, never a wrong grade or noise.
+  (JAX does not replace an entry it could not read: that program is compiled at each check.)"""
+  _check(solved)
+  folder = _refcache.submission_programs(solved)
+  assert folder is not None
+  names = list(_files(folder))
+  for n in names:
+    (folder / n).write_bytes(b"\0garbage" * 7)
+  r = _check(solved)
+  assert all("persistent compilation cache" not in t.output for t in r.tests), [t.output for t in r.tests]
+  assert r.score == r.max_score
+
+
+_PEEK = '''
+
+def relu(x):
+  import os
+  found = []
+  for d, _, fs in os.walk({root!r}):
+    for f in fs:
+      if {other!r} in d:
+        with open(os.path.join(d, f), "rb") as fh:
+          found.append(fh.read(16))
+  assert found, "no other submission's programs are visible"
+  import jax.numpy as jnp
+  return jnp.maximum(x, 0)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["bwrap", "no_bwrap", "no_bwrap_no_landlock_no_uid"])
+def test_a_check_cannot_read_another_paths_programs(mode, solved, monkeypatch):
+  """Bob's check reads Alice's compiled programs (her functions, compiled): it must not see them."""
+  from autograder.worker import _sandbox
+
+  if mode == "bwrap":
+    monkeypatch.delenv("AUTOGRADER_NO_BWRAP", raising=False)
+    if not _sandbox.bwrap_usable():
+      pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+  else:
+    monkeypatch.setenv("AUTOGRADER_NO_BWRAP", "1")
+  if mode == "no_bwrap_no_landlock_no_uid":  # only the deny list (audit hook) stands between them
+    monkeypatch.setenv("AUTOGRADER_NO_LANDLOCK", "1")
+    monkeypatch.setenv("AUTOGRADER_UIDS", "off")
+  _check(solved)
+  alice = _refcache.submission_programs(solved)
+  assert alice is not None and _files(alice)
+  bob = solved.parent.parent / "bob" / "01.py"
+  bob.parent.mkdir()
+  root = str(_refcache.programs_root())
+  bob.write_text(solved.read_text() + _PEEK.format(root=root, other=alice.name))
+  _checks._MEMO.clear()
+  r = grade_submission("01", bob, hidden=False, functions=FUNCS, keep_compiled=True, timeout=10.0)
+  relu = [t for t in r.tests if t.function == "relu"]
+  softmax = [t for t in r.tests if t.function == "softmax"]
+  assert relu and all(t.score == 0 for t in relu), [(t.name, t.output[:300]) for t in relu]
+  assert all(t.score == t.max_score for t in softmax), [(t.name, t.output[:300]) for t in softmax]
+  bobs = _refcache.submission_programs(bob)
+  assert bobs is not None and bobs != alice and _files(bobs), "bob's own programs were not kept"
+
+
+def test_programs_are_kept_for_the_most_recent_paths_and_trimmed(tmp_path, monkeypatch):
+  monkeypatch.setenv("AUTOGRADER_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setattr(_refcache, "PROGRAMS_KEPT", 2)
+  monkeypatch.setattr(_refcache, "PROGRAMS_MB", 1)
+  a = _refcache.submission_programs(tmp_path / "a.py")
+  b = _refcache.submission_programs(tmp_path / "b.py")
+  assert a is not None and b is not None and a != b
+  assert oct(a.stat().st_mode & 0o777) == "0o700"
+  os.utime(a, (900, 900))  # a was checked long ago, b since
+  os.utime(b, (1000, 1000))
+  c = _refcache.submission_programs(tmp_path / "c.py")
+  assert c is not None
+  assert not a.exists() and b.exists() and c.exists(), "the least recently checked path was not dropped"
+  assert _refcache.submission_programs(tmp_path / "c.py") == c  # the same path, the same folder
+  folders = [a, b, c]
+  big = folders[2]
+  for i in range(6):  # 6 x 0.3 MiB > 1 MiB: trimmed to half, oldest first
+    (big / f"entry{i}").write_bytes(b"x" * (3 * 2**20 // 10))
+    os.utime(big / f"entry{i}", (2000 + i, 2000 + i))
+  _refcache.submission_programs(tmp_path / "c.py")
+  left = sorted(p.name for p in big.iterdir())
+  assert left == ["entry5"], left
+  monkeypatch.setenv("AUTOGRADER_CACHE", "off")
+  assert _refcache.submission_programs(tmp_path / "c.py") is None
+
+
+def test_starting_a_check_does_not_wait_for_numpy_or_jax():
+  """The grader starts the worker before it imports NumPy or JAX: the modules it needs up to then import neither."""
+  code = (
+    "import sys, autograder.cli\n"
+    "from autograder.grader import _registry, _report, _runner\n"
+    "from autograder.worker import _remote, _sandbox, _submission, _wire\n"
+    "bad = sorted(m for m in ('numpy', 'jax') if m in sys.modules)\n"
+    "assert not bad, bad\n"
+  )
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-2000:]
