@@ -754,7 +754,7 @@ def _other_key(k):
   if isinstance(k, jax.Array) and jnp.issubdtype(k.dtype, jax.dtypes.prng_key):
     data = np.asarray(jax.random.key_data(k))
     if data.shape[-1:] == (2,) and data.dtype == np.uint32:
-      return jax.random.wrap_key_data(data ^ flip, impl=jax.random.key_impl(k))
+      return jax.random.wrap_key_data(data ^ flip, impl=jax.random.key_impl(k))  # pyright: ignore[reportArgumentType]
   elif isinstance(k, (np.ndarray, jax.Array)) and k.shape[-1:] == (2,) and k.dtype == np.uint32:  # a raw key
     return np.asarray(k) ^ flip
   return jax.random.fold_in(k, 12345)
