@@ -9,10 +9,12 @@ same machine: the bare import (``python -c "import jax, jax.numpy as jnp;
 jnp.ones(3).block_until_ready()"``), ``autograder check ID`` of the solved
 module, ``autograder check ID --only FN`` (the first graded function) and
 ``autograder list``. Prints best and median seconds and each command's ratio to
-the bare import (targets: 1.3x, 1.2x, 0.2x). The reference-output cache is a
-private folder, filled by one untimed check first (a student's repeated check);
-``--cold`` adds a check with an empty cache each round (for a checkout that
-has no cache, the same command as its ``check``). The 1-minute load
+the bare import (targets: 1.3x, 1.2x, 0.2x). The caches (reference outputs, the
+grader's and the submission's compiled programs) are private folders, filled by
+one untimed check first (a student's repeated check; the solved module sits in
+a folder of its own, as a student's file does); ``--cold`` adds a check with
+empty caches each round (for a checkout that has no cache, the same command
+as its ``check``). The 1-minute load
 average is printed before and after; above 1 before the rounds, the ratios are not printed unless
 ``--force`` (a loaded machine stretches the two-process check more than the
 one-process import).

@@ -372,8 +372,8 @@ class Rules:
     stand_ins, rules = self.stand_ins, self.fn_rules
     for m in list(sys.modules.values()):
       d = getattr(m, "__dict__", None)
-      if not isinstance(d, dict):
-        continue
+      if not isinstance(d, dict) or stand_ins.keys().isdisjoint(map(id, list(d.values()))):
+        continue  # (the test above runs in C: most modules hold none of them)
       for k, v in list(d.items()):
         s = stand_ins.get(id(v))
         if s is not None and rules[id(v)][0] is v:
@@ -540,7 +540,14 @@ def confine(scratch: str, compiled: str = "") -> list[str]:
       and os.path.realpath(p) != os.path.realpath(scratch)
     ):
       ro.add(p)
-  linked = _sandbox.link_targets({os.path.realpath(p) for p in ro if os.path.isdir(p)})  # a farm of links
+  system = ("/usr", "/lib", "/bin", "/sbin", "/proc", "/sys", "/dev")  # readable whole: their links need no scan
+  linked = _sandbox.link_targets(  # a farm of links (Nix, some conda layouts)
+    {
+      rp
+      for rp in (os.path.realpath(p) for p in ro if os.path.isdir(p))
+      if not any(rp == d or rp.startswith(d + os.sep) for d in system)
+    }
+  )
   ro |= linked
   ro = sorted({os.path.realpath(p) for p in ro if os.path.exists(p)} | {p for p in ro if os.path.exists(p)})
   if drop:  # root without bubblewrap: hide the checkout (and its git store) and the denied folders too
