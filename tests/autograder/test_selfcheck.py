@@ -107,7 +107,8 @@ def test_a_caller_is_told_to_fix_its_failing_callee_first(capsys):
   assert "Your result is transposed" in " ".join(_check_lines(out.out, "dense_backward")[2:])
   mlp = _check_lines(out.out, "mlp_backward")
   assert mlp[1].startswith("  [FAIL] mlp_backward: ")
-  assert mlp[2].startswith("         fix `dense_backward` first: `mlp_backward` calls `dense_backward`")
+  assert mlp[2].startswith("         fix `dense_backward` first:")         # wrapped to the terminal's width
+  assert " ".join(l.strip() for l in mlp[2:]).startswith("fix `dense_backward` first: `mlp_backward` calls `dense_backward`")
   report = check_all("03", ns, details=True)
   out = capsys.readouterr()
   assert out.err == ""
