@@ -273,6 +273,10 @@ class Worker:
       _chown_tree(scratch, self.uid, self.uid)
       if compiled:
         _chown_tree(compiled, self.uid, self.uid)
+    elif compiled and os.geteuid() == 0 and os.path.isdir(compiled) and os.stat(compiled).st_uid != 0:
+      # the last check ran under a uid of its own (no bubblewrap then): take the folder back, else root with its
+      # capabilities dropped cannot open it and every program is compiled again at each check
+      _chown_tree(compiled, 0, 0)
     req_r, self._req_w = os.pipe()
     self._resp_r, resp_w = os.pipe()
     out_r, out_w = os.pipe()

@@ -57,6 +57,29 @@ def test_a_second_check_reuses_every_program(solved):
 
 
 @pytest.mark.slow
+def test_programs_kept_under_a_worker_uid_are_reused_under_bubblewrap(solved, monkeypatch):
+  """A check without bubblewrap hands the folder to the worker's own uid; the next check under bubblewrap (root
+  with its capabilities dropped) must still read and write it, not compile everything again each time."""
+  from autograder.worker import _sandbox
+
+  monkeypatch.setenv("AUTOGRADER_NO_BWRAP", "1")
+  if not _sandbox.drops_privileges():
+    pytest.skip("workers run under a uid of their own only when the grader is root with a uid pool")
+  _check(solved)
+  folder = _refcache.submission_programs(solved)
+  assert folder is not None and folder.stat().st_uid != 0  # the worker's uid took it over
+  monkeypatch.delenv("AUTOGRADER_NO_BWRAP")
+  if not _sandbox.bwrap_usable():
+    pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+  kept = _files(folder)
+  gone = sorted(kept)[0]
+  (folder / gone).unlink()
+  _check(solved)
+  assert folder.stat().st_uid == 0
+  assert set(_files(folder)) == set(kept), "the check under bubblewrap could not write its programs folder"
+
+
+@pytest.mark.slow
 def test_a_grade_keeps_no_programs_of_the_submission(solved):
   """With hidden tests (a grade), the worker gets no folder to keep programs in; the grader keeps its own."""
   _checks._MEMO.clear()
