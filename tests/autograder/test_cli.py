@@ -55,6 +55,18 @@ def test_list_reads_ids_without_importing_jax():
   assert [ln.split()[0] for ln in lines] == [f"{i:02d}" for i in range(1, 11)]
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback():
+  """`autograder list | head -0`: output into a pipe nobody reads ends quietly, with a failing status."""
+  r_fd, w_fd = os.pipe()
+  os.close(r_fd)  # the reader is gone before the first line is written
+  try:
+    p = subprocess.run([sys.executable, "-m", "autograder.cli", "list"], stdout=w_fd, stderr=subprocess.PIPE,
+                       text=True, cwd=REPO, timeout=120)
+  finally:
+    os.close(w_fd)
+  assert p.returncode == 1 and p.stderr == "", p.stderr[-2000:]
+
+
 def test_list_says_where_it_looks_when_nothing_is_there(tmp_path):
   r = subprocess.run([sys.executable, "-m", "autograder.cli", "list"], capture_output=True, text=True, cwd=tmp_path,
                      env=dict(os.environ, AUTOGRADER_ASSIGNMENTS=str(tmp_path / "none")))
