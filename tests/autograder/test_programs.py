@@ -190,3 +190,37 @@ def test_starting_a_check_does_not_wait_for_numpy_or_jax():
   )
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert r.returncode == 0, r.stderr[-2000:]
+
+
+
+_LOWER = """
+import sys, jax, jax.numpy as jnp
+from jax._src.interpreters import mlir
+for k, v in (("jax_compilation_cache_dir", sys.argv[1]), ("jax_persistent_cache_min_compile_time_secs", 0.0),
+             ("jax_persistent_cache_min_entry_size_bytes", 0)):
+  jax.config.update(k, v)
+if sys.argv[2] == "shared":
+  from autograder.worker import _worker
+  assert _worker._share_ir_contexts(uses=2)
+made = []
+make = mlir.make_ir_context
+mlir.make_ir_context = lambda: made.append(make()) or made[-1]
+out = [float(jax.jit(lambda x: jnp.tanh(x) @ x.T)(jnp.ones((n, 3))).sum()) for n in (1, 2, 3, 4, 5)]
+print(len(made), len({id(c) for c in made}), out)
+"""
+
+
+def test_shared_ir_contexts_lower_the_same_programs(tmp_path):
+  """The worker lowers several programs in one MLIR context (bounded): the programs, and so the persistent cache's
+  keys, are those of fresh contexts (a shared run after a fresh one adds no entry), and the values are the same."""
+  cache, got = tmp_path / "programs", {}
+  for mode in ("fresh", "shared"):
+    r = subprocess.run([sys.executable, "-c", _LOWER, str(cache), mode], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    calls, distinct, values = r.stdout.strip().split(" ", 2)
+    got[mode] = (int(calls), int(distinct), values, sorted(p.name for p in cache.iterdir()))
+  assert got["fresh"][0] == got["fresh"][1] == got["shared"][0] >= 5      # one context per program, fresh
+  assert got["shared"][1] == (got["shared"][0] + 1) // 2                   # two programs per shared context
+  assert got["shared"][2] == got["fresh"][2]
+  assert got["shared"][3] == got["fresh"][3] and len(got["fresh"][3]) >= 5
