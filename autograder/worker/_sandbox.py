@@ -122,6 +122,17 @@ def _chown_tree(root: str, uid: int, gid: int):
         pass
 
 
+def _hand_over(folder: str, uid: int):
+  """A check's programs ``folder`` belongs to the uid its worker runs as (its own, or root's under bubblewrap).
+
+  Root with its capabilities dropped cannot open a 0700 folder that the last check, run under a uid of its own,
+  left behind: every program would be compiled again at each check. The tree is chowned only when its owner is
+  another uid (everything in it was written by the owner). Only root can chown; others own what they write.
+  """
+  if os.geteuid() == 0 and os.path.isdir(folder) and os.stat(folder).st_uid != uid:
+    _chown_tree(folder, uid, uid)
+
+
 def bwrap_path() -> str | None:
   """The bubblewrap binary, or None when it is missing or ``AUTOGRADER_NO_BWRAP`` is set."""
   if os.environ.get("AUTOGRADER_NO_BWRAP"):
@@ -271,12 +282,8 @@ class Worker:
     if not use_bwrap and drops_privileges():
       self.uid = acquire_uid()
       _chown_tree(scratch, self.uid, self.uid)
-      if compiled:
-        _chown_tree(compiled, self.uid, self.uid)
-    elif compiled and os.geteuid() == 0 and os.path.isdir(compiled) and os.stat(compiled).st_uid != 0:
-      # the last check ran under a uid of its own (no bubblewrap then): take the folder back, else root with its
-      # capabilities dropped cannot open it and every program is compiled again at each check
-      _chown_tree(compiled, 0, 0)
+    if compiled:
+      _hand_over(compiled, os.geteuid() if self.uid is None else self.uid)
     req_r, self._req_w = os.pipe()
     self._resp_r, resp_w = os.pipe()
     out_r, out_w = os.pipe()
