@@ -25,6 +25,7 @@ import secrets
 import select
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -113,11 +114,17 @@ def _uid_has_processes(uid: int) -> bool:
 
 
 def _chown_tree(root: str, uid: int, gid: int):
+  """Give ``root`` and everything in it to ``uid``; links are not followed and a file with a second hard link is
+  left alone (a worker could have linked a file from outside its folder in, to have it handed to a uid)."""
   os.chown(root, uid, gid, follow_symlinks=False)
   for d, dirs, files in os.walk(root):
     for n in dirs + files:
+      path = os.path.join(d, n)
       try:
-        os.chown(os.path.join(d, n), uid, gid, follow_symlinks=False)
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+          continue
+        os.chown(path, uid, gid, follow_symlinks=False)
       except OSError:
         pass
 

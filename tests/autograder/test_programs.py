@@ -224,3 +224,22 @@ def test_shared_ir_contexts_lower_the_same_programs(tmp_path):
   assert got["shared"][1] == (got["shared"][0] + 1) // 2                   # two programs per shared context
   assert got["shared"][2] == got["fresh"][2]
   assert got["shared"][3] == got["fresh"][3] and len(got["fresh"][3]) >= 5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files to another uid")
+def test_handing_a_folder_over_leaves_hard_linked_files_alone(tmp_path):
+  """A worker that hard-links a file from outside into its programs folder does not get that file handed to the
+  next worker's uid (nor to root) when the folder changes hands."""
+  from autograder.worker import _sandbox
+
+  outside = tmp_path / "outside.txt"
+  outside.write_text("not the worker's")
+  folder = tmp_path / "programs"
+  folder.mkdir()
+  (folder / "entry-cache").write_bytes(b"program")
+  os.link(outside, folder / "linked-cache")
+  os.symlink(outside, folder / "symlinked-cache")
+  _sandbox._hand_over(str(folder), 64999)
+  assert folder.stat().st_uid == 64999 and (folder / "entry-cache").stat().st_uid == 64999
+  assert outside.stat().st_uid == 0, "a hard-linked file from outside was handed over"
+  assert (folder / "symlinked-cache").lstat().st_uid == 64999 and outside.stat().st_uid == 0
