@@ -364,17 +364,17 @@ def test_kernel_walls_isolation_summary(kernel_batch):
 _RULES_SCRIPT = r'''
 import importlib, json, sys, types
 from autograder.grader import _registry
-from autograder.worker import _worker, _ops
+from autograder.worker import _rules, _ops
 checked, skipped, bad = 0, [], []
 for aid in _registry.list_assignments():
   a = _registry.load_assignment(aid)
-  rules = _worker.Rules(a.forbidden)
+  rules = _rules.Rules(a.forbidden)
   for fn, names in a.forbidden.items():
     other = next((f for f in a.functions if not set(a.forbidden.get(f, ())) & set(names)), None)
     for name in names:
       if name.split(".")[0] == "dlfunc":
         continue
-      obj = _worker._resolve(name)
+      obj = _rules.resolve(name)
       target = obj
       if isinstance(obj, types.ModuleType):    # a module rule: some public function of it must be refused
         import jax.numpy as jnp
