@@ -459,6 +459,66 @@ class _Cap(io.TextIOBase):
     return t + (f"\n... ({self.n - OUTPUT_CAP} more characters of output dropped)" if self.n > OUTPUT_CAP else "")
 
 
+def _answer(req: dict, worker: Worker, rules: _rules.Rules, layers: list[str], snap, real) -> dict[str, Any]:
+  """One request: load the submission or run one operation on one function, its prints captured, its rules armed,
+  and the watched modules restored (a change is reported as tampering); ``real`` is the worker's own
+  (stdout, stderr), put back after it."""
+  cap = _Cap()
+  sys.stdout = sys.stderr = cap
+  resp: dict[str, Any] = {"ok": True}
+  try:
+    if req["op"] == "load":
+      resp["problems"] = worker.load(req)
+      resp["defined"] = {f: callable(worker.ns.get(f)) for f in req["functions"]}
+      resp["layers"] = layers
+    else:
+      fn_name = req["fn"]
+      fn = worker.ns.get(fn_name)
+      if not callable(fn):
+        raise SubmissionError("missing", f"{fn_name} is not defined (or not a function) in the submission.")
+      rules.enter(fn_name)
+      try:
+        resp["result"] = _ops.run(
+          req["op"],
+          fn,
+          fn_name,
+          tuple(req["args"]),
+          dict(req["kwargs"]),
+          dict(req.get("opts") or {}),
+          worker.is_student,
+          worker.label,
+        )
+      finally:
+        hit = rules.exit()
+      if hit:  # refused, even if the submission caught the refusal and went on
+        raise SubmissionError(
+          "refused",
+          f"{fn_name}: calls {hit}, which this assignment forbids for {fn_name}. Write it yourself with jax.numpy.",
+        )
+  except SubmissionError as e:
+    resp = {"ok": False, "kind": e.kind, "message": e.message}
+  except BaseException as e:  # noqa: BLE001
+    resp = {"ok": False, "kind": "exception", "message": f"{type(e).__name__}: {e}"[:300]}
+  finally:
+    sys.stdout, sys.stderr = real
+  changed = _restore(snap)
+  if changed:
+    what = ", ".join(sorted(set(changed))[:5])
+    if req["op"] == "load":
+      resp.setdefault("problems", []).append(
+        f"top-level code replaced {what}; the originals were restored (monkeypatching is not allowed)."
+      )
+    else:
+      resp = {
+        "ok": False,
+        "kind": "tampered",
+        "message": f"{req['fn']} replaced {what} while running; monkeypatching numpy, jax or the "
+        "grader is not allowed (the originals were restored).",
+      }
+  resp["output"] = cap.text()
+  return resp
+
+
 def main(argv):
   """The worker process: ``argv`` is (prog, request fd, response fd, scratch). Confine, then answer until EOF."""
   req_fd, resp_fd, scratch = int(argv[1]), int(argv[2]), argv[3]
@@ -490,7 +550,7 @@ def main(argv):
   worker = Worker(scratch)
   snap = _snapshot()
   _install_audit_hook(scratch, denied, compiled)
-  real_out, real_err = sys.stdout, sys.stderr
+  real = sys.stdout, sys.stderr
   write_frame, read_frame = _wire.write_frame, _wire.read_frame
   os.write(2, _sandbox.READY)  # before any submission code: a crash before it is the grader's, not the student's
   while True:
@@ -498,59 +558,7 @@ def main(argv):
       req = read_frame(req_fd)
     except EOFError:
       return 0
-    cap = _Cap()
-    sys.stdout = sys.stderr = cap
-    resp: dict[str, Any] = {"ok": True}
-    try:
-      if req["op"] == "load":
-        resp["problems"] = worker.load(req)
-        resp["defined"] = {f: callable(worker.ns.get(f)) for f in req["functions"]}
-        resp["layers"] = layers
-      else:
-        fn_name = req["fn"]
-        fn = worker.ns.get(fn_name)
-        if not callable(fn):
-          raise SubmissionError("missing", f"{fn_name} is not defined (or not a function) in the submission.")
-        rules.enter(fn_name)
-        try:
-          resp["result"] = _ops.run(
-            req["op"],
-            fn,
-            fn_name,
-            tuple(req["args"]),
-            dict(req["kwargs"]),
-            dict(req.get("opts") or {}),
-            worker.is_student,
-            worker.label,
-          )
-        finally:
-          hit = rules.exit()
-        if hit:  # refused, even if the submission caught the refusal and went on
-          raise SubmissionError(
-            "refused",
-            f"{fn_name}: calls {hit}, which this assignment forbids for {fn_name}. Write it yourself with jax.numpy.",
-          )
-    except SubmissionError as e:
-      resp = {"ok": False, "kind": e.kind, "message": e.message}
-    except BaseException as e:  # noqa: BLE001
-      resp = {"ok": False, "kind": "exception", "message": f"{type(e).__name__}: {e}"[:300]}
-    finally:
-      sys.stdout, sys.stderr = real_out, real_err
-    changed = _restore(snap)
-    if changed:
-      what = ", ".join(sorted(set(changed))[:5])
-      if req["op"] == "load":
-        resp.setdefault("problems", []).append(
-          f"top-level code replaced {what}; the originals were restored (monkeypatching is not allowed)."
-        )
-      else:
-        resp = {
-          "ok": False,
-          "kind": "tampered",
-          "message": f"{req['fn']} replaced {what} while running; monkeypatching numpy, jax or the "
-          "grader is not allowed (the originals were restored).",
-        }
-    resp["output"] = cap.text()
+    resp = _answer(req, worker, rules, layers, snap, real)
     try:
       write_frame(resp_fd, resp)
     except _wire.WireError:
